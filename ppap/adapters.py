@@ -1,0 +1,136 @@
+"""LoRA experts through peft: attach N named adapters to one frozen guide, count, save, load.
+
+peft does the LoRA itself (zero-initialised B, ``alpha / r`` scaling used identically in forward
+and merge). This module adds what the benchmark needs around it: choosing target layers, exact
+parameter accounting, and adapter files that load strictly (peft's own loader uses
+``strict=False``, which would silently load nothing from a mismatched file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ppap.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+
+ADAPTER_KIND = "ppap-lora-adapter"
+_LAYER_TYPES = {"conv": nn.Conv2d, "linear": nn.Linear}
+
+
+def lora_target_modules(model: nn.Module, layer_types: Iterable[str] = ("conv", "linear"),
+                        include: str | None = None, exclude: str | None = None) -> list[str]:
+    """Full names of the layers to adapt: modules of the given types, filtered by regexes."""
+    unknown = set(layer_types) - set(_LAYER_TYPES)
+    if unknown:
+        raise ValueError(f"unknown layer types {sorted(unknown)}; use {sorted(_LAYER_TYPES)}")
+    types = tuple(_LAYER_TYPES[k] for k in layer_types)
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, types):
+            continue
+        if include is not None and not re.search(include, name):
+            continue
+        if exclude is not None and re.search(exclude, name):
+            continue
+        names.append(name)
+    if not names:
+        raise ValueError(f"no {list(layer_types)} layers match include={include!r} exclude={exclude!r}")
+    return names
+
+
+def lora_config(rank: int, alpha: float, target_modules: Sequence[str], dropout: float = 0.0):
+    from peft import LoraConfig
+
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    # Full module names: peft matches a list entry against the name or a dotted suffix of it.
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+                      bias="none")
+
+
+def attach_lora_experts(guide: nn.Module, adapter_names: Sequence[str], rank: int, alpha: float,
+                        target_modules: Sequence[str], dropout: float = 0.0) -> nn.Module:
+    """Wrap `guide` in a peft model carrying one fresh LoRA adapter per name; the base is frozen.
+
+    Adapters start with B = 0, so every expert initially reproduces the guide exactly.
+    """
+    from peft import get_peft_model
+
+    if not adapter_names:
+        raise ValueError("need at least one adapter name")
+    config = lora_config(rank, alpha, target_modules, dropout)
+    model = get_peft_model(guide, config, adapter_name=adapter_names[0])
+    for name in adapter_names[1:]:
+        model.add_adapter(name, lora_config(rank, alpha, target_modules, dropout))
+    model.set_adapter(adapter_names[0])
+    return model
+
+
+def train_only_adapter(model: nn.Module, adapter_name: str) -> list[nn.Parameter]:
+    """Make exactly the parameters of `adapter_name` trainable; return them."""
+    model.set_adapter(adapter_name)
+    params = []
+    for name, param in model.named_parameters():
+        is_this_adapter = "lora_" in name and f".{adapter_name}." in name
+        param.requires_grad_(is_this_adapter)
+        if is_this_adapter:
+            params.append(param)
+    if not params:
+        raise ValueError(f"adapter {adapter_name!r} has no parameters")
+    return params
+
+
+def adapter_parameter_count(model: nn.Module, adapter_name: str) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n and f".{adapter_name}." in n)
+
+
+def base_parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+
+
+def adapter_state_dict(model: nn.Module, adapter_name: str) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(model, adapter_name=adapter_name)
+
+
+def save_adapter(path: str | os.PathLike, model: nn.Module, adapter_name: str, **metadata) -> None:
+    """Write the adapter's weights only (never the backbone), with its LoRA settings."""
+    config = model.peft_config[adapter_name]
+    save_checkpoint(path, ADAPTER_KIND, adapter_state_dict(model, adapter_name),
+                    lora=dict(rank=config.r, alpha=config.lora_alpha, target_modules=sorted(config.target_modules)),
+                    **metadata)
+
+
+def read_adapter(path: str | os.PathLike) -> dict:
+    return load_checkpoint(path, ADAPTER_KIND)
+
+
+def load_adapter(model: nn.Module, adapter_name: str, path: str | os.PathLike) -> dict:
+    """Load an adapter file into `model` under `adapter_name`, adding the adapter if needed.
+
+    Fails loudly, naming the file, when the file's keys or shapes do not match the model.
+    """
+    from peft import set_peft_model_state_dict
+
+    payload = read_adapter(path)
+    lora = payload["lora"]
+    if adapter_name not in model.peft_config:
+        model.add_adapter(adapter_name, lora_config(lora["rank"], lora["alpha"], lora["target_modules"]))
+    expected = adapter_state_dict(model, adapter_name)
+    found = payload["state_dict"]
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: adapter keys do not match the model "
+                              f"(missing {len(missing)}: {missing[:3]}; unexpected {len(unexpected)}: {unexpected[:3]})")
+    for key, value in found.items():
+        if expected[key].shape != value.shape:
+            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, model expects {tuple(expected[key].shape)}")
+    result = set_peft_model_state_dict(model, found, adapter_name=adapter_name)
+    if getattr(result, "unexpected_keys", None):
+        raise CheckpointError(f"{path}: peft did not place keys {result.unexpected_keys[:3]}")
+    return payload

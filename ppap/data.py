@@ -1,0 +1,106 @@
+"""Data: scikit-learn's digits, the ADM ``.npz`` sample format, image conversions and grids.
+
+Images at rest are uint8 NHWC (the guided-diffusion convention); models see float NCHW in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ppap.io import atomic_path, save_npz
+
+
+def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW in [-1, 1]."""
+    x = torch.as_tensor(np.asarray(images))
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise ValueError(f"expected uint8 NHWC images, got {x.dtype} with shape {tuple(x.shape)}")
+    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float NCHW in [-1, 1] -> uint8 NHWC (rounded, clipped), as guided-diffusion stores samples."""
+    x = ((x.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def load_digits_split(image_size: int = 8, test_fraction: float = 0.2, seed: int = 0) -> dict[str, np.ndarray]:
+    """scikit-learn's 1797 handwritten digits as uint8 NHWC at `image_size`, with a seeded split.
+
+    The split is stratified by class so both halves hold every digit in the same proportions.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N, 1, 8, 8] in [0, 1]
+    if image_size != 8:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+    images = to_uint8(x.clamp(0, 1) * 2 - 1)
+    labels = digits.target.astype(np.int64)
+    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
+                                           random_state=seed, stratify=labels)
+    return dict(train_images=images[idx_train], train_labels=labels[idx_train],
+                test_images=images[idx_test], test_labels=labels[idx_test])
+
+
+def save_samples(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray | None = None) -> None:
+    """ADM convention: ``arr_0`` uint8 NHWC images, ``arr_1`` int64 target labels if conditional."""
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"samples must be uint8 NHWC, got {images.dtype} {images.shape}")
+    arrays = {"arr_0": images}
+    if labels is not None:
+        if len(labels) != len(images):
+            raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
+    save_npz(path, **arrays)
+
+
+def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an ADM-style ``.npz`` (images, labels or None); a clear error names a bad file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            images = data["arr_0"]
+            labels = data["arr_1"] if "arr_1" in data.files else None
+    except Exception as err:
+        raise ValueError(f"cannot read samples from {path}: {type(err).__name__}: {err}") from err
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"{path}: arr_0 must be uint8 NHWC, got {images.dtype} {images.shape}")
+    return images, labels
+
+
+def image_grid(images: np.ndarray, nrow: int, upscale: int = 1) -> np.ndarray:
+    """Tile uint8 NHWC images into one HWC image (nrow images per row), nearest-neighbour upscaled."""
+    n, h, w, c = images.shape
+    ncol = -(-n // nrow)
+    pad = np.zeros((ncol * nrow - n, h, w, c), dtype=images.dtype)
+    tiles = np.concatenate([images, pad]).reshape(ncol, nrow, h, w, c)
+    grid = tiles.transpose(0, 2, 1, 3, 4).reshape(ncol * h, nrow * w, c)
+    if upscale > 1:
+        grid = grid.repeat(upscale, axis=0).repeat(upscale, axis=1)
+    return grid
+
+
+def save_png(path: str | os.PathLike, image_hwc: np.ndarray) -> None:
+    from PIL import Image
+
+    image = image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def class_rows(images: np.ndarray, labels: np.ndarray, per_class: int, num_classes: int) -> np.ndarray:
+    """Pick `per_class` images of each target class, one class per row (missing slots stay black)."""
+    rows = []
+    for c in range(num_classes):
+        picked = images[labels == c][:per_class]
+        if len(picked) < per_class:
+            picked = np.concatenate([picked, np.zeros((per_class - len(picked), *images.shape[1:]), images.dtype)])
+        rows.append(picked)
+    return np.concatenate(rows)

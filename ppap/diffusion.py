@@ -1,0 +1,114 @@
+"""DDIM and DDPM sampling loops. The model is passed in; samplers never load or write anything.
+
+The model seen by a sampler is an epsilon function ``eps_fn(x, t) -> eps`` (t: one timestep per
+sample). Classifier guidance enters as a wrapped ``eps_fn`` (DDIM, see ``ppap.guidance``) or as a
+``mean_shift_fn`` (ancestral DDPM), so the samplers know nothing about guides.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def randn(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """Gaussian noise drawn on the generator's device, then moved to `like`'s device and dtype.
+
+    Drawing on the generator's device keeps a seed's samples the same whether the model runs on
+    the CPU or a GPU.
+    """
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32).to(like.device, like.dtype)
+
+
+def _per_sample(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return values.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
+
+
+def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
+    abar_t = _per_sample(abar_t, x_t)
+    return (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+
+
+def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor,
+              eta: float = 0.0, noise: torch.Tensor | None = None, clip_x0: bool = True) -> torch.Tensor:
+    """One DDIM update x_t -> x_prev (Song et al., 2021, Eq. 12); eta = 0 is deterministic."""
+    x0 = predict_x0(x_t, eps, abar_t)
+    if clip_x0:
+        x0 = x0.clamp(-1, 1)
+        # Re-derive eps from the clipped x0 so the step stays on the same trajectory family.
+        eps = (x_t - _per_sample(abar_t, x_t).sqrt() * x0) / (1 - _per_sample(abar_t, x_t)).sqrt()
+    abar_t_, abar_prev_ = _per_sample(abar_t, x_t), _per_sample(abar_prev, x_t)
+    sigma = eta * ((1 - abar_prev_) / (1 - abar_t_) * (1 - abar_t_ / abar_prev_)).clamp(min=0).sqrt()
+    x_prev = abar_prev_.sqrt() * x0 + (1 - abar_prev_ - sigma**2).clamp(min=0).sqrt() * eps
+    if eta > 0:
+        if noise is None:
+            raise ValueError("ddim_step with eta > 0 needs noise")
+        x_prev = x_prev + sigma * noise
+    return x_prev
+
+
+def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor,
+                eta: float = 0.0, generator: torch.Generator | None = None, clip_x0: bool = True,
+                callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """DDIM over decreasing `timesteps`, ending at alpha-bar = 1 (the clean image)."""
+    alphas_cumprod = alphas_cumprod.to(x_T.device)  # once, not at every step
+    x = x_T
+    for i, t in enumerate(timesteps.tolist()):
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        abar_t = alphas_cumprod[t_batch]
+        prev = timesteps[i + 1].item() if i + 1 < len(timesteps) else None
+        abar_prev = alphas_cumprod[prev].expand(x.shape[0]) if prev is not None else torch.ones_like(abar_t)
+        eps = eps_fn(x, t_batch)
+        noise = None
+        if eta > 0:
+            noise = randn(x.shape, generator, x)
+        x = ddim_step(x, eps, abar_t, abar_prev, eta=eta, noise=noise, clip_x0=clip_x0)
+        if callback is not None:
+            callback(i, x)
+    return x
+
+
+def ddpm_posterior(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor,
+                   clip_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of q(x_prev | x_t, x0_hat) for a (possibly strided) step t -> prev."""
+    x0 = predict_x0(x_t, eps, abar_t)
+    if clip_x0:
+        x0 = x0.clamp(-1, 1)
+    abar_t_, abar_prev_ = _per_sample(abar_t, x_t), _per_sample(abar_prev, x_t)
+    beta_t = 1 - abar_t_ / abar_prev_
+    mean = (abar_prev_.sqrt() * beta_t / (1 - abar_t_)) * x0 + ((1 - beta_t).sqrt() * (1 - abar_prev_) / (1 - abar_t_)) * x_t
+    variance = beta_t * (1 - abar_prev_) / (1 - abar_t_)
+    return mean, variance
+
+
+def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor,
+                generator: torch.Generator | None = None, clip_x0: bool = True,
+                mean_shift_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Ancestral sampling (Ho et al., 2020, Algorithm 2) over (possibly respaced) `timesteps`.
+
+    ``mean_shift_fn(x_t, t, variance)`` adds classifier guidance on the mean
+    (Dhariwal & Nichol, 2021, Algorithm 1: mean + s * Sigma * grad log p(y | x_t)).
+    """
+    alphas_cumprod = alphas_cumprod.to(x_T.device)
+    x = x_T
+    for i, t in enumerate(timesteps.tolist()):
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        abar_t = alphas_cumprod[t_batch]
+        prev = timesteps[i + 1].item() if i + 1 < len(timesteps) else None
+        abar_prev = alphas_cumprod[prev].expand(x.shape[0]) if prev is not None else torch.ones_like(abar_t)
+        mean, variance = ddpm_posterior(x, eps_fn(x, t_batch), abar_t, abar_prev, clip_x0=clip_x0)
+        if mean_shift_fn is not None:
+            mean = mean + mean_shift_fn(x, t_batch, variance)
+        if prev is None:
+            x = mean
+        else:
+            noise = randn(x.shape, generator, x)
+            x = mean + variance.sqrt() * noise
+        if callback is not None:
+            callback(i, x)
+    return x

@@ -1,0 +1,92 @@
+"""Training the guides that know about noise.
+
+* Data-free knowledge transfer (PPAP): the frozen off-the-shelf guide labels a clean synthetic
+  image x0 (no ground truth), the expert sees x_t ~ q(x_t | x0) with t in its range and matches
+  the teacher's softened distribution.
+* Labeled baselines: cross-entropy on noised real images, with ground-truth labels.
+
+Both work for LoRA experts (one backbone, one adapter per expert; batch norm frozen so the shared
+backbone never changes) and for full fine-tuning (a separate copy per expert).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ppap.training import check_finite, make_optimizer, noisy_inputs, progress, random_batch
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-sample KL(softmax(teacher / tau) || softmax(student)).
+
+    As in PPAP, the temperature sharpens (tau < 1) the teacher only; the student runs at tau = 1.
+    """
+    teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student_logits.float(), dim=-1)
+    return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1)
+
+
+def fit_noise_aware(
+    student: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],  # guide(x_t, t) being trained
+    params: Sequence[nn.Parameter],                                  # what the optimiser updates
+    clean_images: torch.Tensor,                                       # x0 pool, float NCHW in [-1, 1]
+    t_range: tuple[int, int],                                         # half-open timestep range owned
+    alphas_cumprod: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+    labels: torch.Tensor | None = None,                               # ground truth (labeled baselines)
+    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,    # clean-image teacher (data-free)
+    temperature: float = 1.0,
+    weight_decay: float = 0.05,
+    warmup_steps: int = 0,
+    show_progress: bool = True,
+    desc: str = "expert",
+) -> list[float]:
+    """Train `student` on noisy inputs from `t_range`; returns the per-step mean loss.
+
+    Exactly one of `labels` (cross-entropy) and `teacher` (knowledge transfer) must be given.
+    """
+    if (labels is None) == (teacher is None):
+        raise ValueError("give exactly one of labels (cross-entropy) or teacher (knowledge transfer)")
+    optimizer, schedule = make_optimizer(list(params), lr, weight_decay, steps, warmup_steps)
+    losses = []
+    for step in progress(range(steps), total=steps, desc=desc, enabled=show_progress):
+        idx = random_batch(len(clean_images), batch_size, generator).to(clean_images.device)
+        x0 = clean_images[idx]
+        x_t, t = noisy_inputs(x0, t_range, alphas_cumprod, generator)
+        logits = student(x_t, t)
+        if teacher is not None:
+            with torch.no_grad():
+                target_logits = teacher(x0)
+            loss = kd_loss(logits, target_logits, temperature).mean()
+        else:
+            loss = F.cross_entropy(logits.float(), labels[idx])
+        check_finite(loss, step, desc)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return losses
+
+
+def adapter_teacher(peft_model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The off-the-shelf guide as teacher: the same backbone with every adapter switched off."""
+
+    def teacher(x0: torch.Tensor) -> torch.Tensor:
+        with peft_model.disable_adapter():
+            return peft_model(x0, None)
+
+    return teacher
+
+
+def module_teacher(guide: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A frozen copy of the off-the-shelf guide as teacher (for full fine-tuning)."""
+    guide = guide.eval().requires_grad_(False)
+    return lambda x0: guide(x0, None)

@@ -1,0 +1,123 @@
+"""Timestep experts: half-open ranges over [0, T), per-sample routing, and the routed guide.
+
+Expert i owns [start_i, end_i). A batch whose samples sit at different timesteps is split, each
+part goes to the expert that owns it, and the logits are put back in order: a boundary step is
+never handed to an expert that did not train on it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+Range = tuple[int, int]
+
+
+def timestep_ranges(num_timesteps: int, n_experts: int) -> list[Range]:
+    """Cut [0, T) into `n_experts` contiguous half-open ranges of (nearly) equal length."""
+    if n_experts < 1:
+        raise ValueError(f"n_experts must be >= 1, got {n_experts}")
+    if n_experts > num_timesteps:
+        raise ValueError(f"n_experts ({n_experts}) exceeds the number of timesteps ({num_timesteps})")
+    edges = [i * num_timesteps // n_experts for i in range(n_experts + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(n_experts)]
+
+
+def check_ranges(ranges: Sequence[Range], num_timesteps: int) -> None:
+    """Raise unless `ranges` tile [0, T) exactly, in order, without gaps or overlaps."""
+    if not ranges:
+        raise ValueError("no expert ranges given")
+    expected_start = 0
+    for i, (start, end) in enumerate(ranges):
+        if start != expected_start:
+            raise ValueError(f"expert {i} starts at {start}, expected {expected_start}: ranges must tile [0, {num_timesteps})")
+        if end <= start:
+            raise ValueError(f"expert {i} has an empty range [{start}, {end})")
+        expected_start = end
+    if expected_start != num_timesteps:
+        raise ValueError(f"ranges end at {expected_start}, not at T = {num_timesteps}")
+
+
+def expert_for_timestep(t: torch.Tensor, ranges: Sequence[Range]) -> torch.Tensor:
+    """Index of the expert owning each timestep in `t` (half-open ranges)."""
+    t = torch.as_tensor(t)
+    low, high = ranges[0][0], ranges[-1][1]
+    if ((t < low) | (t >= high)).any():
+        bad = t[(t < low) | (t >= high)].unique().tolist()
+        raise ValueError(f"timestep(s) {bad} outside [{low}, {high}) covered by the experts")
+    starts = torch.tensor([start for start, _ in ranges[1:]], device=t.device, dtype=t.dtype)
+    return torch.bucketize(t, starts, right=True)
+
+
+class RoutedGuide(nn.Module):
+    """A guide ``(x, t) -> logits`` that sends each sample to the expert owning its timestep.
+
+    Subclasses say how expert ``i`` runs: a separate module, or one backbone with adapter ``i``.
+    """
+
+    def __init__(self, ranges: Sequence[Range]):
+        super().__init__()
+        self.ranges = [tuple(r) for r in ranges]
+        check_ranges(self.ranges, self.ranges[-1][1])
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.ranges)
+
+    def run_expert(self, index: int, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        owners = expert_for_timestep(t, self.ranges)
+        present = owners.unique().tolist()
+        if len(present) == 1:  # the usual case in sampling: one timestep per batch
+            return self.run_expert(present[0], x, t)
+        parts = [(idx, (owners == idx).nonzero().flatten()) for idx in present]
+        outputs = [self.run_expert(idx, x[rows], t[rows]) for idx, rows in parts]
+        out = outputs[0].new_empty((x.shape[0], *outputs[0].shape[1:]))
+        for (_, rows), value in zip(parts, outputs):
+            out[rows] = value
+        return out
+
+
+class ModuleExperts(RoutedGuide):
+    """N separate guides, one per range (the fully fine-tuned labeled baseline)."""
+
+    def __init__(self, guides: Sequence[nn.Module], ranges: Sequence[Range]):
+        super().__init__(ranges)
+        if len(guides) != len(self.ranges):
+            raise ValueError(f"{len(guides)} guides for {len(self.ranges)} ranges")
+        self.guides = nn.ModuleList(guides)
+
+    def run_expert(self, index, x, t):
+        return self.guides[index](x, t)
+
+
+class AdapterExperts(RoutedGuide):
+    """One backbone carrying N named LoRA adapters (peft); expert i activates adapter i."""
+
+    def __init__(self, peft_model: nn.Module, adapter_names: Sequence[str], ranges: Sequence[Range]):
+        super().__init__(ranges)
+        if len(adapter_names) != len(self.ranges):
+            raise ValueError(f"{len(adapter_names)} adapters for {len(self.ranges)} ranges")
+        self.model = peft_model
+        self.adapter_names = list(adapter_names)
+
+    def run_expert(self, index, x, t):
+        name = self.adapter_names[index]
+        if self.model.active_adapter != name:
+            self.model.set_adapter(name)
+        return self.model(x, t)
+
+
+class SingleGuide(nn.Module):
+    """Adapts a guide that owns every timestep (off-the-shelf or noise-aware) to ``(x, t)``."""
+
+    def __init__(self, guide: nn.Module):
+        super().__init__()
+        self.guide = guide
+
+    def forward(self, x, t):
+        return self.guide(x, t)

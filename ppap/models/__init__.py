@@ -1,0 +1,1 @@
+"""Network builders and loaders for the embedded preset and for bring-your-own models."""

@@ -1,0 +1,59 @@
+"""Pre-training of the embedded preset's networks: the base DDPM and the clean classifiers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ppap.schedules import q_sample
+from ppap.training import (EMA, check_finite, make_optimizer, progress, random_batch, random_shift)
+
+
+def train_diffusion(unet: nn.Module, images: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
+                    batch_size: int, lr: float, generator: torch.Generator, ema_decay: float = 0.999,
+                    warmup_steps: int = 100, weight_decay: float = 0.0, show_progress: bool = True) -> nn.Module:
+    """Epsilon-prediction DDPM training (Ho et al., 2020, Algorithm 1); returns the EMA model."""
+    num_timesteps = len(alphas_cumprod)
+    optimizer, schedule = make_optimizer(list(unet.parameters()), lr, weight_decay, steps, warmup_steps)
+    ema = EMA(unet, ema_decay)
+    unet.train()
+    for step in progress(range(steps), total=steps, desc="diffusion", enabled=show_progress):
+        x0 = images[random_batch(len(images), batch_size, generator).to(images.device)]
+        t = torch.randint(num_timesteps, (batch_size,), generator=generator, device=generator.device).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
+        loss = F.mse_loss(unet(q_sample(x0, t, alphas_cumprod, noise), t).sample, noise)
+        check_finite(loss, step, "diffusion training")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        ema.update(unet)
+    return ema.model
+
+
+def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, batch_size: int,
+                     lr: float, generator: torch.Generator, weight_decay: float = 0.05, max_shift: int = 1,
+                     label_smoothing: float = 0.0, show_progress: bool = True, desc: str = "classifier") -> nn.Module:
+    """Cross-entropy training on clean images (the guide never sees noise; nor does the evaluator)."""
+    optimizer, schedule = make_optimizer(list(model.parameters()), lr, weight_decay, steps, warmup_steps=steps // 20)
+    model.train()
+    for step in progress(range(steps), total=steps, desc=desc, enabled=show_progress):
+        idx = random_batch(len(images), batch_size, generator).to(images.device)
+        x = random_shift(images[idx], max_shift, generator)
+        loss = F.cross_entropy(model(x), labels[idx], label_smoothing=label_smoothing)
+        check_finite(loss, step, desc)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def clean_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+    model.eval()
+    correct = sum((model(images[i:i + batch_size]).argmax(-1) == labels[i:i + batch_size]).sum().item()
+                  for i in range(0, len(images), batch_size))
+    return correct / len(images)

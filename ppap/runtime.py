@@ -1,0 +1,60 @@
+"""What a Snakemake script needs around a library call: its log, its thread budget, its device."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+import traceback
+from typing import Iterator
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config asks for device 'cuda' but torch sees no GPU; use 'cpu' or 'auto'")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r} (use auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def set_threads(threads: int) -> None:
+    """Honour the rule's ``threads`` so ``--cores`` is never oversubscribed."""
+    threads = max(1, int(threads))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+@contextlib.contextmanager
+def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") -> Iterator[logging.Logger]:
+    """Send stdout, stderr and logging of a rule's script to its log file; set its threads.
+
+    An exception is written to the log with its traceback and re-raised, so Snakemake fails the
+    job and the reason is in ``logs/``.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    set_threads(threads)
+    started = time.time()
+    with open(log_path, "w", buffering=1) as log_file, \
+            contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
+        handler = logging.StreamHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        logger = logging.getLogger(f"ppap.{name or 'rule'}")
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.info("start %s (threads=%d, torch %s)", name, threads, torch.__version__)
+        try:
+            yield logger
+        except BaseException:
+            traceback.print_exc(file=log_file)
+            logger.error("failed after %.1f s", time.time() - started)
+            raise
+        logger.info("done in %.1f s", time.time() - started)
+    sys.stderr.flush()

@@ -1,0 +1,15 @@
+rule prepare_data:
+    output:
+        "results/data/digits.npz",
+    params:
+        data=config["data"],
+    log:
+        "logs/prepare_data.log",
+    benchmark:
+        "benchmarks/snakemake/prepare_data.tsv"
+    threads: THREADS["light"]
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/prepare_data.py"

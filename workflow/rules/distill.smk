@@ -1,0 +1,58 @@
+# One job per expert: expert i of a set owns timesteps [i*T/N, (i+1)*T/N).
+# Data-free sets learn from the off-the-shelf guide on synthetic images (no labels); labeled sets
+# (the baselines) from ground truth on real training images.
+
+
+def distill_inputs(wildcards):
+    inputs = {"guide": base_guide_path(), "model": diffusion_model_dir()}
+    if parse_guide_name(wildcards.guide_set)["supervision"] == "datafree":
+        inputs["synthetic"] = "results/data/synthetic.npz"
+    else:
+        inputs["data"] = "results/data/digits.npz"
+    return inputs
+
+
+rule distill_expert:
+    input:
+        unpack(distill_inputs),
+    output:
+        "results/models/guides/{guide_set}/expert{index}.pt",
+    params:
+        experts=config["experts"],
+        steps=lambda wc: expert_steps(wc.guide_set),
+        device=config["device"],
+    log:
+        "logs/distill/{guide_set}/expert{index}.log",
+    benchmark:
+        "benchmarks/snakemake/distill/{guide_set}/expert{index}.tsv"
+    threads: THREADS["train"]
+    priority: 5
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../scripts/distill_expert.py"
+
+
+rule expert_manifest:
+    input:
+        experts=lambda wc: expert_files(wc.guide_set),
+        guide=base_guide_path(),
+        model=diffusion_model_dir(),
+        data="results/data/digits.npz",
+    output:
+        "results/models/guides/{guide_set}/manifest.json",
+    params:
+        accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/distill/{guide_set}/manifest.log",
+    benchmark:
+        "benchmarks/snakemake/distill/{guide_set}/manifest.tsv"
+    threads: THREADS["light"]
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/expert_manifest.py"

@@ -1,0 +1,69 @@
+# The networks the study starts from: the unconditional diffusion model, the off-the-shelf guide
+# (clean images only) and the metric evaluator. A `pretrained` path in the config skips these.
+
+
+rule train_diffusion:
+    input:
+        data="results/data/digits.npz",
+    output:
+        directory("results/models/diffusion"),
+    params:
+        diffusion=config["diffusion"],
+        device=config["device"],
+    log:
+        "logs/train_diffusion.log",
+    benchmark:
+        "benchmarks/snakemake/train_diffusion.tsv"
+    threads: THREADS["train"]
+    priority: 10
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../scripts/train_diffusion.py"
+
+
+rule train_guide:
+    input:
+        data="results/data/digits.npz",
+    output:
+        checkpoint="results/models/guide.pt",
+        stats="results/models/guide.json",
+    params:
+        guide=config["guide"],
+        accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
+        num_train_timesteps=config["diffusion"]["num_train_timesteps"],
+        beta_schedule=config["diffusion"]["beta_schedule"],
+        device=config["device"],
+    log:
+        "logs/train_guide.log",
+    benchmark:
+        "benchmarks/snakemake/train_guide.tsv"
+    threads: THREADS["train"]
+    priority: 5
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/train_guide.py"
+
+
+rule train_evaluator:
+    input:
+        data="results/data/digits.npz",
+    output:
+        checkpoint="results/models/evaluator.pt",
+        stats="results/models/evaluator.json",
+    params:
+        evaluator=config["evaluator"],
+        device=config["device"],
+    log:
+        "logs/train_evaluator.log",
+    benchmark:
+        "benchmarks/snakemake/train_evaluator.tsv"
+    threads: THREADS["train"]
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/train_evaluator.py"

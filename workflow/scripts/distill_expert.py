@@ -1,0 +1,33 @@
+"""Rule distill_expert: train expert i of a guide set (data-free LoRA transfer or a labeled baseline)."""
+import torch
+
+from ppap import data, pipeline
+from ppap.models.unet import load_diffusion_model
+from ppap.runtime import resolve_device, rule_session
+from ppap.schedules import alphas_cumprod_from_scheduler
+
+with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
+    spec = pipeline.ExpertSetSpec.parse(snakemake.wildcards.guide_set)
+    index = int(snakemake.wildcards.index)
+    if not 0 <= index < spec.n_experts:
+        raise ValueError(f"{spec.guide_id} has experts 0..{spec.n_experts - 1}, not {index}")
+    cfg = snakemake.params.experts
+    device = resolve_device(snakemake.params.device)
+    _, scheduler = load_diffusion_model(snakemake.input.model)
+    alphas_cumprod = alphas_cumprod_from_scheduler(scheduler).float()
+    if spec.supervision == "datafree":
+        images, labels = data.load_samples(snakemake.input.synthetic)[0], None
+    else:
+        split = pipeline.load_digits_npz(snakemake.input.data)
+        images, labels = split["train_images"], torch.as_tensor(split["train_labels"])
+    train = cfg["train"]
+    generator = torch.Generator(device).manual_seed(train["seed"] + 1000 * index)
+    model, stats = pipeline.train_expert(
+        spec, index, snakemake.input.guide, alphas_cumprod, data.to_float(images), labels,
+        steps=snakemake.params.steps, batch_size=train["batch_size"],
+        lr=train["lr"] if spec.rank is not None else train["full_lr"], weight_decay=train["weight_decay"],
+        temperature=train["temperature"], lora_alpha=cfg["lora"]["alpha"],
+        lora_layer_types=cfg["lora"]["layer_types"], lora_include=cfg["lora"]["include"],
+        lora_exclude=cfg["lora"]["exclude"], generator=generator, device=device)
+    log.info("expert %d of %s: %s", index, spec.guide_id, stats)
+    pipeline.save_expert(snakemake.output[0], model.cpu(), spec, index, stats, snakemake.input.guide)

@@ -1,0 +1,11 @@
+"""Rule prepare_data: the digits split as uint8 NHWC arrays."""
+from ppap import data
+from ppap.io import save_npz
+from ppap.runtime import rule_session
+
+with rule_session(snakemake.log[0], snakemake.threads, "prepare_data") as log:
+    cfg = snakemake.params.data
+    split = data.load_digits_split(cfg["image_size"], cfg["test_fraction"], cfg["split_seed"])
+    for key, value in split.items():
+        log.info("%s: %s %s", key, value.shape, value.dtype)
+    save_npz(snakemake.output[0], **split)

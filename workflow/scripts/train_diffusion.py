@@ -1,0 +1,24 @@
+"""Rule train_diffusion: the unconditional DDPM of the embedded preset, saved in diffusers format."""
+import torch
+
+from ppap import data, pretrain, schedules
+from ppap.models import unet as unet_models
+from ppap.pipeline import load_digits_npz
+from ppap.runtime import resolve_device, rule_session
+
+with rule_session(snakemake.log[0], snakemake.threads, "train_diffusion") as log:
+    cfg = snakemake.params.diffusion
+    device = resolve_device(snakemake.params.device)
+    images = data.to_float(load_digits_npz(snakemake.input.data)["train_images"]).to(device)
+    scheduler = schedules.make_ddpm_scheduler(cfg["num_train_timesteps"], cfg["beta_schedule"])
+    alphas_cumprod = schedules.alphas_cumprod_from_scheduler(scheduler).float().to(device)
+    net = cfg["unet"]
+    unet = unet_models.build_unet(images.shape[-1], images.shape[1], net["block_out_channels"],
+                                  net["layers_per_block"], net["attention"], net["norm_num_groups"],
+                                  seed=cfg["train"]["seed"]).to(device)
+    log.info("UNet parameters: %d", sum(p.numel() for p in unet.parameters()))
+    train = cfg["train"]
+    generator = torch.Generator(device).manual_seed(train["seed"])
+    ema = pretrain.train_diffusion(unet, images, alphas_cumprod, train["steps"], train["batch_size"],
+                                   train["lr"], generator, ema_decay=train["ema_decay"])
+    unet_models.save_diffusion_model(snakemake.output[0], ema.cpu(), scheduler)
