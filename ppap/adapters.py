@@ -120,7 +120,14 @@ def load_adapter(model: nn.Module, adapter_name: str, path: str | os.PathLike) -
     payload = read_adapter(path)
     lora = payload["lora"]
     if adapter_name not in model.peft_config:
-        model.add_adapter(adapter_name, lora_config(lora["rank"], lora["alpha"], lora["target_modules"]))
+        try:
+            model.add_adapter(adapter_name, lora_config(lora["rank"], lora["alpha"], lora["target_modules"]))
+        except ValueError as err:  # peft: target modules missing from, or unsupported in, this model
+            raise CheckpointError(f"{path}: adapter does not fit the model: {err}") from err
+    elif model.peft_config[adapter_name].lora_alpha != lora["alpha"]:
+        # Same keys and shapes, but a different alpha / r scaling: the outputs would silently change.
+        raise CheckpointError(f"{path}: adapter has lora_alpha {lora['alpha']}, "
+                              f"adapter {adapter_name!r} of the model has {model.peft_config[adapter_name].lora_alpha}")
     expected = adapter_state_dict(model, adapter_name)
     found = payload["state_dict"]
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))

@@ -108,7 +108,8 @@ class AdapterExperts(RoutedGuide):
     def run_expert(self, index, x, t):
         name = self.adapter_names[index]
         if self.model.active_adapter != name:
-            self.model.set_adapter(name)
+            # inference_mode keeps the adapter frozen: guidance needs grad w.r.t. x only.
+            self.model.set_adapter(name, inference_mode=True)
         return self.model(x, t)
 
 

@@ -24,9 +24,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int) -> None:
-    """Honour the rule's ``threads`` so ``--cores`` is never oversubscribed."""
-    threads = max(1, int(threads))
+    """Honour the rule's ``threads`` so ``--cores`` is never oversubscribed.
+
+    Capped at the CPUs this process may use: more torch threads than cores makes every op
+    slower (threads spin waiting for each other), which ``--cores 8`` on a laptop would cause.
+    """
+    threads = max(1, min(int(threads), available_cpus()))
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
 

@@ -34,7 +34,9 @@ def respaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = 
     if not 1 <= num_steps <= num_train_timesteps:
         raise ValueError(f"num_steps must be in [1, {num_train_timesteps}], got {num_steps}")
     if spacing == "trailing":
-        steps = np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / num_steps)).astype(np.int64) - 1
+        # diffusers' formula, cut to N: the float arange sometimes yields an (N+1)-th value at
+        # about 0, i.e. timestep -1 (T = 1000, N = 61 for instance; diffusers keeps it).
+        steps = np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / num_steps)).astype(np.int64)[:num_steps] - 1
     elif spacing == "leading":
         steps = (np.arange(num_steps) * (num_train_timesteps // num_steps))[::-1].astype(np.int64)
     else:

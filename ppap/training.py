@@ -15,14 +15,29 @@ from ppap.guidance import NonFiniteError
 from ppap.schedules import q_sample
 
 
+class _LineWriter:
+    """A stream for tqdm that ends every refresh with a newline when stderr is a log file."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").strip()
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def progress(iterable: Iterable, total: int | None = None, desc: str = "", enabled: bool = True):
-    """tqdm to stderr (a rule's log), updating every few seconds so logs stay short."""
+    """tqdm to stderr (a rule's log), one line every few seconds so logs stay readable."""
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, mininterval=5.0, ascii=True,
-                dynamic_ncols=False, ncols=100)
+    stream = sys.stderr if sys.stderr.isatty() else _LineWriter(sys.stderr)
+    return tqdm(iterable, total=total, desc=desc, file=stream, mininterval=10.0, ascii=True, ncols=90)
 
 
 def make_optimizer(params: Sequence[nn.Parameter], lr: float, weight_decay: float, steps: int,

@@ -65,6 +65,33 @@ def load_diffusion_model(directory: str | os.PathLike):
     return unet.eval(), scheduler
 
 
+def save_scheduler(directory: str | os.PathLike, scheduler) -> None:
+    """Write a scheduler config directory atomically (``scheduler_config.json`` inside)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        scheduler.save_pretrained(tmp)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def load_scheduler(directory: str | os.PathLike):
+    """The training schedule alone, from a scheduler directory or a pipeline directory."""
+    from diffusers import DDPMScheduler
+
+    directory = Path(directory)
+    if (directory / "scheduler").is_dir():
+        directory = directory / "scheduler"
+    if not (directory / "scheduler_config.json").is_file():
+        raise FileNotFoundError(f"no scheduler_config.json in {directory}")
+    return DDPMScheduler.from_pretrained(directory)
+
+
 class EpsilonModel(nn.Module):
     """``eps_fn(x, t)`` over a diffusers UNet, whatever it predicts.
 

@@ -1,5 +1,7 @@
 # Input functions and derived settings shared by the rule files. No torch here: the Snakefile
 # must parse fast, and planning (-n) must work without loading any model.
+import os
+
 from ppap.config import check_config, parse_guide_name
 
 check_config(config)
@@ -18,6 +20,12 @@ THREADS = config["threads"]
 def diffusion_model_dir():
     """The embedded model, or a diffusers-format directory from the config."""
     return config["diffusion"]["pretrained"] or "results/models/diffusion"
+
+
+def scheduler_dir():
+    """The training noise schedule: the pretrained model's own, or the embedded preset's."""
+    pretrained = config["diffusion"]["pretrained"]
+    return os.path.join(pretrained, "scheduler") if pretrained else "results/models/scheduler"
 
 
 def base_guide_path():

@@ -4,7 +4,7 @@
 
 
 def distill_inputs(wildcards):
-    inputs = {"guide": base_guide_path(), "model": diffusion_model_dir()}
+    inputs = {"guide": base_guide_path(), "scheduler": scheduler_dir()}
     if parse_guide_name(wildcards.guide_set)["supervision"] == "datafree":
         inputs["synthetic"] = "results/data/synthetic.npz"
     else:
@@ -38,7 +38,7 @@ rule expert_manifest:
     input:
         experts=lambda wc: expert_files(wc.guide_set),
         guide=base_guide_path(),
-        model=diffusion_model_dir(),
+        scheduler=scheduler_dir(),
         data="results/data/digits.npz",
     output:
         "results/models/guides/{guide_set}/manifest.json",

@@ -2,9 +2,27 @@
 # (clean images only) and the metric evaluator. A `pretrained` path in the config skips these.
 
 
+rule noise_schedule:
+    output:
+        directory("results/models/scheduler"),
+    params:
+        diffusion=config["diffusion"],
+    log:
+        "logs/noise_schedule.log",
+    benchmark:
+        "benchmarks/snakemake/noise_schedule.tsv"
+    threads: THREADS["light"]
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/noise_schedule.py"
+
+
 rule train_diffusion:
     input:
         data="results/data/digits.npz",
+        scheduler="results/models/scheduler",
     output:
         directory("results/models/diffusion"),
     params:
@@ -14,7 +32,7 @@ rule train_diffusion:
         "logs/train_diffusion.log",
     benchmark:
         "benchmarks/snakemake/train_diffusion.tsv"
-    threads: THREADS["train"]
+    threads: THREADS["diffusion"]
     priority: 10
     resources:
         mem_mb=4000,
@@ -26,14 +44,13 @@ rule train_diffusion:
 rule train_guide:
     input:
         data="results/data/digits.npz",
+        scheduler=scheduler_dir(),
     output:
         checkpoint="results/models/guide.pt",
         stats="results/models/guide.json",
     params:
         guide=config["guide"],
         accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
-        num_train_timesteps=config["diffusion"]["num_train_timesteps"],
-        beta_schedule=config["diffusion"]["beta_schedule"],
         device=config["device"],
     log:
         "logs/train_guide.log",

@@ -2,7 +2,7 @@
 import torch
 
 from ppap import data, pipeline
-from ppap.models.unet import load_diffusion_model
+from ppap.models.unet import load_scheduler
 from ppap.runtime import resolve_device, rule_session
 from ppap.schedules import alphas_cumprod_from_scheduler
 
@@ -13,7 +13,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
         raise ValueError(f"{spec.guide_id} has experts 0..{spec.n_experts - 1}, not {index}")
     cfg = snakemake.params.experts
     device = resolve_device(snakemake.params.device)
-    _, scheduler = load_diffusion_model(snakemake.input.model)
+    scheduler = load_scheduler(snakemake.input.scheduler)
     alphas_cumprod = alphas_cumprod_from_scheduler(scheduler).float()
     if spec.supervision == "datafree":
         images, labels = data.load_samples(snakemake.input.synthetic)[0], None

@@ -1,0 +1,97 @@
+"""The Snakemake DAG: planning the default target, and a smoke run of the whole study."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def run_snakemake(workdir: Path, target: str, *options: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    # The target goes first: --configfile takes several values and would swallow it.
+    cmd = [*SNAKEMAKE, target, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *options]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONHASHSEED": "0"})
+
+
+def test_dry_run_plans_default_target(tmp_path):
+    result = run_snakemake(tmp_path, "results/table1.csv", "-n", "--cores", "8")
+    assert result.returncode == 0, result.stderr + result.stdout
+    out = result.stdout
+    for rule in ("prepare_data", "train_diffusion", "train_guide", "train_evaluator", "synthesize",
+                 "distill_expert", "expert_manifest", "sample", "evaluate", "table1"):
+        assert rule in out, f"rule {rule} missing from the plan"
+    # 5 data-free + 5 labeled experts + 1 noise-aware guide
+    assert any(line.split()[:2] == ["distill_expert", "11"] for line in out.splitlines()), out
+    assert not (tmp_path / "results").exists(), "a dry run must not write results"
+
+
+def test_bad_config_is_rejected_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experts:\n  train:\n    total_steps: 0\n")
+    result = run_snakemake(tmp_path, "results/table1.csv", "-n", "--cores", "1", "--configfile", str(bad))
+    assert result.returncode != 0
+    assert "total_steps" in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = run_snakemake(workdir, "results/table1.csv", "--cores", "2",
+                           "--configfile", str(REPO / "config" / "smoke.yaml"))
+    if result.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in (workdir / "logs").rglob("*.log"))
+        pytest.fail(f"smoke workflow failed:\n{result.stderr[-4000:]}\n{logs}")
+    return workdir
+
+
+@pytest.mark.slow
+def test_smoke_workflow_produces_table1(smoke_run):
+    table = pd.read_csv(smoke_run / "results" / "table1.csv")
+    assert list(table.columns) == ["method", "n_experts", "adapter_rank", "supervision", "trainable_params",
+                                   "stored_params", "fid", "is", "precision", "recall", "accuracy", "samples"]
+    assert list(table["method"]) == ["unguided", "off_the_shelf", "noise_aware_single", "multi_expert_labeled", "ppap"]
+    rows = table.set_index("method")
+    for metric in ("fid", "is", "precision", "recall"):
+        assert np.isfinite(rows[metric]).all(), metric
+    assert math.isnan(rows.loc["unguided", "accuracy"])
+    assert rows.drop("unguided")["accuracy"].between(0, 1).all()
+    assert rows[["precision", "recall"]].stack().between(0, 1).all()
+    # LoRA experts train a small fraction of what full fine-tuning trains.
+    assert rows.loc["ppap", "trainable_params"] < 0.2 * rows.loc["multi_expert_labeled", "trainable_params"]
+    assert rows.loc["ppap", "supervision"] == "data-free" and rows.loc["multi_expert_labeled", "supervision"] == "labeled"
+    for method, path in rows["samples"].items():
+        with np.load(smoke_run / path) as samples:
+            assert samples["arr_0"].dtype == np.uint8 and samples["arr_0"].ndim == 4
+            assert ("arr_1" in samples.files) == (method != "unguided")
+    assert (smoke_run / "results" / "table1.md").read_text().startswith("| method |")
+
+
+@pytest.mark.slow
+def test_smoke_workflow_logs_and_benchmarks(smoke_run):
+    logs = {p.relative_to(smoke_run / "logs").as_posix() for p in (smoke_run / "logs").rglob("*.log")}
+    for expected in ("prepare_data.log", "train_diffusion.log", "train_guide.log", "synthesize.log",
+                     "distill/datafree_lora2_n2/expert1.log", "sample/ppap/seed0.log", "table1.log"):
+        assert expected in logs
+    assert "done in" in (smoke_run / "logs" / "train_guide.log").read_text()
+    assert (smoke_run / "benchmarks" / "snakemake" / "train_diffusion.tsv").exists()
+    leftovers = [p for p in (smoke_run / "results").rglob("*.tmp*")]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+@pytest.mark.slow
+def test_smoke_workflow_is_up_to_date_after_run(smoke_run):
+    result = run_snakemake(smoke_run, "results/table1.csv", "-n", "--cores", "1",
+                           "--configfile", str(REPO / "config" / "smoke.yaml"))
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
