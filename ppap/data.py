@@ -75,16 +75,21 @@ def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None
     return images, labels
 
 
-def image_grid(images: np.ndarray, nrow: int, upscale: int = 1) -> np.ndarray:
-    """Tile uint8 NHWC images into one HWC image (nrow images per row), nearest-neighbour upscaled."""
+def image_grid(images: np.ndarray, nrow: int, upscale: int = 1, padding: int = 0, pad_value: int = 128) -> np.ndarray:
+    """Tile uint8 NHWC images into one HWC image (nrow images per row), nearest-neighbour upscaled,
+    with `padding` pixels of `pad_value` between tiles (after upscaling)."""
     n, h, w, c = images.shape
-    ncol = -(-n // nrow)
-    pad = np.zeros((ncol * nrow - n, h, w, c), dtype=images.dtype)
-    tiles = np.concatenate([images, pad]).reshape(ncol, nrow, h, w, c)
-    grid = tiles.transpose(0, 2, 1, 3, 4).reshape(ncol * h, nrow * w, c)
     if upscale > 1:
-        grid = grid.repeat(upscale, axis=0).repeat(upscale, axis=1)
-    return grid
+        images = images.repeat(upscale, axis=1).repeat(upscale, axis=2)
+        h, w = h * upscale, w * upscale
+    ncol = -(-n // nrow)
+    blank = np.zeros((ncol * nrow - n, h, w, c), dtype=images.dtype)
+    tiles = np.concatenate([images, blank]).reshape(ncol, nrow, h, w, c)
+    if padding:
+        tiles = np.pad(tiles, ((0, 0), (0, 0), (0, padding), (0, padding), (0, 0)), constant_values=pad_value)
+        h, w = h + padding, w + padding
+    grid = tiles.transpose(0, 2, 1, 3, 4).reshape(ncol * h, nrow * w, c)
+    return grid[: grid.shape[0] - padding or None, : grid.shape[1] - padding or None]
 
 
 def save_png(path: str | os.PathLike, image_hwc: np.ndarray) -> None:

@@ -56,21 +56,28 @@ def build_timm_guide(
     input_size: int | None,
     mean: Sequence[float],
     std: Sequence[float],
+    model_kwargs: dict | None = None,
     seed: int = 0,
 ) -> ClassifierGuide:
-    """A randomly initialised timm classifier behind a :class:`ClassifierGuide`."""
+    """A randomly initialised timm classifier behind a :class:`ClassifierGuide`.
+
+    ``model_kwargs`` go to ``timm.create_model`` (e.g. ``channels`` and ``stem_width`` to slim
+    a ResNet down for the CPU preset).
+    """
     import timm
 
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (model_kwargs or {}).items()}
     # timm initialises from the global RNG; fork it so the caller's RNG state is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        backbone = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+        backbone = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     return ClassifierGuide(backbone, input_size, mean, std)
 
 
-def guide_spec(arch: str, num_classes: int, in_chans: int, input_size, mean, std) -> dict:
+def guide_spec(arch: str, num_classes: int, in_chans: int, input_size, mean, std,
+               model_kwargs: dict | None = None) -> dict:
     return dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
-                mean=list(mean), std=list(std))
+                mean=list(mean), std=list(std), model_kwargs=dict(model_kwargs or {}))
 
 
 def save_guide(path: str | os.PathLike, guide: ClassifierGuide, spec: dict, **metadata) -> None:

@@ -27,7 +27,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
         guidance_scale=cfg["guidance_scale"], num_classes=num_classes)
     data.save_samples(snakemake.output.samples, images, labels)
     if labels is not None:
-        grid = data.image_grid(data.class_rows(images, labels, 10, num_classes), nrow=10, upscale=4)
+        grid = data.image_grid(data.class_rows(images, labels, 10, num_classes), nrow=10, upscale=4, padding=2)
     else:
-        grid = data.image_grid(images[:100], nrow=10, upscale=4)
+        grid = data.image_grid(images[:100], nrow=10, upscale=4, padding=2)
     data.save_png(snakemake.output.grid, grid)

@@ -16,7 +16,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_guide") as log:
     x_train, y_train = data.to_float(split["train_images"]).to(device), torch.as_tensor(split["train_labels"]).to(device)
     x_test, y_test = data.to_float(split["test_images"]).to(device), torch.as_tensor(split["test_labels"]).to(device)
     num_classes = int(y_train.max()) + 1
-    spec = classifiers.guide_spec(cfg["arch"], num_classes, x_train.shape[1], cfg["input_size"], cfg["mean"], cfg["std"])
+    spec = classifiers.guide_spec(cfg["arch"], num_classes, x_train.shape[1], cfg["input_size"], cfg["mean"], cfg["std"],
+                                     cfg["model_kwargs"])
     guide = classifiers.build_timm_guide(**spec, seed=cfg["train"]["seed"]).to(device)
     generator = torch.Generator(device).manual_seed(cfg["train"]["seed"])
     pretrain.train_classifier(guide, x_train, y_train, cfg["train"]["steps"], cfg["train"]["batch_size"],
