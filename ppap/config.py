@@ -1,30 +1,155 @@
-"""Checks on the workflow config that a JSON schema cannot express (cross-key consistency).
+"""Names and checks of the workflow config that a JSON schema cannot express.
 
 Imported by the Snakefile before any job runs, so it must stay light (no torch).
+
+Guides are named ``none``, ``off_the_shelf`` or
+``<labeled|datafree>_<full|lora<rank>>_n<N>[_syn<M>][_tau<T>]`` (a trained guide set: N experts;
+``_syn`` and ``_tau`` override the data-free set size and temperature). Sampling settings are
+named ``<ddim|ddpm><steps>_s<scale>``, e.g. ``ddim25_s1``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
-GUIDE_SET = re.compile(r"^(labeled|datafree)_(full|lora[1-9][0-9]*)_n([1-9][0-9]*)$")
+GUIDE_SET = re.compile(r"^(?P<supervision>labeled|datafree)_(?P<adapter>full|lora[1-9][0-9]*)_n(?P<n>[1-9][0-9]*)"
+                       r"(?:_syn(?P<syn>[1-9][0-9]*))?(?:_tau(?P<tau>[0-9]+(?:\.[0-9]+)?))?$")
+SAMPLING = re.compile(r"^(?P<sampler>ddim|ddpm)(?P<steps>[1-9][0-9]*)_s(?P<scale>[0-9]+(?:\.[0-9]+)?)$")
+GUIDE_SET_PATTERN = (r"(labeled|datafree)_(full|lora[1-9][0-9]*)_n[1-9][0-9]*"
+                     r"(_syn[1-9][0-9]*)?(_tau[0-9]+(\.[0-9]+)?)?")
+SAMPLING_PATTERN = r"(ddim|ddpm)[1-9][0-9]*_s[0-9]+(\.[0-9]+)?"
 
 
 class ConfigError(ValueError):
     """A config value is inconsistent; the message names the key."""
 
 
+def _number(text: str) -> str:
+    """Canonical spelling of a number in a name: 1.0 -> 1, 0.50 -> 0.5."""
+    return f"{float(text):g}"
+
+
 def parse_guide_name(name: str) -> dict:
-    """``none``, ``off_the_shelf`` or ``<labeled|datafree>_<full|lora<r>>_n<N>`` -> its parts."""
+    """Split a guide name into its parts (see the module docstring)."""
     if name in ("none", "off_the_shelf"):
-        return dict(kind=name, n_experts=0 if name == "none" else 1, rank=None, supervision="none")
-    match = GUIDE_SET.match(name)
+        return dict(kind=name, n_experts=0 if name == "none" else 1, rank=None, supervision="none",
+                    synthetic_size=None, temperature=None)
+    match = GUIDE_SET.match(str(name))
     if not match:
-        raise ConfigError(f"unknown guide {name!r}")
-    adapter = match[2]
-    return dict(kind="experts", supervision=match[1], n_experts=int(match[3]),
-                rank=None if adapter == "full" else int(adapter[4:]))
+        raise ConfigError(f"unknown guide {name!r}: expected none, off_the_shelf or "
+                          "<labeled|datafree>_<full|lora<rank>>_n<N>[_syn<M>][_tau<T>], e.g. datafree_lora4_n5")
+    adapter = match["adapter"]
+    parts = dict(kind="experts", supervision=match["supervision"], n_experts=int(match["n"]),
+                 rank=None if adapter == "full" else int(adapter[4:]),
+                 synthetic_size=int(match["syn"]) if match["syn"] else None,
+                 temperature=float(match["tau"]) if match["tau"] else None)
+    if parts["supervision"] == "labeled" and (parts["synthetic_size"] or parts["temperature"] is not None):
+        raise ConfigError(f"guide {name!r}: _syn and _tau apply to data-free sets only")
+    if parts["temperature"] is not None and parts["temperature"] <= 0:
+        raise ConfigError(f"guide {name!r}: the temperature must be > 0")
+    return parts
+
+
+def canonical_guide(name: str, config: dict) -> str:
+    """The one name of a guide: suffixes equal to the config's defaults are dropped, numbers tidied,
+    so that an ablation's centre point and Table 1's PPAP row share their files."""
+    parts = parse_guide_name(name)
+    if parts["kind"] != "experts":
+        return name
+    adapter = "full" if parts["rank"] is None else f"lora{parts['rank']}"
+    out = f"{parts['supervision']}_{adapter}_n{parts['n_experts']}"
+    train = config["experts"]["train"]
+    if parts["synthetic_size"] is not None and parts["synthetic_size"] != train["synthetic_size"]:
+        out += f"_syn{parts['synthetic_size']}"
+    if parts["temperature"] is not None and parts["temperature"] != float(train["temperature"]):
+        out += f"_tau{_number(parts['temperature'])}"
+    return out
+
+
+def parse_sampling(name: str) -> dict:
+    match = SAMPLING.match(str(name))
+    if not match:
+        raise ConfigError(f"unknown sampling setting {name!r}: expected <ddim|ddpm><steps>_s<scale>, e.g. ddim25_s1")
+    return dict(sampler=match["sampler"], steps=int(match["steps"]), scale=float(match["scale"]))
+
+
+def sampling_name(sampler: str, steps: int, scale: float) -> str:
+    return f"{sampler}{int(steps)}_s{_number(scale)}"
+
+
+def default_sampling(config: dict) -> str:
+    s = config["sampling"]
+    return sampling_name(s["sampler"], s["steps"], s["guidance_scale"])
+
+
+def canonical_sampling(guide: str, sampling: str) -> str:
+    """Unguided sampling does not depend on the scale: its runs are named with s0 and shared."""
+    parts = parse_sampling(sampling)
+    if guide == "none":
+        parts["scale"] = 0.0
+    return sampling_name(**parts)
+
+
+def unguided_sampling(config: dict) -> str:
+    return canonical_sampling("none", default_sampling(config))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One evaluated cell: a guide sampled with one sampling setting (over all seeds)."""
+
+    label: str              # the row's name: a method, an ablation value, or "value/method"
+    method: str | None      # the Table 1 method it derives from, if any
+    value: str | None       # the ablated factor's value, if any
+    guide: str              # canonical guide name
+    sampling: str           # canonical sampling name
+
+    @property
+    def metrics_path(self) -> str:
+        return f"results/metrics/{self.guide}/{self.sampling}.json"
+
+
+def table1_runs(config: dict) -> list[Run]:
+    sampling = default_sampling(config)
+    runs = []
+    for method in config["table1"]:
+        guide = canonical_guide(config["methods"][method], config)
+        runs.append(Run(method, method, None, guide, canonical_sampling(guide, sampling)))
+    return runs
+
+
+def ablation_runs(config: dict, name: str) -> list[Run]:
+    """Expand one ablation entry: ``values`` x (``methods`` or the centre method) through the
+    ``guide`` and ``sampling`` templates ({value} and {method} are filled in)."""
+    if name not in config.get("ablations", {}):
+        raise ConfigError(f"no ablation {name!r} in ablations (known: {sorted(config.get('ablations', {}))})")
+    entry = config["ablations"][name]
+    methods = entry.get("methods") or [config["ablation_center"]]
+    runs = []
+    for value in entry["values"]:
+        for method in methods:
+            if method not in config["methods"]:
+                raise ConfigError(f"ablations.{name}.methods: {method!r} is not a key of methods")
+            method_guide = config["methods"][method]
+            guide = entry.get("guide", "{method}").format(value=value, method=method_guide)
+            sampling = entry.get("sampling", "{default}").format(value=value, default=default_sampling(config))
+            try:
+                guide = canonical_guide(guide, config)
+                sampling = canonical_sampling(guide, sampling)
+            except ConfigError as err:
+                raise ConfigError(f"ablations.{name} (value {value!r}): {err}") from None
+            label = str(value) if len(methods) == 1 else f"{value}/{method}"
+            runs.append(Run(label, method, str(value), guide, sampling))
+    return runs
+
+
+def all_runs(config: dict) -> list[Run]:
+    runs = table1_runs(config)
+    for name in config.get("ablations", {}):
+        runs.extend(ablation_runs(config, name))
+    return runs
 
 
 def check_config(config: dict) -> None:
@@ -35,21 +160,35 @@ def check_config(config: dict) -> None:
     if len(config["guide"]["mean"]) != len(config["guide"]["std"]):
         raise ConfigError("guide.mean and guide.std must have the same length")
     timesteps = config["diffusion"]["num_train_timesteps"]
+    pool = config["synthetic"]["num_samples"]
+    if config["experts"]["train"]["synthetic_size"] > pool:
+        raise ConfigError(f"experts.train.synthetic_size ({config['experts']['train']['synthetic_size']}) exceeds "
+                          f"synthetic.num_samples ({pool})")
     for key, name in config["methods"].items():
         try:
-            parts = parse_guide_name(name)
+            parse_guide_name(name)
         except ConfigError as err:
             raise ConfigError(f"methods.{key}: {err}") from None
-        if parts["n_experts"] > timesteps:
-            raise ConfigError(f"methods.{key}: {parts['n_experts']} experts for {timesteps} timesteps "
-                              "(diffusion.num_train_timesteps)")
-        if parts["kind"] == "experts" and config["experts"]["train"]["total_steps"] < parts["n_experts"]:
-            raise ConfigError(f"experts.train.total_steps is smaller than the {parts['n_experts']} experts "
-                              f"of methods.{key}")
     for name in config["table1"]:
         if name not in config["methods"]:
             raise ConfigError(f"table1 lists {name!r}, which is not a key of methods "
                               f"(known: {sorted(config['methods'])})")
+    if config.get("ablations") and config.get("ablation_center") not in config["methods"]:
+        raise ConfigError(f"ablation_center {config.get('ablation_center')!r} is not a key of methods")
+    for ablation in config.get("ablations", {}):
+        ablation_runs(config, ablation)  # raises with the ablation's name
+    for run in all_runs(config):
+        parts = parse_guide_name(run.guide)
+        where = f"methods or ablations ({run.label})"
+        if parts["n_experts"] > timesteps:
+            raise ConfigError(f"{where}: {parts['n_experts']} experts for {timesteps} timesteps "
+                              "(diffusion.num_train_timesteps)")
+        if parts["kind"] == "experts" and config["experts"]["train"]["total_steps"] < parts["n_experts"]:
+            raise ConfigError(f"experts.train.total_steps is smaller than the {parts['n_experts']} experts of {where}")
+        if (parts["synthetic_size"] or 0) > pool:
+            raise ConfigError(f"{where}: synthetic size {parts['synthetic_size']} exceeds synthetic.num_samples ({pool})")
+        if parse_sampling(run.sampling)["steps"] > timesteps:
+            raise ConfigError(f"{where}: {run.sampling} has more steps than diffusion.num_train_timesteps")
     bad_t = [t for t in config["evaluation"]["accuracy_timesteps"] if t >= timesteps]
     if bad_t:
         raise ConfigError(f"evaluation.accuracy_timesteps {bad_t} outside [0, {timesteps}) "

@@ -42,6 +42,7 @@ def fit_noise_aware(
     generator: torch.Generator,
     labels: torch.Tensor | None = None,                               # ground truth (labeled baselines)
     teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,    # clean-image teacher (data-free)
+    teacher_logits: torch.Tensor | None = None,                       # or its outputs, one row per image
     temperature: float = 1.0,
     weight_decay: float = 0.05,
     warmup_steps: int = 0,
@@ -50,10 +51,14 @@ def fit_noise_aware(
 ) -> list[float]:
     """Train `student` on noisy inputs from `t_range`; returns the per-step mean loss.
 
-    Exactly one of `labels` (cross-entropy) and `teacher` (knowledge transfer) must be given.
+    Exactly one of `labels` (cross-entropy), `teacher` or `teacher_logits` (knowledge transfer)
+    must be given. The teacher sees clean, fixed images, so its logits can be computed once
+    (:func:`precompute_teacher_logits`): the same loss for a fraction of the cost.
     """
-    if (labels is None) == (teacher is None):
-        raise ValueError("give exactly one of labels (cross-entropy) or teacher (knowledge transfer)")
+    if sum(arg is not None for arg in (labels, teacher, teacher_logits)) != 1:
+        raise ValueError("give exactly one of labels (cross-entropy) or teacher / teacher_logits (knowledge transfer)")
+    if teacher_logits is not None and len(teacher_logits) != len(clean_images):
+        raise ValueError(f"{len(teacher_logits)} teacher logits for {len(clean_images)} images")
     optimizer, schedule = make_optimizer(list(params), lr, weight_decay, steps, warmup_steps)
     losses = []
     for step in progress(range(steps), total=steps, desc=desc, enabled=show_progress):
@@ -61,9 +66,12 @@ def fit_noise_aware(
         x0 = clean_images[idx]
         x_t, t = noisy_inputs(x0, t_range, alphas_cumprod, generator)
         logits = student(x_t, t)
-        if teacher is not None:
-            with torch.no_grad():
-                target_logits = teacher(x0)
+        if teacher is not None or teacher_logits is not None:
+            if teacher_logits is not None:
+                target_logits = teacher_logits[idx]
+            else:
+                with torch.no_grad():
+                    target_logits = teacher(x0)
             loss = kd_loss(logits, target_logits, temperature).mean()
         else:
             loss = F.cross_entropy(logits.float(), labels[idx])
@@ -74,6 +82,13 @@ def fit_noise_aware(
         schedule.step()
         losses.append(loss.item())
     return losses
+
+
+@torch.no_grad()
+def precompute_teacher_logits(teacher: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                              batch_size: int = 512) -> torch.Tensor:
+    """The teacher's logits on every clean image, in order (its batch norm must be in eval mode)."""
+    return torch.cat([teacher(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
 
 
 def adapter_teacher(peft_model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -96,21 +96,62 @@ class ModuleExperts(RoutedGuide):
 
 
 class AdapterExperts(RoutedGuide):
-    """One backbone carrying N named LoRA adapters (peft); expert i activates adapter i."""
+    """One backbone carrying N named LoRA adapters (peft); expert i activates adapter i.
 
-    def __init__(self, peft_model: nn.Module, adapter_names: Sequence[str], ranges: Sequence[Range]):
+    With ``merge=True`` (for sampling, not training) the active adapter is merged into the
+    backbone's weights and swapped (unmerge, merge the next) only when the expert changes, so
+    each guide call costs what the plain guide costs. peft merges in place, which autograd does
+    not see: take each call's gradient before the next call (``grad_log_prob`` does), and a
+    batch that mixes experts runs with its adapters unmerged (swapping weights between its parts
+    would change what the earlier parts' backward pass reads). Merge and unmerge round in float:
+    the backbone drifts by about one ulp per switch (a DDIM-25 batch over 5 experts makes 5).
+    Call :meth:`unmerge` before saving or training the backbone.
+    """
+
+    def __init__(self, peft_model: nn.Module, adapter_names: Sequence[str], ranges: Sequence[Range],
+                 merge: bool = False):
         super().__init__(ranges)
         if len(adapter_names) != len(self.ranges):
             raise ValueError(f"{len(adapter_names)} adapters for {len(self.ranges)} ranges")
         self.model = peft_model
         self.adapter_names = list(adapter_names)
+        self.merge = merge
+        # One LoRA layer whose merge record we read (a tuple, so it is not registered twice).
+        self._probe = tuple(m for m in peft_model.modules() if hasattr(m, "merged_adapters"))[:1]
+        if merge and not self._probe:
+            raise ValueError("merge=True needs a peft model with LoRA layers")
+        self._merge_now = False  # this call merges: merge=True and one expert owns the whole batch
+
+    @property
+    def merged_adapter(self) -> str | None:
+        """The adapter merged into the weights now (peft's own record), or None."""
+        merged = self._probe[0].merged_adapters if self._probe else []
+        return merged[-1] if merged else None
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._merge_now = self.merge and expert_for_timestep(t, self.ranges).unique().numel() == 1
+        return super().forward(x, t)
 
     def run_expert(self, index, x, t):
         name = self.adapter_names[index]
-        if self.model.active_adapter != name:
-            # inference_mode keeps the adapter frozen: guidance needs grad w.r.t. x only.
-            self.model.set_adapter(name, inference_mode=True)
+        if self._merge_now:
+            if self.merged_adapter != name:
+                self.unmerge()
+                self.model.set_adapter(name, inference_mode=True)
+                with torch.no_grad():
+                    self.model.merge_adapter([name])
+        else:
+            self.unmerge()  # a merging router on the same backbone may have left an adapter merged
+            if self.model.active_adapter != name:
+                # inference_mode keeps the adapter frozen: guidance needs grad w.r.t. x only.
+                self.model.set_adapter(name, inference_mode=True)
         return self.model(x, t)
+
+    def unmerge(self) -> None:
+        """Take the merged adapter (if any) back out of the backbone's weights."""
+        if self.merged_adapter is not None:
+            with torch.no_grad():
+                self.model.unmerge_adapter()
 
 
 class SingleGuide(nn.Module):

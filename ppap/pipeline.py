@@ -6,7 +6,6 @@ Kept here (not in the scripts) so every step is importable and unit-tested.
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,39 +14,34 @@ import numpy as np
 import torch
 
 from ppap import adapters, data, diffusion, distill, experts, guidance, schedules
+from ppap.config import ConfigError, parse_guide_name
 from ppap.models import classifiers, unet as unet_models
 from ppap.models.checkpoints import CheckpointError, load_checkpoint
 from ppap.training import noisy_accuracy
 
-_GUIDE_ID = re.compile(r"^(?P<supervision>labeled|datafree)_(?P<adapter>full|lora(?P<rank>\d+))_n(?P<n>\d+)$")
-
 
 @dataclass(frozen=True)
 class ExpertSetSpec:
-    """What a trained guide set is: parsed from ids like ``datafree_lora4_n5`` or ``labeled_full_n1``."""
+    """A trained guide set, parsed from names like ``datafree_lora4_n5`` or ``labeled_full_n1``
+    (grammar in :mod:`ppap.config`)."""
 
-    supervision: str        # "labeled" (ground-truth, real images) or "datafree" (teacher, synthetic images)
-    rank: int | None        # LoRA rank; None for full fine-tuning
+    guide_id: str
+    supervision: str                # "labeled" (ground truth, real images) or "datafree" (teacher, synthetic)
+    rank: int | None                # LoRA rank; None for full fine-tuning
     n_experts: int
+    synthetic_size: int | None = None   # data-free set size override (None: the config's)
+    temperature: float | None = None    # knowledge-transfer temperature override (None: the config's)
 
     @classmethod
     def parse(cls, guide_id: str) -> "ExpertSetSpec":
-        match = _GUIDE_ID.match(guide_id)
-        if not match:
-            raise ValueError(f"bad guide set id {guide_id!r}: expected "
-                             "'<labeled|datafree>_<full|lora<rank>>_n<experts>', e.g. 'datafree_lora4_n5'")
-        rank = int(match["rank"]) if match["rank"] else None
-        spec = cls(match["supervision"], rank, int(match["n"]))
-        if spec.n_experts < 1:
-            raise ValueError(f"{guide_id}: n_experts must be >= 1")
-        if rank is not None and rank < 1:
-            raise ValueError(f"{guide_id}: LoRA rank must be >= 1")
-        return spec
-
-    @property
-    def guide_id(self) -> str:
-        adapter = "full" if self.rank is None else f"lora{self.rank}"
-        return f"{self.supervision}_{adapter}_n{self.n_experts}"
+        try:
+            parts = parse_guide_name(guide_id)
+        except ConfigError as err:
+            raise ValueError(f"bad guide set id: {err}") from None
+        if parts["kind"] != "experts":
+            raise ValueError(f"{guide_id!r} is not a trained guide set")
+        return cls(guide_id, parts["supervision"], parts["rank"], parts["n_experts"], parts["synthetic_size"],
+                   parts["temperature"])
 
     @property
     def adapter(self) -> str:
@@ -114,9 +108,12 @@ def train_expert(
         model.train()
         params = list(model.parameters())
         trainable = sum(p.numel() for p in params)
+    teacher_logits = None
     if spec.supervision == "datafree":
         common["labels"] = None  # data-free: the teacher's softened outputs are the only target
-    losses = distill.fit_noise_aware(model, params, teacher=teacher, **common)
+        # The teacher is frozen and sees fixed clean images: its logits are computed once.
+        teacher_logits = distill.precompute_teacher_logits(teacher, common["clean_images"])
+    losses = distill.fit_noise_aware(model, params, teacher_logits=teacher_logits, **common)
     model.eval()
     stats = dict(t_range=list(t_range), trainable_params=trainable, final_loss=float(np.mean(losses[-20:])),
                  first_loss=float(np.mean(losses[:20])))

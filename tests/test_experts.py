@@ -178,3 +178,58 @@ def test_routed_guide_base_and_single_guide():
     expert = LinearExpert(4)
     x = torch.randn((2, 3, 2, 2), generator=torch.Generator().manual_seed(3))
     assert torch.equal(SingleGuide(expert)(x, torch.tensor([0, 999])), expert(x, None))
+
+
+# ------------------------------------------------------------------------ merged adapters ----
+
+def test_merged_adapter_routing_gives_the_same_logits_and_gradients_as_unmerged(make_guide, recwarn):
+    from ppap.adapters import attach_lora_experts
+    from ppap.experts import AdapterExperts
+
+    names, layers = ["e0", "e1", "e2"], ["backbone.0", "backbone.2", "backbone.6"]
+    model = attach_lora_experts(make_guide(0), names, 2, 4.0, layers).eval()
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():  # trained-looking adapters: non-zero A and B, different per expert
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    model.requires_grad_(False)
+    base_weights = {n: p.clone() for n, p in model.named_parameters() if "base_layer" in n}
+    ranges = timestep_ranges(1000, 3)
+    plain = AdapterExperts(model, names, ranges).eval()
+    merged = AdapterExperts(model, names, ranges, merge=True).eval()
+    x = torch.rand((6, 1, 8, 8), generator=torch.Generator().manual_seed(12)) * 2 - 1
+
+    def logits_and_grad(router, t):
+        xg = x.clone().requires_grad_(True)
+        logits = router(xg, t)
+        (grad,) = torch.autograd.grad(logits[:, 3].sum(), xg)
+        return logits.detach(), grad
+
+    # A sampler's order (one timestep per batch, from high to low: each change of expert swaps
+    # the merged adapter), then a mixed batch (run unmerged: its gradients must stay right).
+    batches = [torch.full((6,), t) for t in (999, 700, 500, 300, 0)] + [torch.tensor([999, 0, 500, 333, 334, 666])]
+    got = []
+    for t in batches:
+        got.append(logits_and_grad(merged, t))
+        owners = expert_for_timestep(t, ranges).unique().tolist()
+        assert merged.merged_adapter == (names[owners[0]] if len(owners) == 1 else None), t
+    merged.unmerge()
+    assert merged.merged_adapter is None
+    for name, param in model.named_parameters():
+        if name in base_weights:
+            assert torch.allclose(param, base_weights[name], atol=1e-6), name
+
+    for t, (got_logits, got_grad) in zip(batches, got):
+        expected_logits, expected_grad = logits_and_grad(plain, t)
+        assert torch.allclose(got_logits, expected_logits, atol=1e-5), t
+        assert torch.allclose(got_grad, expected_grad, atol=1e-5), t
+    # The experts really differ, so routing to the wrong one would have failed above.
+    assert not torch.allclose(got[0][0], got[-2][0], atol=1e-3)
+
+    # Both routers on one backbone, interleaved: the plain one takes the merged adapter out first.
+    merged(x, batches[0])
+    assert merged.merged_adapter == "e2"
+    assert torch.allclose(plain(x, batches[-2]), got[-2][0], atol=1e-5)
+    assert merged.merged_adapter is None
+    assert not [w for w in recwarn if "merged" in str(w.message)]

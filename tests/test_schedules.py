@@ -108,3 +108,23 @@ def test_q_sample_uses_each_samples_own_timestep(alphas_cumprod):
         abar = alphas_cumprod[t[i]].float()
         assert torch.allclose(x_t[i], abar.sqrt() * x0[i] + (1 - abar).sqrt() * noise[i], atol=1e-6)
     assert x_t.dtype == x0.dtype
+
+
+@pytest.mark.parametrize("beta_schedule", ["linear", "scaled_linear", "squaredcos_cap_v2"])
+def test_load_alphas_cumprod_without_diffusers_matches_diffusers(tmp_path, beta_schedule):
+    from diffusers import DDPMScheduler
+
+    from ppap.schedules import alphas_cumprod_from_scheduler, load_alphas_cumprod
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, beta_start=1e-4, beta_end=0.02)
+    scheduler.save_pretrained(tmp_path / "scheduler")
+    expected = alphas_cumprod_from_scheduler(scheduler)
+    for directory in (tmp_path, tmp_path / "scheduler"):  # pipeline dir or scheduler dir
+        torch.testing.assert_close(load_alphas_cumprod(directory), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_load_alphas_cumprod_missing_config_names_the_directory(tmp_path):
+    from ppap.schedules import load_alphas_cumprod
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        load_alphas_cumprod(tmp_path)

@@ -58,8 +58,13 @@ def smoke_run(tmp_path_factory):
 @pytest.mark.slow
 def test_smoke_workflow_produces_table1(smoke_run):
     table = pd.read_csv(smoke_run / "results" / "table1.csv")
-    assert list(table.columns) == ["method", "n_experts", "adapter_rank", "supervision", "trainable_params",
-                                   "stored_params", "fid", "is", "precision", "recall", "accuracy", "samples"]
+    table1_columns = ["method", "n_experts", "adapter_rank", "supervision", "trainable_params",
+                      "stored_params", "fid", "is", "precision", "recall", "accuracy", "samples"]
+    assert list(table.columns[:12]) == table1_columns
+    # then a standard deviation over sampling seeds for every metric
+    assert list(table.columns[12:]) == ["fid_sd", "is_sd", "precision_sd", "recall_sd", "accuracy_sd",
+                                        "seeds", "samples_per_seed"]
+    assert (table["seeds"] == 2).all() and (table["samples_per_seed"] == 40).all()
     assert list(table["method"]) == ["unguided", "off_the_shelf", "noise_aware_single", "multi_expert_labeled", "ppap"]
     rows = table.set_index("method")
     for metric in ("fid", "is", "precision", "recall"):
@@ -71,9 +76,13 @@ def test_smoke_workflow_produces_table1(smoke_run):
     assert rows.loc["ppap", "trainable_params"] < 0.2 * rows.loc["multi_expert_labeled", "trainable_params"]
     assert rows.loc["ppap", "supervision"] == "data-free" and rows.loc["multi_expert_labeled", "supervision"] == "labeled"
     for method, path in rows["samples"].items():
-        with np.load(smoke_run / path) as samples:
-            assert samples["arr_0"].dtype == np.uint8 and samples["arr_0"].ndim == 4
-            assert ("arr_1" in samples.files) == (method != "unguided")
+        assert path.endswith("seed0.npz")
+        for seed in (0, 1):
+            with np.load(smoke_run / path.replace("seed0", f"seed{seed}")) as samples:
+                assert samples["arr_0"].shape == (40, 8, 8, 1) and samples["arr_0"].dtype == np.uint8
+                assert ("arr_1" in samples.files) == (method != "unguided")
+                if method != "unguided":  # target classes balanced over the 10 digits
+                    assert np.bincount(samples["arr_1"], minlength=10).tolist() == [4] * 10
     assert (smoke_run / "results" / "table1.md").read_text().startswith("| method |")
 
 
@@ -81,7 +90,7 @@ def test_smoke_workflow_produces_table1(smoke_run):
 def test_smoke_workflow_logs_and_benchmarks(smoke_run):
     logs = {p.relative_to(smoke_run / "logs").as_posix() for p in (smoke_run / "logs").rglob("*.log")}
     for expected in ("prepare_data.log", "train_diffusion.log", "train_guide.log", "synthesize.log",
-                     "distill/datafree_lora2_n2/expert1.log", "sample/ppap/seed0.log", "table1.log"):
+                     "distill/datafree_lora2_n2/expert1.log", "sample/datafree_lora2_n2/ddim4_s1.log", "table1.log"):
         assert expected in logs
     assert "done in" in (smoke_run / "logs" / "train_guide.log").read_text()
     assert (smoke_run / "benchmarks" / "snakemake" / "train_diffusion.tsv").exists()
@@ -95,3 +104,31 @@ def test_smoke_workflow_is_up_to_date_after_run(smoke_run):
                            "--configfile", str(REPO / "config" / "smoke.yaml"))
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+TOY_ABLATION = """
+ablations:
+  toy_rank:
+    description: a toy ablation added the README's way, by one config entry
+    guide: "datafree_lora{value}_n2"
+    values: [1, 2]
+"""
+
+
+@pytest.mark.slow
+def test_toy_ablation_added_by_one_config_entry(smoke_run, tmp_path):
+    toy = tmp_path / "toy.yaml"
+    toy.write_text(TOY_ABLATION)
+    options = ["--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml"), str(toy)]
+    plan = run_snakemake(smoke_run, "results/ablations/toy_rank.csv", "-n", *options)
+    assert plan.returncode == 0, plan.stderr + plan.stdout
+    assert "guide_set=datafree_lora1_n2" in plan.stdout  # the new guide set is planned...
+    assert "guide_set=datafree_lora2_n2" not in plan.stdout  # ...and the centre's is reused
+    result = run_snakemake(smoke_run, "results/ablations/toy_rank.csv", *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(smoke_run / "results" / "ablations" / "toy_rank.csv")
+    assert list(table["value"]) == [1, 2]
+    assert list(table["guide"]) == ["datafree_lora1_n2", "datafree_lora2_n2"]
+    assert table["trainable_params"].iloc[0] < table["trainable_params"].iloc[1]
+    assert np.isfinite(table[["fid", "accuracy", "fid_sd"]].to_numpy()).all()
+    assert (smoke_run / "results" / "ablations" / "toy_rank.png").stat().st_size > 0

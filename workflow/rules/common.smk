@@ -2,19 +2,30 @@
 # must parse fast, and planning (-n) must work without loading any model.
 import os
 
-from ppap.config import check_config, parse_guide_name
+from ppap.config import (
+    GUIDE_SET_PATTERN,
+    SAMPLING_PATTERN,
+    ablation_runs,
+    unguided_sampling,
+    check_config,
+    parse_guide_name,
+    parse_sampling,
+    table1_runs,
+)
 
 check_config(config)
 
 
 wildcard_constraints:
-    guide_set=r"(labeled|datafree)_(full|lora[1-9][0-9]*)_n[1-9][0-9]*",
+    guide_set=GUIDE_SET_PATTERN,
+    guide=f"none|off_the_shelf|{GUIDE_SET_PATTERN}",
+    sampling=SAMPLING_PATTERN,
     index=r"\d+",
-    method=r"[a-z][a-z0-9_]*",
-    seed=r"\d+",
+    ablation=r"[A-Za-z0-9_]+",
 
 
 THREADS = config["threads"]
+SEEDS = config["sampling"]["seeds"]
 
 
 def diffusion_model_dir():
@@ -42,19 +53,42 @@ def expert_steps(guide_set):
     return config["experts"]["train"]["total_steps"] // parse_guide_name(guide_set)["n_experts"]
 
 
+def distill_settings(guide_set):
+    """Data-free set size and temperature of a set: its name's overrides, else the config's."""
+    parts = parse_guide_name(guide_set)
+    train = config["experts"]["train"]
+    return {
+        "synthetic_size": parts["synthetic_size"] or train["synthetic_size"],
+        "temperature": parts["temperature"] if parts["temperature"] is not None else train["temperature"],
+    }
+
+
+def manifest_path(guide):
+    return f"results/models/guides/{guide}/manifest.json"
+
+
 def guide_inputs(wildcards):
-    """What sampling with `method` needs besides the diffusion model."""
-    guide = config["methods"][wildcards.method]
-    if guide == "none":
+    """What sampling with a guide needs besides the diffusion model."""
+    if wildcards.guide == "none":
         return {}
-    if guide == "off_the_shelf":
+    if wildcards.guide == "off_the_shelf":
         return {"guide": base_guide_path()}
-    return {"guide": base_guide_path(), "manifest": f"results/models/guides/{guide}/manifest.json"}
+    return {"guide": base_guide_path(), "manifest": manifest_path(wildcards.guide)}
 
 
-def metric_files(methods):
-    return [
-        f"results/metrics/{method}/seed{seed}.json"
-        for method in methods
-        for seed in config["sampling"]["seeds"]
-    ]
+def sample_files(guide, sampling):
+    return [f"results/samples/{guide}/{sampling}/seed{seed}.npz" for seed in SEEDS]
+
+
+def run_inputs(runs):
+    """Metric files of the runs, the manifests of their guide sets, and the base guide."""
+    manifests = sorted({manifest_path(r.guide) for r in runs if parse_guide_name(r.guide)["kind"] == "experts"})
+    return {
+        "metrics": sorted({r.metrics_path for r in runs}),
+        "manifests": manifests,
+        "guide": base_guide_path(),
+    }
+
+
+def runs_as_params(runs):
+    return [dict(label=r.label, method=r.method, value=r.value, guide=r.guide, sampling=r.sampling) for r in runs]

@@ -20,6 +20,7 @@ rule distill_expert:
     params:
         experts=config["experts"],
         steps=lambda wc: expert_steps(wc.guide_set),
+        settings=lambda wc: distill_settings(wc.guide_set),
         device=config["device"],
     log:
         "logs/distill/{guide_set}/expert{index}.log",

@@ -1,21 +1,21 @@
 # FID, IS, precision/recall (k from config) with torch-fidelity and the evaluator network,
-# against the real test digits; accuracy = evaluator agrees with the target class.
+# against the real test digits, for each sampling seed; accuracy = evaluator agrees with the target.
 
 
 rule evaluate:
     input:
-        samples="results/samples/{method}/seed{seed}.npz",
+        samples=lambda wc: sample_files(wc.guide, wc.sampling),
         evaluator="results/models/evaluator.pt",
         data="results/data/digits.npz",
     output:
-        "results/metrics/{method}/seed{seed}.json",
+        "results/metrics/{guide}/{sampling}.json",
     params:
         evaluation=config["evaluation"],
-        guide=lambda wc: config["methods"][wc.method],
+        seeds=SEEDS,
     log:
-        "logs/evaluate/{method}/seed{seed}.log",
+        "logs/evaluate/{guide}/{sampling}.log",
     benchmark:
-        "benchmarks/snakemake/evaluate/{method}/seed{seed}.tsv"
+        "benchmarks/snakemake/evaluate/{guide}/{sampling}.tsv"
     threads: THREADS["light"]
     resources:
         mem_mb=2000,

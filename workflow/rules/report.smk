@@ -1,26 +1,14 @@
-# Tables from the metric files.
-
-
-def table1_manifests():
-    guides = {config["methods"][m] for m in config["table1"]}
-    return sorted(
-        f"results/models/guides/{g}/manifest.json"
-        for g in guides
-        if g not in ("none", "off_the_shelf")
-    )
+# Tables and figures from the metric and manifest files.
 
 
 rule table1:
     input:
-        metrics=metric_files(config["table1"]),
-        manifests=table1_manifests(),
-        guide=base_guide_path(),
+        **run_inputs(table1_runs(config)),
     output:
-        csv="results/table1.csv",
+        csv=report("results/table1.csv", caption="../report/table.rst", category="Table 1"),
         markdown="results/table1.md",
     params:
-        methods={m: config["methods"][m] for m in config["table1"]},
-        seeds=config["sampling"]["seeds"],
+        runs=runs_as_params(table1_runs(config)),
     log:
         "logs/table1.log",
     benchmark:
@@ -31,3 +19,61 @@ rule table1:
         runtime=5,
     script:
         "../scripts/table1.py"
+
+
+rule ablation:
+    input:
+        unpack(lambda wc: run_inputs(ablation_runs(config, wc.ablation))),
+        unguided=f"results/metrics/none/{unguided_sampling(config)}.json",
+    output:
+        csv="results/ablations/{ablation}.csv",
+        markdown="results/ablations/{ablation}.md",
+        png=report("results/ablations/{ablation}.png", caption="../report/table.rst", category="Ablations"),
+        pdf="results/ablations/{ablation}.pdf",
+    params:
+        runs=lambda wc: runs_as_params(ablation_runs(config, wc.ablation)),
+        spec=lambda wc: config["ablations"][wc.ablation],
+    log:
+        "logs/ablation/{ablation}.log",
+    benchmark:
+        "benchmarks/snakemake/ablation/{ablation}.tsv"
+    threads: THREADS["light"]
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/ablation.py"
+
+
+def table1_guide_sets():
+    """(method, manifest) of Table 1's trained guide sets."""
+    pairs = []
+    for run in table1_runs(config):
+        if parse_guide_name(run.guide)["kind"] == "experts":
+            pairs.append((run.label, manifest_path(run.guide)))
+    return pairs
+
+
+rule figures:
+    input:
+        guide_stats="results/models/guide.json",
+        manifests=[path for _, path in table1_guide_sets()],
+        grids=[f"results/samples/{r.guide}/{r.sampling}/grid.png" for r in table1_runs(config)],
+    output:
+        accuracy_png=report("results/figures/noisy_accuracy.png", caption="../report/noisy_accuracy.rst", category="Figures"),
+        accuracy_pdf="results/figures/noisy_accuracy.pdf",
+        samples_png=report("results/figures/samples.png", caption="../report/samples.rst", category="Figures"),
+        samples_pdf="results/figures/samples.pdf",
+    params:
+        set_methods=[method for method, _ in table1_guide_sets()],
+        grid_methods=[r.label for r in table1_runs(config)],
+    log:
+        "logs/figures.log",
+    benchmark:
+        "benchmarks/snakemake/figures.tsv"
+    threads: THREADS["light"]
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/figures.py"

@@ -1,4 +1,5 @@
 # Guided sampling: the expert that owns each sample's timestep supplies grad log p(y | x_t).
+# One job draws every sampling seed of one (guide, sampling setting) cell.
 
 
 rule sample:
@@ -6,16 +7,19 @@ rule sample:
         unpack(guide_inputs),
         model=diffusion_model_dir(),
     output:
-        samples="results/samples/{method}/seed{seed}.npz",
-        grid="results/samples/{method}/seed{seed}.png",
+        samples=[f"results/samples/{{guide}}/{{sampling}}/seed{seed}.npz" for seed in SEEDS],
+        grid="results/samples/{guide}/{sampling}/grid.png",
     params:
-        guide=lambda wc: config["methods"][wc.method],
-        sampling=config["sampling"],
+        sampling=lambda wc: parse_sampling(wc.sampling),
+        num_samples=config["sampling"]["num_samples"],
+        batch_size=config["sampling"]["batch_size"],
+        eta=config["sampling"]["eta"],
+        seeds=SEEDS,
         device=config["device"],
     log:
-        "logs/sample/{method}/seed{seed}.log",
+        "logs/sample/{guide}/{sampling}.log",
     benchmark:
-        "benchmarks/snakemake/sample/{method}/seed{seed}.tsv"
+        "benchmarks/snakemake/sample/{guide}/{sampling}.tsv"
     threads: THREADS["sample"]
     resources:
         mem_mb=4000,

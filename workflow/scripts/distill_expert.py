@@ -2,9 +2,8 @@
 import torch
 
 from ppap import data, pipeline
-from ppap.models.unet import load_scheduler
 from ppap.runtime import resolve_device, rule_session
-from ppap.schedules import alphas_cumprod_from_scheduler
+from ppap.schedules import load_alphas_cumprod
 
 with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
     spec = pipeline.ExpertSetSpec.parse(snakemake.wildcards.guide_set)
@@ -13,10 +12,14 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
         raise ValueError(f"{spec.guide_id} has experts 0..{spec.n_experts - 1}, not {index}")
     cfg = snakemake.params.experts
     device = resolve_device(snakemake.params.device)
-    scheduler = load_scheduler(snakemake.input.scheduler)
-    alphas_cumprod = alphas_cumprod_from_scheduler(scheduler).float()
+    alphas_cumprod = load_alphas_cumprod(snakemake.input.scheduler).float()
+    settings = snakemake.params.settings
     if spec.supervision == "datafree":
-        images, labels = data.load_samples(snakemake.input.synthetic)[0], None
+        pool = data.load_samples(snakemake.input.synthetic)[0]
+        if len(pool) < settings["synthetic_size"]:
+            raise ValueError(f"{spec.guide_id} needs {settings['synthetic_size']} synthetic images, "
+                             f"{snakemake.input.synthetic} has {len(pool)} (synthetic.num_samples)")
+        images, labels = pool[: settings["synthetic_size"]], None
     else:
         split = pipeline.load_digits_npz(snakemake.input.data)
         images, labels = split["train_images"], torch.as_tensor(split["train_labels"])
@@ -26,8 +29,9 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
         spec, index, snakemake.input.guide, alphas_cumprod, data.to_float(images), labels,
         steps=snakemake.params.steps, batch_size=train["batch_size"],
         lr=train["lr"] if spec.rank is not None else train["full_lr"], weight_decay=train["weight_decay"],
-        temperature=train["temperature"], lora_alpha=cfg["lora"]["alpha"],
+        temperature=settings["temperature"], lora_alpha=cfg["lora"]["alpha"],
         lora_layer_types=cfg["lora"]["layer_types"], lora_include=cfg["lora"]["include"],
         lora_exclude=cfg["lora"]["exclude"], generator=generator, device=device)
+    stats.update(settings, steps=snakemake.params.steps)
     log.info("expert %d of %s: %s", index, spec.guide_id, stats)
     pipeline.save_expert(snakemake.output[0], model.cpu(), spec, index, stats, snakemake.input.guide)

@@ -8,15 +8,13 @@ import torch
 from ppap import data, pipeline
 from ppap.io import write_json
 from ppap.models import classifiers
-from ppap.models.unet import load_scheduler
 from ppap.runtime import resolve_device, rule_session
-from ppap.schedules import alphas_cumprod_from_scheduler
+from ppap.schedules import load_alphas_cumprod
 
 with rule_session(snakemake.log[0], snakemake.threads, "expert_manifest") as log:
     spec = pipeline.ExpertSetSpec.parse(snakemake.wildcards.guide_set)
     device = resolve_device(snakemake.params.device)
-    scheduler = load_scheduler(snakemake.input.scheduler)
-    alphas_cumprod = alphas_cumprod_from_scheduler(scheduler).float()
+    alphas_cumprod = load_alphas_cumprod(snakemake.input.scheduler).float()
     num_timesteps = len(alphas_cumprod)
     routed = pipeline.load_expert_set(spec, snakemake.input.guide, snakemake.input.experts, num_timesteps).to(device)
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())

@@ -1,6 +1,5 @@
 """Rule table1: results/table1.csv and its Markdown copy, from the metric files."""
 import io
-from pathlib import Path
 
 from ppap import report
 from ppap.io import read_json, write_text
@@ -8,12 +7,13 @@ from ppap.models import classifiers
 from ppap.runtime import rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "table1") as log:
-    runs = [read_json(path) for path in snakemake.input.metrics]
     manifests = {m["guide_set"]: m for m in map(read_json, snakemake.input.manifests)}
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
-    rows = [report.method_row(method, guide, [r for r in runs if r["method"] == method], base_params,
-                              manifests.get(guide))
-            for method, guide in snakemake.params.methods.items()]
+    rows = []
+    for run in snakemake.params.runs:
+        metrics = read_json(f"results/metrics/{run['guide']}/{run['sampling']}.json")
+        rows.append(dict(method=run["label"], **report.run_row(run["guide"], metrics, base_params,
+                                                                manifests.get(run["guide"]))))
     frame = report.table1(rows)
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.6g")

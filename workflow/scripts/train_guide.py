@@ -4,7 +4,6 @@ import torch
 from ppap import data, pretrain, schedules
 from ppap.io import write_json
 from ppap.models import classifiers
-from ppap.models.unet import load_scheduler
 from ppap.pipeline import load_digits_npz
 from ppap.runtime import resolve_device, rule_session
 from ppap.training import noisy_accuracy
@@ -23,8 +22,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_guide") as log:
     pretrain.train_classifier(guide, x_train, y_train, cfg["train"]["steps"], cfg["train"]["batch_size"],
                               cfg["train"]["lr"], generator, desc="guide")
     accuracy = pretrain.clean_accuracy(guide, x_test, y_test)
-    scheduler = load_scheduler(snakemake.input.scheduler)
-    alphas_cumprod = schedules.alphas_cumprod_from_scheduler(scheduler).float().to(device)
+    alphas_cumprod = schedules.load_alphas_cumprod(snakemake.input.scheduler).float().to(device)
     timesteps = snakemake.params.accuracy_timesteps
     noisy = noisy_accuracy(lambda x, t: guide(x), x_test, y_test, timesteps, alphas_cumprod,
                            torch.Generator(device).manual_seed(0))

@@ -1,0 +1,199 @@
+"""What every benchmark script shares: the embedded preset's networks (randomly initialised),
+thread control, timing with medians, FLOP counts, and atomic table output.
+
+Benchmarks print tables and write CSVs; they never assert on time (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ppap.io import write_text
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# The embedded default preset (config/default.yaml), as the brief of issue 5 fixes it.
+GUIDE_ARGS = dict(arch="resnet10t", num_classes=10, in_chans=1, input_size=16, mean=[0.5], std=[0.5],
+                  model_kwargs={"channels": [32, 64, 128, 256], "stem_width": 16})
+UNET_ARGS = dict(sample_size=8, in_channels=1, block_out_channels=[16, 32], layers_per_block=1,
+                 attention=[False, False], norm_num_groups=8)
+IMAGE_SHAPE = (1, 8, 8)
+LORA_ALPHA = 4.0
+LORA_LAYER_TYPES = ("conv", "linear")
+
+
+# ------------------------------------------------------------------------------ arguments
+
+def parser(description: str, repeats: int = 5) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--repeats", type=int, default=repeats, help="timed repeats per measurement (medians quoted)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for the CSV and the markdown table")
+    return p
+
+
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def machine(threads: int) -> str:
+    """One line naming the machine, as the README quotes it."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (f"{cores}-core CPU ({cpu}), no GPU used; torch {torch.__version__}, {threads} torch thread(s); "
+            f"load average at start {load}")
+
+
+# ------------------------------------------------------------------------------- networks
+
+def alphas_cumprod() -> torch.Tensor:
+    from ppap.schedules import alphas_cumprod_from_scheduler, make_ddpm_scheduler
+
+    return alphas_cumprod_from_scheduler(make_ddpm_scheduler())
+
+
+def preset_guide(seed: int = 0):
+    """The preset's off-the-shelf guide (timm resnet10t at half width), random weights, eval mode."""
+    from ppap.models.classifiers import build_timm_guide
+
+    return build_timm_guide(**GUIDE_ARGS, seed=seed).eval()
+
+
+def preset_eps_model():
+    """The preset's diffusers UNet behind ``eps_fn(x, t)``, frozen."""
+    from ppap.models.unet import EpsilonModel, build_unet
+
+    unet = build_unet(**UNET_ARGS)
+    return EpsilonModel(unet, alphas_cumprod()).eval().requires_grad_(False)
+
+
+def lora_targets(guide) -> list[str]:
+    from ppap.adapters import lora_target_modules
+
+    return lora_target_modules(guide, LORA_LAYER_TYPES)
+
+
+def perturb_adapters_(model, scale_a: float = 0.1, scale_b: float = 0.02, seed: int = 0) -> None:
+    """Seeded non-zero LoRA A and B, different per adapter: the experts differ as trained ones would,
+    and two models built this way are identical (peft draws A from the global RNG otherwise)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                scale = scale_a if "lora_A" in name else scale_b
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+
+
+def full_copies(guide, n: int) -> list:
+    return [copy.deepcopy(guide) for _ in range(n)]
+
+
+# -------------------------------------------------------------------------------- measuring
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved_times(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Time every call once per round, `repeats` rounds, the order rotated each round.
+
+    Interleaving puts every configuration under the same background load; rotating the order
+    keeps any first-in-round effect from favouring one of them. Ratios are then taken per round.
+    """
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            times[name].append(timed(calls[name]))
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def round_ratios(times: dict[str, list[float]], num: str, den: str) -> list[float]:
+    return [a / b for a, b in zip(times[num], times[den])]
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs (multiply-add = 2) of the matmuls and convolutions `fn` runs; elementwise ops count 0."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------------------------- output
+
+def fmt(value, digits: int = 3) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return ""
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
+    columns = list(columns or rows[0].keys())
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c) for c in columns})
+    write_text(path, buffer.getvalue())
+
+
+def goal_line(text: str, met: bool, detail: str) -> str:
+    return f"- goal: {text}: {'MET' if met else 'NOT MET'} ({detail})"
+
+
+def report(out: Path, name: str, header: Sequence[str], tables: Sequence[tuple[str, str]], footer: Sequence[str]) -> str:
+    """Print the tables and write them (with the machine line and goals) to ``<out>/<name>.md``."""
+    parts = [f"# {name}", "", *header, ""]
+    for title, table in tables:
+        parts += [f"## {title}", "", table, ""]
+    parts += list(footer)
+    text = "\n".join(parts).rstrip() + "\n"
+    print(text)
+    write_text(out / f"{name}.md", text)
+    return text

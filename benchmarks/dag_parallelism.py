@@ -1,0 +1,164 @@
+"""Wall time of the whole workflow with --cores 1 and --cores 2 from clean result folders, the
+speed-up, and the per-job times from Snakemake's benchmark TSVs as a bar chart.
+
+    python benchmarks/dag_parallelism.py                     # smoke config (about a minute a run)
+    python benchmarks/dag_parallelism.py --preset default    # the real default target (~9 min a run)
+
+Each run: ``python -m snakemake results/table1.csv -s <repo>/Snakefile --directory <fresh tmp dir>
+--cores K [--configfile ...]``. Runs alternate between the core counts, so background load hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as common
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_workflow(workdir: Path, target: str, cores: int, configfile: Path | None, timeout: int) -> float:
+    # The target goes first: --configfile takes several values and would swallow it.
+    cmd = [sys.executable, "-m", "snakemake", target, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", str(cores)]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "PYTHONHASHSEED": "0"})
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"snakemake failed (--cores {cores}, workdir {workdir}):\n{result.stderr[-4000:]}")
+    return wall
+
+
+def job_times(workdir: Path) -> dict[str, float]:
+    """Seconds per job (column ``s``) from ``<workdir>/benchmarks/snakemake/**.tsv``."""
+    import pandas as pd
+
+    root = workdir / "benchmarks" / "snakemake"
+    times = {}
+    for tsv in sorted(root.rglob("*.tsv")):
+        table = pd.read_csv(tsv, sep="\t")
+        times[tsv.relative_to(root).with_suffix("").as_posix()] = float(table["s"].iloc[0])
+    return times
+
+
+def plot(path: Path, jobs: list[str], per_cores: dict[int, dict[str, float]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ppap.io import atomic_path
+
+    cores = sorted(per_cores)
+    height = 0.8 / len(cores)
+    y = np.arange(len(jobs))
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(jobs) + 1.5))
+    for i, k in enumerate(cores):
+        ax.barh(y + (i - (len(cores) - 1) / 2) * height, [per_cores[k].get(j, 0.0) for j in jobs], height,
+                label=f"--cores {k}")
+    ax.set_yticks(y, jobs, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per job (Snakemake benchmark, median over runs)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=["smoke", "default"], default="smoke",
+                   help="smoke: --configfile config/smoke.yaml; default: the embedded default preset")
+    p.add_argument("--configfile", type=Path, default=None, help="another config file (overrides --preset)")
+    p.add_argument("--target", default="results/table1.csv")
+    p.add_argument("--cores", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--repeats", type=int, default=1, help="runs per core count (a smoke run takes about a minute)")
+    p.add_argument("--timeout", type=int, default=3600, help="seconds per run")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work directories")
+    p.add_argument("--out", type=Path, default=common.RESULTS)
+    args = p.parse_args()
+    machine = common.machine(1).replace("1 torch thread(s)", "torch threads per job from the rules' threads")
+
+    if args.configfile is not None:
+        configfile, label = args.configfile.resolve(), args.configfile.stem
+    elif args.preset == "smoke":
+        configfile, label = REPO / "config" / "smoke.yaml", "smoke"
+    else:
+        configfile, label = None, "default"
+
+    runs = []  # (repeat, cores, wall, {job: s})
+    for r in range(args.repeats):
+        order = args.cores if r % 2 == 0 else list(reversed(args.cores))
+        for cores in order:
+            workdir = Path(tempfile.mkdtemp(prefix=f"ppap-dag-{label}-c{cores}-"))
+            try:
+                wall = run_workflow(workdir, args.target, cores, configfile, args.timeout)
+                jobs = job_times(workdir)
+            finally:
+                if not args.keep:
+                    shutil.rmtree(workdir, ignore_errors=True)
+            print(f"run {r + 1}/{args.repeats}: --cores {cores}: {wall:.1f} s wall, {len(jobs)} jobs, "
+                  f"{sum(jobs.values()):.1f} job-seconds" + (f" ({workdir})" if args.keep else ""), flush=True)
+            runs.append((r, cores, wall, jobs))
+
+    run_rows = [dict(config=label, repeat=r, cores=c, wall_s=w, jobs=len(j), job_seconds=sum(j.values()),
+                     job_seconds_over_wall=sum(j.values()) / w) for r, c, w, j in runs]
+    common.write_csv(args.out / f"dag_parallelism_{label}.csv", run_rows)
+
+    wall = {c: [w for _, k, w, _ in runs if k == c] for c in args.cores}
+    base = min(args.cores)
+    summary = []
+    for c in args.cores:
+        speedups = [wall[base][i] / wall[c][i] for i in range(args.repeats)]
+        job_s = [row["job_seconds"] for row in run_rows if row["cores"] == c]
+        summary.append(dict(cores=c, runs=args.repeats, wall_s_median=common.median(wall[c]), wall_s_min=min(wall[c]),
+                            wall_s_max=max(wall[c]), speedup_vs_1=common.median(speedups),
+                            job_seconds_median=common.median(job_s),
+                            job_seconds_over_wall=common.median(job_s) / common.median(wall[c])))
+
+    names = sorted({j for *_, jobs in runs for j in jobs})
+    per_cores = {c: {j: common.median([jobs[j] for _, k, _, jobs in runs if k == c and j in jobs]) for j in names}
+                 for c in args.cores}
+    names.sort(key=lambda j: -per_cores[base][j])
+    job_rows = [dict(job=j, **{f"s_cores{c}": per_cores[c][j] for c in args.cores}) for j in names]
+    common.write_csv(args.out / f"dag_job_times_{label}.csv", job_rows)
+    png = args.out / f"dag_job_times_{label}.png"
+    plot(png, names, per_cores, f"ppap-bench {args.target}, {label} config: per-job time")
+
+    top = max(args.cores)
+    speedup = next(s["speedup_vs_1"] for s in summary if s["cores"] == top)
+    footer = [
+        common.goal_line(f"--cores {top} at least 1.5x faster than --cores {base}", speedup >= 1.5, f"{speedup:.2f}x"),
+        "- job_seconds: sum of the jobs' own wall times (Snakemake benchmark `s`); job_seconds / wall is the "
+        "parallelism achieved. Wall time includes Snakemake's own start-up and DAG planning.",
+        f"- per-job times: `{png.relative_to(REPO) if png.is_relative_to(REPO) else png}`.",
+    ]
+    top_jobs = common.markdown_table(job_rows[:12], ["job", *[f"s_cores{c}" for c in args.cores]])
+    common.report(args.out, f"dag_parallelism_{label}",
+                  [f"Machine: {machine}.",
+                   f"`snakemake {args.target} --cores K` from a clean work directory, config: {label}; "
+                   f"{args.repeats} run(s) per core count, alternated (median; speed-up = median of per-round ratios)."],
+                  [("Workflow wall time", common.markdown_table(
+                      summary, ["cores", "runs", "wall_s_median", "wall_s_min", "wall_s_max", "speedup_vs_1",
+                                "job_seconds_median", "job_seconds_over_wall"])),
+                   ("Slowest jobs (seconds, median)", top_jobs)],
+                  footer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Training throughput of one expert: LoRA (rank 4, data-free knowledge transfer with the adapter
+teacher, as ``ppap.pipeline.train_expert`` does) against full fine-tuning (labeled cross-entropy,
+and data-free transfer with a module teacher). Images per second of ``distill.fit_noise_aware``.
+
+    python benchmarks/distill_throughput.py [--threads 1] [--batch-size 128] [--steps 10] [--repeats 5]
+
+Embedded preset's guide (timm resnet10t at half width on 16x16), random weights; random images
+stand in for the synthetic / real sets (the cost does not depend on their content).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+import torch
+
+import _common as common
+
+LORA_LR, FULL_LR, WEIGHT_DECAY, TEMPERATURE = 3e-3, 1e-3, 0.05, 0.25  # config/default.yaml
+T_RANGE = (200, 400)
+
+
+def setups(rank: int, pool: torch.Tensor, labels: torch.Tensor, precompute: bool) -> dict:
+    """name -> (student, params, objective kwargs, one-off seconds before training)."""
+    from ppap import adapters, distill
+
+    out = {}
+
+    def lora():
+        guide = common.preset_guide()
+        model = adapters.attach_lora_experts(guide, ["expert0"], rank, common.LORA_ALPHA, common.lora_targets(guide))
+        params = adapters.train_only_adapter(model, "expert0")
+        model.eval()  # batch norm keeps the clean guide's statistics: the backbone is shared
+        return model, params, distill.adapter_teacher(model)
+
+    def full():
+        guide = common.preset_guide().train()
+        teacher = distill.module_teacher(copy.deepcopy(guide))
+        return guide, list(guide.parameters()), teacher
+
+    model, params, teacher = lora()
+    out[f"lora{rank}_kd_adapter_teacher"] = (model, params, dict(teacher=teacher), 0.0)
+    model, params, teacher = full()
+    out["full_kd_module_teacher"] = (model, params, dict(teacher=teacher), 0.0)
+    model, params, _ = full()
+    out["full_ce_labeled"] = (model, params, dict(labels=labels), 0.0)
+    if precompute:  # the library can take the teacher's logits computed once (no teacher pass per step)
+        for name, make in ((f"lora{rank}_kd_precomputed_logits", lora), ("full_kd_precomputed_logits", full)):
+            model, params, teacher = make()
+            seconds = common.timed(lambda: distill.precompute_teacher_logits(teacher, pool))
+            logits = distill.precompute_teacher_logits(teacher, pool)
+            out[name] = (model, params, dict(teacher_logits=logits), seconds)
+    return out
+
+
+def main() -> None:
+    p = common.parser(__doc__.split("\n")[0])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="training steps per timed repeat")
+    p.add_argument("--rank", type=int, default=4)
+    p.add_argument("--pool", type=int, default=2000, help="images in the (random) training pool")
+    args = p.parse_args()
+    common.set_threads(args.threads)
+    machine = common.machine(args.threads)
+
+    from ppap import distill
+
+    gen = torch.Generator().manual_seed(0)
+    pool = torch.rand((args.pool, *common.IMAGE_SHAPE), generator=gen) * 2 - 1
+    labels = torch.randint(10, (args.pool,), generator=gen)
+    alphas_cumprod = common.alphas_cumprod()
+    precompute = ("teacher_logits" in inspect.signature(distill.fit_noise_aware).parameters
+                  and hasattr(distill, "precompute_teacher_logits"))
+    configs = setups(args.rank, pool, labels, precompute)
+
+    def train(name, steps):
+        model, params, objective, _ = configs[name]
+        lr = LORA_LR if name.startswith("lora") else FULL_LR
+        kwargs = dict(temperature=TEMPERATURE) if "labels" not in objective else {}
+        return distill.fit_noise_aware(model, params, pool, T_RANGE, alphas_cumprod, steps, args.batch_size, lr,
+                                       torch.Generator().manual_seed(1), weight_decay=WEIGHT_DECAY,
+                                       show_progress=False, **objective, **kwargs)
+
+    flops = {name: common.count_flops(lambda n=name: train(n, 1)) for name in configs}  # also a warm-up
+    for name in configs:
+        train(name, 2)
+    times = common.interleaved_times({name: (lambda n=name: train(n, args.steps)) for name in configs}, args.repeats)
+
+    reference = "full_kd_module_teacher"
+    rows = []
+    for name in configs:
+        step_s = [s / args.steps for s in times[name]]
+        trainable = sum(p.numel() for p in configs[name][1])
+        rows.append(dict(
+            config=name, images_per_s=args.batch_size / common.median(step_s), ms_per_step=1000 * common.median(step_s),
+            ms_per_step_min=1000 * min(step_s), ms_per_step_max=1000 * max(step_s),
+            speed_vs_full_kd=common.median(common.round_ratios(times, reference, name)),
+            gflops_per_step=flops[name] / 1e9, trainable_params=trainable,
+            one_off_teacher_s=configs[name][3], batch_size=args.batch_size, threads=args.threads,
+            steps_per_repeat=args.steps, repeats=args.repeats,
+        ))
+    common.write_csv(args.out / "distill_throughput.csv", rows)
+    by = {r["config"]: r for r in rows}
+    lora_online = by[f"lora{args.rank}_kd_adapter_teacher"]
+    footer = [
+        f"- LoRA rank {args.rank} with the adapter teacher trains at {lora_online['speed_vs_full_kd']:.2f}x the images/s of "
+        f"full fine-tuning with a module teacher ({lora_online['images_per_s']:.0f} vs "
+        f"{by[reference]['images_per_s']:.0f} images/s), for {lora_online['gflops_per_step'] / by[reference]['gflops_per_step']:.2f}x "
+        "its FLOPs per step.",
+        "- speed_vs_full_kd: median of per-round ratios of step times (full KD time / this config's time).",
+        "- FLOPs: matmuls and convolutions of one step (torch.utils.flop_counter); the teacher's forward is "
+        "included where it runs per step.",
+    ]
+    if precompute:
+        footer.append(f"- precomputed_logits rows: the teacher's logits on the {args.pool}-image pool computed once "
+                      "(one_off_teacher_s), as `distill.precompute_teacher_logits` does; no teacher pass per step.")
+    else:
+        footer.append("- this ppap has no precomputed-teacher option; only per-step teachers are measured.")
+    columns = ["config", "images_per_s", "ms_per_step", "ms_per_step_min", "ms_per_step_max", "speed_vs_full_kd",
+               "gflops_per_step", "trainable_params", "one_off_teacher_s"]
+    common.report(args.out, "distill_throughput",
+                  [f"Machine: {machine}.",
+                   f"Batch {args.batch_size}, t uniform in {list(T_RANGE)}, AdamW; {args.steps} steps per repeat, "
+                   f"{args.repeats} interleaved repeats (median; min and max of ms per step shown)."],
+                  [("Training throughput per expert", common.markdown_table(rows, columns))], footer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Rule figures: the motivating noisy-accuracy figure and the sample grids of Table 1's methods."""
+import numpy as np
+from PIL import Image
+
+from ppap import report
+from ppap.io import atomic_path, read_json
+from ppap.runtime import rule_session
+
+
+def save(figure, paths):
+    for path in paths:
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format=str(path).rsplit(".", 1)[-1], dpi=150)
+
+
+with rule_session(snakemake.log[0], snakemake.threads, "figures") as log:
+    curves = {"off-the-shelf guide": read_json(snakemake.input.guide_stats)["noisy_test_accuracy"]}
+    boundaries = {}
+    for method, path in zip(snakemake.params.set_methods, snakemake.input.manifests):
+        manifest = read_json(path)
+        curves[f"{method} ({manifest['guide_set']})"] = manifest["noisy_test_accuracy"]
+        boundaries[method] = [start for start, _ in manifest["ranges"][1:]]
+    save(report.plot_noisy_accuracy(curves, boundaries), [snakemake.output.accuracy_png, snakemake.output.accuracy_pdf])
+    grids = {method: np.asarray(Image.open(path))[..., None]
+             for method, path in zip(snakemake.params.grid_methods, snakemake.input.grids)}
+    save(report.plot_sample_grids(grids), [snakemake.output.samples_png, snakemake.output.samples_pdf])
+    log.info("figures written")
