@@ -39,6 +39,38 @@ def run_workflow(workdir: Path, target: str, cores: int, configfile: Path | None
     return wall
 
 
+CALIBRATION = """
+import sys, time, torch
+torch.set_num_threads(1)
+x, w = torch.randn(128, 64, 16, 16), torch.randn(64, 64, 3, 3)
+torch.nn.functional.conv2d(x, w, padding=1)
+while time.time() < float(sys.argv[1]):  # start together, after the imports
+    time.sleep(0.005)
+start = time.perf_counter()
+for _ in range(40):
+    torch.nn.functional.conv2d(x, w, padding=1)
+print(time.perf_counter() - start)
+"""
+
+
+def parallel_capacity(k: int) -> float:
+    """How many cores' worth of work K concurrent one-thread processes get done right now.
+
+    A fixed convolution workload runs alone, then K copies at once: capacity = K * t_alone / t_together
+    (K on an idle K-core machine, less when other processes share it).
+    """
+
+    def run(n: int) -> list[float]:
+        start_at = f"{time.time() + 6.0:.3f}"
+        procs = [subprocess.Popen([sys.executable, "-c", CALIBRATION, start_at], stdout=subprocess.PIPE, text=True)
+                 for _ in range(n)]
+        return [float(proc.communicate()[0]) for proc in procs]
+
+    alone = run(1)[0]
+    together = run(k)
+    return k * alone / common.median(together)
+
+
 def job_times(workdir: Path) -> dict[str, float]:
     """Seconds per job (column ``s``) from ``<workdir>/benchmarks/snakemake/**.tsv``."""
     import pandas as pd
@@ -87,7 +119,8 @@ def main() -> None:
     p.add_argument("--configfile", type=Path, default=None, help="another config file (overrides --preset)")
     p.add_argument("--target", default="results/table1.csv")
     p.add_argument("--cores", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--repeats", type=int, default=1, help="runs per core count (a smoke run takes about a minute)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="runs per core count (a smoke run takes 1-3 minutes, depending on the load)")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per run")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directories")
     p.add_argument("--out", type=Path, default=common.RESULTS)
@@ -102,7 +135,11 @@ def main() -> None:
         configfile, label = None, "default"
 
     runs = []  # (repeat, cores, wall, {job: s})
+    capacity = []
     for r in range(args.repeats):
+        capacity.append(parallel_capacity(max(args.cores)))
+        print(f"round {r + 1}/{args.repeats}: machine parallel capacity {capacity[-1]:.2f} "
+              f"(of {max(args.cores)} one-thread processes)", flush=True)
         order = args.cores if r % 2 == 0 else list(reversed(args.cores))
         for cores in order:
             workdir = Path(tempfile.mkdtemp(prefix=f"ppap-dag-{label}-c{cores}-"))
@@ -117,7 +154,7 @@ def main() -> None:
             runs.append((r, cores, wall, jobs))
 
     run_rows = [dict(config=label, repeat=r, cores=c, wall_s=w, jobs=len(j), job_seconds=sum(j.values()),
-                     job_seconds_over_wall=sum(j.values()) / w) for r, c, w, j in runs]
+                     job_seconds_over_wall=sum(j.values()) / w, machine_capacity=capacity[r]) for r, c, w, j in runs]
     common.write_csv(args.out / f"dag_parallelism_{label}.csv", run_rows)
 
     wall = {c: [w for _, k, w, _ in runs if k == c] for c in args.cores}
@@ -132,10 +169,15 @@ def main() -> None:
                             job_seconds_over_wall=common.median(job_s) / common.median(wall[c])))
 
     names = sorted({j for *_, jobs in runs for j in jobs})
-    per_cores = {c: {j: common.median([jobs[j] for _, k, _, jobs in runs if k == c and j in jobs]) for j in names}
-                 for c in args.cores}
-    names.sort(key=lambda j: -per_cores[base][j])
-    job_rows = [dict(job=j, **{f"s_cores{c}": per_cores[c][j] for c in args.cores}) for j in names]
+    per_cores = {c: {} for c in args.cores}
+    for c in args.cores:
+        for j in names:
+            values = [jobs[j] for _, k, _, jobs in runs if k == c and j in jobs]
+            if values:
+                per_cores[c][j] = common.median(values)
+    missing = [j for j in names if any(j not in per_cores[c] for c in args.cores)]
+    names.sort(key=lambda j: -max(per_cores[c].get(j, 0.0) for c in args.cores))
+    job_rows = [dict(job=j, **{f"s_cores{c}": per_cores[c].get(j) for c in args.cores}) for j in names]
     common.write_csv(args.out / f"dag_job_times_{label}.csv", job_rows)
     png = args.out / f"dag_job_times_{label}.png"
     plot(png, names, per_cores, f"ppap-bench {args.target}, {label} config: per-job time")
@@ -144,10 +186,15 @@ def main() -> None:
     speedup = next(s["speedup_vs_1"] for s in summary if s["cores"] == top)
     footer = [
         common.goal_line(f"--cores {top} at least 1.5x faster than --cores {base}", speedup >= 1.5, f"{speedup:.2f}x"),
+        f"- machine parallel capacity before each round (K = {top} one-thread processes doing a fixed workload at "
+        f"once, in cores' worth of work; {top} on an idle machine): median {common.median(capacity):.2f} "
+        f"(min {min(capacity):.2f}, max {max(capacity):.2f}). The speed-up cannot exceed it.",
         "- job_seconds: sum of the jobs' own wall times (Snakemake benchmark `s`); job_seconds / wall is the "
         "parallelism achieved. Wall time includes Snakemake's own start-up and DAG planning.",
         f"- per-job times: `{png.relative_to(REPO) if png.is_relative_to(REPO) else png}`.",
     ]
+    if missing:
+        footer.append(f"- jobs not in every run (the workflow changed between runs?): {missing}")
     top_jobs = common.markdown_table(job_rows[:12], ["job", *[f"s_cores{c}" for c in args.cores]])
     common.report(args.out, f"dag_parallelism_{label}",
                   [f"Machine: {machine}.",

@@ -189,6 +189,25 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"{where}: synthetic size {parts['synthetic_size']} exceeds synthetic.num_samples ({pool})")
         if parse_sampling(run.sampling)["steps"] > timesteps:
             raise ConfigError(f"{where}: {run.sampling} has more steps than diffusion.num_train_timesteps")
+    for guide_set, ranges in config["experts"].get("custom_ranges", {}).items():
+        key = f"experts.custom_ranges.{guide_set}"
+        try:
+            parts = parse_guide_name(guide_set)
+        except ConfigError as err:
+            raise ConfigError(f"{key}: {err}") from None
+        if len(ranges) != parts["n_experts"]:
+            raise ConfigError(f"{key}: {len(ranges)} ranges for {parts['n_experts']} experts")
+        edge = 0
+        for start, end in ranges:
+            if start != edge or end <= start:
+                raise ConfigError(f"{key}: ranges must tile [0, {timesteps}) in order without gaps or overlaps "
+                                  f"(got [{start}, {end}) where [{edge}, ...) was expected)")
+            edge = end
+        if edge != timesteps:
+            raise ConfigError(f"{key}: ranges end at {edge}, not at diffusion.num_train_timesteps = {timesteps}")
+    reference = config["evaluation"].get("reference")
+    if reference is not None and not os.path.exists(reference):
+        raise ConfigError(f"evaluation.reference: no such file or directory: {reference}")
     bad_t = [t for t in config["evaluation"]["accuracy_timesteps"] if t >= timesteps]
     if bad_t:
         raise ConfigError(f"evaluation.accuracy_timesteps {bad_t} outside [0, {timesteps}) "

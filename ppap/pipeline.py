@@ -76,14 +76,15 @@ def train_expert(
     generator: torch.Generator,
     device: torch.device,
     show_progress: bool = True,
+    ranges: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Train expert `index` of the set `spec`; returns (model to save, stats).
 
     ``clean_images`` are the synthetic samples for data-free transfer and the real training images
-    (with ``labels``) for the labeled baselines.
+    (with ``labels``) for the labeled baselines. ``ranges`` overrides the equal split of [0, T).
     """
-    num_timesteps = len(alphas_cumprod)
-    t_range = experts.timestep_ranges(num_timesteps, spec.n_experts)[index]
+    ranges = expert_ranges(spec, len(alphas_cumprod), ranges)
+    t_range = ranges[index]
     guide = classifiers.load_guide(base_guide_path).to(device)
     alphas_cumprod = alphas_cumprod.to(device)
     common = dict(clean_images=clean_images.to(device), t_range=t_range, alphas_cumprod=alphas_cumprod,
@@ -129,11 +130,33 @@ def save_expert(path, model: torch.nn.Module, spec: ExpertSetSpec, index: int, s
         classifiers.save_guide(path, model, base_spec, guide_id=spec.guide_id, index=index, stats=stats)
 
 
-def load_expert_set(spec: ExpertSetSpec, base_guide_path, expert_paths: Sequence, num_timesteps: int) -> experts.RoutedGuide:
-    """The routed guide of a trained set: adapters on one backbone, or N full copies."""
+def expert_ranges(spec: ExpertSetSpec, num_timesteps: int,
+                  ranges: Sequence[Sequence[int]] | None = None) -> list[tuple[int, int]]:
+    """The set's half-open ranges: given ones (checked to tile [0, T)), else the equal split."""
+    if ranges is None:
+        return experts.timestep_ranges(num_timesteps, spec.n_experts)
+    ranges = [tuple(int(v) for v in r) for r in ranges]
+    if len(ranges) != spec.n_experts:
+        raise ValueError(f"{spec.guide_id}: {len(ranges)} ranges for {spec.n_experts} experts")
+    experts.check_ranges(ranges, num_timesteps)
+    return ranges
+
+
+def load_expert_set(spec: ExpertSetSpec, base_guide_path, expert_paths: Sequence, num_timesteps: int,
+                    ranges: Sequence[Sequence[int]] | None = None) -> experts.RoutedGuide:
+    """The routed guide of a trained set: adapters on one backbone, or N full copies.
+
+    Each expert file records the range it was trained on; a file routed to another range is an
+    error, not a silently wrong guide.
+    """
     if len(expert_paths) != spec.n_experts:
         raise ValueError(f"{spec.guide_id}: {len(expert_paths)} expert files for {spec.n_experts} experts")
-    ranges = experts.timestep_ranges(num_timesteps, spec.n_experts)
+    ranges = expert_ranges(spec, num_timesteps, ranges)
+    for index, path in enumerate(expert_paths):
+        trained_on = load_checkpoint(path).get("stats", {}).get("t_range")
+        if trained_on is not None and tuple(trained_on) != tuple(ranges[index]):
+            raise CheckpointError(f"{path} was trained on timesteps {list(trained_on)}, "
+                                  f"but {spec.guide_id} routes {list(ranges[index])} to it")
     if spec.rank is None:
         return experts.ModuleExperts([classifiers.load_guide(p) for p in expert_paths], ranges).eval()
     guide = classifiers.load_guide(base_guide_path)

@@ -21,6 +21,7 @@ rule distill_expert:
         experts=config["experts"],
         steps=lambda wc: expert_steps(wc.guide_set),
         settings=lambda wc: distill_settings(wc.guide_set),
+        ranges=lambda wc: config["experts"]["custom_ranges"].get(wc.guide_set),
         device=config["device"],
     log:
         "logs/distill/{guide_set}/expert{index}.log",
@@ -45,6 +46,7 @@ rule expert_manifest:
         "results/models/guides/{guide_set}/manifest.json",
     params:
         accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
+        ranges=lambda wc: config["experts"]["custom_ranges"].get(wc.guide_set),
         seed=config["seed"],
         device=config["device"],
     log:

@@ -31,7 +31,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
         lr=train["lr"] if spec.rank is not None else train["full_lr"], weight_decay=train["weight_decay"],
         temperature=settings["temperature"], lora_alpha=cfg["lora"]["alpha"],
         lora_layer_types=cfg["lora"]["layer_types"], lora_include=cfg["lora"]["include"],
-        lora_exclude=cfg["lora"]["exclude"], generator=generator, device=device)
+        lora_exclude=cfg["lora"]["exclude"], generator=generator, device=device, ranges=snakemake.params.ranges)
     stats.update(settings, steps=snakemake.params.steps)
     log.info("expert %d of %s: %s", index, spec.guide_id, stats)
     pipeline.save_expert(snakemake.output[0], model.cpu(), spec, index, stats, snakemake.input.guide)

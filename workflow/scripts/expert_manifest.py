@@ -16,7 +16,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "expert_manifest") as log
     device = resolve_device(snakemake.params.device)
     alphas_cumprod = load_alphas_cumprod(snakemake.input.scheduler).float()
     num_timesteps = len(alphas_cumprod)
-    routed = pipeline.load_expert_set(spec, snakemake.input.guide, snakemake.input.experts, num_timesteps).to(device)
+    routed = pipeline.load_expert_set(spec, snakemake.input.guide, snakemake.input.experts, num_timesteps,
+                                      snakemake.params.ranges).to(device)
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
     accounting = pipeline.parameter_accounting(spec, base_params, snakemake.input.experts)
     split = pipeline.load_digits_npz(snakemake.input.data)

@@ -16,7 +16,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
     elif guide_name != "none":
         manifest = read_json(snakemake.input.manifest)
         spec = pipeline.ExpertSetSpec.parse(guide_name)
-        guide = pipeline.load_expert_set(spec, snakemake.input.guide, manifest["experts"], len(alphas_cumprod)).to(device)
+        guide = pipeline.load_expert_set(spec, snakemake.input.guide, manifest["experts"], len(alphas_cumprod),
+                                         manifest["ranges"]).to(device)
     if guide is not None:
         num_classes = classifiers.read_guide_spec(snakemake.input.guide)["num_classes"]
     for seed, path in zip(snakemake.params.seeds, snakemake.output.samples):
