@@ -3,7 +3,10 @@
 #   snakemake --cores 8 all                    Table 1, every ablation, figures and the report
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from ppap.config import ConfigError, schema_error_message
 
 min_version("9.0")
 
@@ -11,7 +14,11 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config/default.yaml")
 
 
-validate(config, os.path.join(workflow.basedir, "config/schema.yaml"))
+# Snakemake's own message is the schema dump; ours is one line naming the key (e.g. sampling.steps).
+try:
+    validate(config, os.path.join(workflow.basedir, "config/schema.yaml"))
+except WorkflowError as err:
+    raise ConfigError(schema_error_message(err)) from None
 
 
 include: "workflow/rules/common.smk"
@@ -32,3 +39,4 @@ rule all:
         expand("results/ablations/{ablation}.csv", ablation=config.get("ablations", {})),
         "results/figures/noisy_accuracy.png",
         "results/figures/samples.png",
+        "results/report/study.html",

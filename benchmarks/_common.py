@@ -118,19 +118,32 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_times(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Time every call once per round, `repeats` rounds, the order rotated each round.
+def timed_both(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process). With one torch thread the CPU time leaves out
+    the time other processes held the core, so it is the steadier of the two on a shared machine."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def interleaved_times(calls: dict[str, Callable[[], object]], repeats: int
+                      ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time every call once per round, `repeats` rounds, the order rotated each round; returns
+    (wall seconds, CPU seconds) per call and round.
 
     Interleaving puts every configuration under the same background load; rotating the order
     keeps any first-in-round effect from favouring one of them. Ratios are then taken per round.
     """
     names = list(calls)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            times[name].append(timed(calls[name]))
-    return times
+            w, c = timed_both(calls[name])
+            wall[name].append(w)
+            cpu[name].append(c)
+    return wall, cpu
 
 
 def median(values: Sequence[float]) -> float:

@@ -71,16 +71,19 @@ def parallel_capacity(k: int) -> float:
     return k * alone / common.median(together)
 
 
-def job_times(workdir: Path) -> dict[str, float]:
-    """Seconds per job (column ``s``) from ``<workdir>/benchmarks/snakemake/**.tsv``."""
+def job_times(workdir: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Wall seconds (column ``s``) and CPU seconds (``cpu_time``) per job from
+    ``<workdir>/benchmarks/snakemake/**.tsv``."""
     import pandas as pd
 
     root = workdir / "benchmarks" / "snakemake"
-    times = {}
+    wall, cpu = {}, {}
     for tsv in sorted(root.rglob("*.tsv")):
         table = pd.read_csv(tsv, sep="\t")
-        times[tsv.relative_to(root).with_suffix("").as_posix()] = float(table["s"].iloc[0])
-    return times
+        job = tsv.relative_to(root).with_suffix("").as_posix()
+        wall[job] = float(table["s"].iloc[0])
+        cpu[job] = float(table["cpu_time"].iloc[0]) if "cpu_time" in table else float("nan")
+    return wall, cpu
 
 
 def plot(path: Path, jobs: list[str], per_cores: dict[int, dict[str, float]], title: str) -> None:
@@ -135,7 +138,7 @@ def main() -> None:
         configfile, label = None, "default"
 
     runs = []  # (repeat, cores, wall, {job: s})
-    capacity = []
+    capacity, cpu_seconds = [], []
     for r in range(args.repeats):
         capacity.append(parallel_capacity(max(args.cores)))
         print(f"round {r + 1}/{args.repeats}: machine parallel capacity {capacity[-1]:.2f} "
@@ -145,16 +148,18 @@ def main() -> None:
             workdir = Path(tempfile.mkdtemp(prefix=f"ppap-dag-{label}-c{cores}-"))
             try:
                 wall = run_workflow(workdir, args.target, cores, configfile, args.timeout)
-                jobs = job_times(workdir)
+                jobs, jobs_cpu = job_times(workdir)
             finally:
                 if not args.keep:
                     shutil.rmtree(workdir, ignore_errors=True)
             print(f"run {r + 1}/{args.repeats}: --cores {cores}: {wall:.1f} s wall, {len(jobs)} jobs, "
                   f"{sum(jobs.values()):.1f} job-seconds" + (f" ({workdir})" if args.keep else ""), flush=True)
             runs.append((r, cores, wall, jobs))
+            cpu_seconds.append(sum(jobs_cpu.values()))
 
     run_rows = [dict(config=label, repeat=r, cores=c, wall_s=w, jobs=len(j), job_seconds=sum(j.values()),
-                     job_seconds_over_wall=sum(j.values()) / w, machine_capacity=capacity[r]) for r, c, w, j in runs]
+                     job_seconds_over_wall=sum(j.values()) / w, job_cpu_seconds=cpu_s, machine_capacity=capacity[r])
+                for (r, c, w, j), cpu_s in zip(runs, cpu_seconds)]
     common.write_csv(args.out / f"dag_parallelism_{label}.csv", run_rows)
 
     wall = {c: [w for _, k, w, _ in runs if k == c] for c in args.cores}
@@ -163,9 +168,10 @@ def main() -> None:
     for c in args.cores:
         speedups = [wall[base][i] / wall[c][i] for i in range(args.repeats)]
         job_s = [row["job_seconds"] for row in run_rows if row["cores"] == c]
+        job_cpu = [row["job_cpu_seconds"] for row in run_rows if row["cores"] == c]
         summary.append(dict(cores=c, runs=args.repeats, wall_s_median=common.median(wall[c]), wall_s_min=min(wall[c]),
                             wall_s_max=max(wall[c]), speedup_vs_1=common.median(speedups),
-                            job_seconds_median=common.median(job_s),
+                            job_seconds_median=common.median(job_s), job_cpu_seconds_median=common.median(job_cpu),
                             job_seconds_over_wall=common.median(job_s) / common.median(wall[c])))
 
     names = sorted({j for *_, jobs in runs for j in jobs})
@@ -190,7 +196,8 @@ def main() -> None:
         f"once, in cores' worth of work; {top} on an idle machine): median {common.median(capacity):.2f} "
         f"(min {min(capacity):.2f}, max {max(capacity):.2f}). The speed-up cannot exceed it.",
         "- job_seconds: sum of the jobs' own wall times (Snakemake benchmark `s`); job_seconds / wall is the "
-        "parallelism achieved. Wall time includes Snakemake's own start-up and DAG planning.",
+        "parallelism achieved; job_cpu_seconds: the jobs' CPU time (`cpu_time`), which contention does not inflate "
+        "much. Wall time includes Snakemake's own start-up and DAG planning.",
         f"- per-job times: `{png.relative_to(REPO) if png.is_relative_to(REPO) else png}`.",
     ]
     if missing:
@@ -202,7 +209,7 @@ def main() -> None:
                    f"{args.repeats} run(s) per core count, alternated (median; speed-up = median of per-round ratios)."],
                   [("Workflow wall time", common.markdown_table(
                       summary, ["cores", "runs", "wall_s_median", "wall_s_min", "wall_s_max", "speedup_vs_1",
-                                "job_seconds_median", "job_seconds_over_wall"])),
+                                "job_seconds_median", "job_seconds_over_wall", "job_cpu_seconds_median"])),
                    ("Slowest jobs (seconds, median)", top_jobs)],
                   footer)
 

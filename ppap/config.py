@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 GUIDE_SET = re.compile(r"^(?P<supervision>labeled|datafree)_(?P<adapter>full|lora[1-9][0-9]*)_n(?P<n>[1-9][0-9]*)"
                        r"(?:_syn(?P<syn>[1-9][0-9]*))?(?:_tau(?P<tau>[0-9]+(?:\.[0-9]+)?))?$")
+# The grammar with zeros allowed, only to say precisely what is wrong with a rejected name.
+_LOOSE_GUIDE_SET = re.compile(r"^(labeled|datafree)_(full|lora(?P<rank>[0-9]+))_n(?P<n>[0-9]+)"
+                              r"(?:_syn[0-9]+)?(?:_tau[0-9.]+)?$")
 SAMPLING = re.compile(r"^(?P<sampler>ddim|ddpm)(?P<steps>[1-9][0-9]*)_s(?P<scale>[0-9]+(?:\.[0-9]+)?)$")
 GUIDE_SET_PATTERN = (r"(labeled|datafree)_(full|lora[1-9][0-9]*)_n[1-9][0-9]*"
                      r"(_syn[1-9][0-9]*)?(_tau[0-9]+(\.[0-9]+)?)?")
@@ -24,6 +27,37 @@ SAMPLING_PATTERN = r"(ddim|ddpm)[1-9][0-9]*_s[0-9]+(\.[0-9]+)?"
 
 class ConfigError(ValueError):
     """A config value is inconsistent; the message names the key."""
+
+
+def key_path(path) -> str:
+    """A config key path as written in messages: ``sampling.steps``, ``sampling.seeds[1]``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def schema_error_message(error: BaseException) -> str:
+    """One line naming the offending key for a JSON-schema failure.
+
+    ``error`` is a ``jsonschema.ValidationError`` or an exception raised while handling one (as
+    ``snakemake.utils.validate`` raises a ``WorkflowError`` whose message is the schema dump);
+    the key path comes from the validation error's ``absolute_path``. Guide names that fail
+    the schema's pattern get :func:`parse_guide_name`'s explanation.
+    """
+    validation = error
+    while validation is not None and not (hasattr(validation, "absolute_path") and hasattr(validation, "validator")):
+        validation = validation.__cause__ or validation.__context__
+    if validation is None:
+        return str(error)
+    path = list(validation.absolute_path)
+    message = validation.message
+    if validation.validator == "pattern" and path[:1] == ["methods"]:
+        try:
+            parse_guide_name(validation.instance)
+        except ConfigError as err:
+            message = str(err)
+    return f"config key {key_path(path)}: {message} (config/schema.yaml)"
 
 
 def _number(text: str) -> str:
@@ -38,6 +72,11 @@ def parse_guide_name(name: str) -> dict:
                     synthetic_size=None, temperature=None)
     match = GUIDE_SET.match(str(name))
     if not match:
+        loose = _LOOSE_GUIDE_SET.match(str(name))
+        if loose and int(loose["n"]) < 1:
+            raise ConfigError(f"guide {name!r}: the number of experts N (_n<N>) must be >= 1")
+        if loose and loose["rank"] is not None and int(loose["rank"]) < 1:
+            raise ConfigError(f"guide {name!r}: the LoRA rank (lora<rank>) must be >= 1")
         raise ConfigError(f"unknown guide {name!r}: expected none, off_the_shelf or "
                           "<labeled|datafree>_<full|lora<rank>>_n<N>[_syn<M>][_tau<T>], e.g. datafree_lora4_n5")
     adapter = match["adapter"]

@@ -1,4 +1,4 @@
-"""Data: scikit-learn's digits, the ADM ``.npz`` sample format, image conversions and grids.
+"""Data: scikit-learn's digits, the ADM ``.npz`` sample format, reference image sets, conversions, grids.
 
 Images at rest are uint8 NHWC (the guided-diffusion convention); models see float NCHW in [-1, 1].
 """
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppap.io import atomic_path, save_npz
+from ppap.io import atomic_path
 
 
 def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,23 @@ def save_samples(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray
         if len(labels) != len(images):
             raise ValueError(f"{len(labels)} labels for {len(images)} images")
         arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
-    save_npz(path, **arrays)
+    save_npz_reproducible(path, **arrays)
+
+
+def save_npz_reproducible(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """``np.savez`` with fixed zip metadata, written atomically: equal arrays give equal bytes.
+
+    ``np.savez`` stamps each member with the current time, so two identical runs would write
+    different files; here every member is dated 1980-01-01 (the zip epoch) and stored uncompressed.
+    """
+    import zipfile
+
+    with atomic_path(path, suffix=".npz") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.external_attr = 0o644 << 16
+            with archive.open(member, "w", force_zip64=True) as stream:
+                np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
 
 
 def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
@@ -73,6 +89,66 @@ def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"{path}: arr_0 must be uint8 NHWC, got {images.dtype} {images.shape}")
     return images, labels
+
+
+_PIL_MODES = {1: "L", 3: "RGB"}
+
+
+def load_reference_images(path: str | os.PathLike, image_size: int, channels: int) -> np.ndarray:
+    """Real images to score samples against, as uint8 NHWC ``[N, image_size, image_size, channels]``.
+
+    ``path`` is a folder of PNG files (``*.png``, sorted by name, not searched recursively; other
+    files are ignored) or an ``.npz`` whose ``arr_0`` holds uint8 NHWC images (ADM's reference
+    batches). Nothing is converted: a file that is not a readable PNG, or whose size or mode
+    (``L`` for 1 channel, ``RGB`` for 3) differs, is a ``ValueError`` naming the file; so is an
+    empty set.
+    """
+    path = Path(path)
+    if channels not in _PIL_MODES:
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    shape = (int(image_size), int(image_size), int(channels))
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".png")
+        if not files:
+            raise ValueError(f"reference folder {path} holds no .png files")
+        return np.stack([_read_png(f, shape) for f in files])
+    if not path.exists():
+        raise FileNotFoundError(f"reference images not found: {path}")
+    if path.suffix != ".npz":
+        raise ValueError(f"reference {path}: expected a folder of PNG files or an .npz with arr_0")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            images = arrays["arr_0"]
+    except Exception as err:
+        raise ValueError(f"cannot read reference images from {path}: {type(err).__name__}: {err}") from err
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != shape:
+        raise ValueError(f"{path}: arr_0 must be uint8 NHWC [N, {', '.join(map(str, shape))}], "
+                         f"got {images.dtype} {images.shape}")
+    if len(images) == 0:
+        raise ValueError(f"{path}: arr_0 holds no images")
+    return images
+
+
+def _read_png(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    from PIL import Image
+
+    mode = _PIL_MODES[shape[2]]
+    try:
+        with Image.open(path) as image:  # verify() checks every chunk's CRC and the end marker
+            if image.format != "PNG":
+                raise ValueError(f"format {image.format}, not PNG")
+            image.verify()
+        with Image.open(path) as image:  # (a verified image must be reopened to read its pixels)
+            image.load()
+            found_mode, size = image.mode, image.size
+            array = np.array(image, dtype=np.uint8) if (found_mode, size) == (mode, (shape[1], shape[0])) else None
+    except Exception as err:  # truncated or corrupt data, not an image at all...
+        raise ValueError(f"cannot read reference image {path}: {err}") from err
+    if found_mode != mode:
+        raise ValueError(f"reference image {path} has mode {found_mode}, expected {mode} ({shape[2]} channel(s))")
+    if size != (shape[1], shape[0]):
+        raise ValueError(f"reference image {path} is {size[0]}x{size[1]}, expected {shape[1]}x{shape[0]}")
+    return array.reshape(shape)
 
 
 def image_grid(images: np.ndarray, nrow: int, upscale: int = 1, padding: int = 0, pad_value: int = 128) -> np.ndarray:

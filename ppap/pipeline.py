@@ -96,7 +96,11 @@ def train_expert(
     if spec.rank is not None:
         targets = adapters.lora_target_modules(guide, lora_layer_types, lora_include, lora_exclude)
         name = f"expert{index}"
-        model = adapters.attach_lora_experts(guide, [name], spec.rank, lora_alpha, targets)
+        # peft draws each adapter's initial A from torch's global RNG, whose seed differs in every
+        # process: seed it from this expert's generator (its stream is left untouched).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(generator.initial_seed())
+            model = adapters.attach_lora_experts(guide, [name], spec.rank, lora_alpha, targets)
         params = adapters.train_only_adapter(model, name)
         model.eval()  # batch norm keeps the clean guide's statistics: the backbone is shared and frozen
         teacher = distill.adapter_teacher(model) if spec.supervision == "datafree" else None
@@ -146,29 +150,44 @@ def load_expert_set(spec: ExpertSetSpec, base_guide_path, expert_paths: Sequence
                     ranges: Sequence[Sequence[int]] | None = None) -> experts.RoutedGuide:
     """The routed guide of a trained set: adapters on one backbone, or N full copies.
 
-    Each expert file records the range it was trained on; a file routed to another range is an
-    error, not a silently wrong guide.
+    Each expert file records the set, index and range it was trained for; a file of another
+    kind (adapter vs full guide), set, index, rank or range is a :class:`CheckpointError` naming
+    it, not a silently wrong guide. Every file loads with ``weights_only=True`` and strict keys.
     """
     if len(expert_paths) != spec.n_experts:
         raise ValueError(f"{spec.guide_id}: {len(expert_paths)} expert files for {spec.n_experts} experts")
     ranges = expert_ranges(spec, num_timesteps, ranges)
+    kind = classifiers.GUIDE_KIND if spec.rank is None else adapters.ADAPTER_KIND
     for index, path in enumerate(expert_paths):
-        trained_on = load_checkpoint(path).get("stats", {}).get("t_range")
-        if trained_on is not None and tuple(trained_on) != tuple(ranges[index]):
-            raise CheckpointError(f"{path} was trained on timesteps {list(trained_on)}, "
-                                  f"but {spec.guide_id} routes {list(ranges[index])} to it")
+        payload = load_checkpoint(path, kind)
+        _check_expert_file(path, payload, spec, index, ranges[index])
     if spec.rank is None:
         return experts.ModuleExperts([classifiers.load_guide(p) for p in expert_paths], ranges).eval()
     guide = classifiers.load_guide(base_guide_path)
     first = adapters.read_adapter(expert_paths[0])["lora"]
     names = [f"expert{i}" for i in range(spec.n_experts)]
-    model = adapters.attach_lora_experts(guide, names[:1], first["rank"], first["alpha"], first["target_modules"])
-    for name, path in zip(names, expert_paths):
-        adapters.load_adapter(model, name, path)
-        if adapters.read_adapter(path).get("index") != int(name.removeprefix("expert")):
-            raise CheckpointError(f"{path} is not expert {name} of {spec.guide_id}")
+    with torch.random.fork_rng(devices=[]):  # fresh adapters draw an init (then overwritten) from the global RNG
+        model = adapters.attach_lora_experts(guide, names[:1], first["rank"], first["alpha"], first["target_modules"])
+        for name, path in zip(names, expert_paths):
+            adapters.load_adapter(model, name, path)
     model.requires_grad_(False)
     return experts.AdapterExperts(model, names, ranges).eval()
+
+
+def _check_expert_file(path, payload: dict, spec: ExpertSetSpec, index: int, t_range: Sequence[int]) -> None:
+    """The metadata :func:`save_expert` wrote must say: this set, this index, this range (and rank)."""
+    where = f"expert {index} of {spec.guide_id}"
+    guide_id = payload.get("guide_id")
+    if guide_id is not None and guide_id != spec.guide_id:
+        raise CheckpointError(f"{path} is an expert of {guide_id}, not of {spec.guide_id} (loading it as {where})")
+    if payload.get("index") is not None and payload["index"] != index:
+        raise CheckpointError(f"{path} is expert {payload['index']}, not {where}")
+    trained_on = payload.get("stats", {}).get("t_range")
+    if trained_on is not None and tuple(trained_on) != tuple(t_range):
+        raise CheckpointError(f"{path} was trained on timesteps {list(trained_on)}, "
+                              f"but {spec.guide_id} routes {list(t_range)} to it")
+    if spec.rank is not None and payload["lora"]["rank"] != spec.rank:
+        raise CheckpointError(f"{path} holds a rank-{payload['lora']['rank']} adapter, {spec.guide_id} has rank {spec.rank}")
 
 
 def parameter_accounting(spec: ExpertSetSpec | None, base_params: int, expert_paths: Sequence = ()) -> dict:

@@ -20,7 +20,10 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 def run_snakemake(workdir: Path, target: str, *options: str, timeout: int = 900) -> subprocess.CompletedProcess:
     # The target goes first: --configfile takes several values and would swallow it.
     cmd = [*SNAKEMAKE, target, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *options]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONHASHSEED": "0"})
+    # The interpreter's bin directory first: the notebook rule calls papermill from PATH.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PATH": path}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_dry_run_plans_default_target(tmp_path):
@@ -132,3 +135,9 @@ def test_toy_ablation_added_by_one_config_entry(smoke_run, tmp_path):
     assert table["trainable_params"].iloc[0] < table["trainable_params"].iloc[1]
     assert np.isfinite(table[["fid", "accuracy", "fid_sd"]].to_numpy()).all()
     assert (smoke_run / "results" / "ablations" / "toy_rank.png").stat().st_size > 0
+
+
+def test_rule_files_are_snakefmt_formatted():
+    files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "workflow" / "rules").glob("*.smk")))]
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ppap.models.checkpoints import CheckpointError
+
 
 def build_unet(sample_size: int, in_channels: int, block_out_channels: Sequence[int], layers_per_block: int = 1,
                attention: Sequence[bool] | None = None, norm_num_groups: int = 8, seed: int = 0):
@@ -51,7 +53,10 @@ def save_diffusion_model(directory: str | os.PathLike, unet, scheduler) -> None:
 
 
 def load_diffusion_model(directory: str | os.PathLike):
-    """(unet, scheduler) from a diffusers directory; errors name the missing piece."""
+    """(unet, scheduler) from a diffusers directory; errors name the missing piece or the bad file.
+
+    Weights load strictly: a missing, unexpected or mis-shaped tensor is a :class:`CheckpointError`.
+    """
     from diffusers import DDPMScheduler, UNet2DModel
 
     directory = Path(directory)
@@ -59,9 +64,24 @@ def load_diffusion_model(directory: str | os.PathLike):
         if not (directory / sub).is_dir():
             raise FileNotFoundError(f"diffusion model directory {directory} has no {sub}/ subfolder "
                                     "(expected the layout DDPMPipeline.save_pretrained writes)")
-    unet = UNet2DModel.from_pretrained(directory, subfolder="unet")
+    # diffusers reads safetensors, or .bin files with weights_only=True; by itself it only warns about
+    # missing (then randomly initialised) or unexpected weights: here those are errors.
+    try:
+        unet, info = UNet2DModel.from_pretrained(directory, subfolder="unet", output_loading_info=True)
+    except Exception as err:  # truncated or foreign weights, a broken config.json...
+        raise CheckpointError(f"cannot load the UNet of {directory / 'unet'}: {type(err).__name__}: {err}") from err
+    problems = {key: list(info.get(key) or []) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {key: value for key, value in problems.items() if value}
+    if problems or info.get("error_msgs"):
+        details = "; ".join(f"{key.replace('_', ' ')} {len(v)}: {v[:5]}" for key, v in problems.items())
+        raise CheckpointError(f"{directory / 'unet'}: weights do not match its config.json "
+                              f"({details or info.get('error_msgs')})")
     # Any DDPM-family scheduler config gives the same training betas; DDPMScheduler reads them all.
-    scheduler = DDPMScheduler.from_pretrained(directory, subfolder="scheduler")
+    try:
+        scheduler = DDPMScheduler.from_pretrained(directory, subfolder="scheduler")
+    except Exception as err:
+        raise CheckpointError(f"cannot load the scheduler of {directory / 'scheduler'}: "
+                              f"{type(err).__name__}: {err}") from err
     return unet.eval(), scheduler
 
 

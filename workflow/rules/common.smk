@@ -36,7 +36,11 @@ def diffusion_model_dir():
 def scheduler_dir():
     """The training noise schedule: the pretrained model's own, or the embedded preset's."""
     pretrained = config["diffusion"]["pretrained"]
-    return os.path.join(pretrained, "scheduler") if pretrained else "results/models/scheduler"
+    return (
+        os.path.join(pretrained, "scheduler")
+        if pretrained
+        else "results/models/scheduler"
+    )
 
 
 def base_guide_path():
@@ -50,7 +54,10 @@ def expert_files(guide_set):
 
 def expert_steps(guide_set):
     """The total distillation budget is split evenly across a set's experts."""
-    return config["experts"]["train"]["total_steps"] // parse_guide_name(guide_set)["n_experts"]
+    return (
+        config["experts"]["train"]["total_steps"]
+        // parse_guide_name(guide_set)["n_experts"]
+    )
 
 
 def distill_settings(guide_set):
@@ -59,7 +66,11 @@ def distill_settings(guide_set):
     train = config["experts"]["train"]
     return {
         "synthetic_size": parts["synthetic_size"] or train["synthetic_size"],
-        "temperature": parts["temperature"] if parts["temperature"] is not None else train["temperature"],
+        "temperature": (
+            parts["temperature"]
+            if parts["temperature"] is not None
+            else train["temperature"]
+        ),
     }
 
 
@@ -82,7 +93,13 @@ def sample_files(guide, sampling):
 
 def run_inputs(runs):
     """Metric files of the runs, the manifests of their guide sets, and the base guide."""
-    manifests = sorted({manifest_path(r.guide) for r in runs if parse_guide_name(r.guide)["kind"] == "experts"})
+    manifests = sorted(
+        {
+            manifest_path(r.guide)
+            for r in runs
+            if parse_guide_name(r.guide)["kind"] == "experts"
+        }
+    )
     return {
         "metrics": sorted({r.metrics_path for r in runs}),
         "manifests": manifests,
@@ -91,4 +108,13 @@ def run_inputs(runs):
 
 
 def runs_as_params(runs):
-    return [dict(label=r.label, method=r.method, value=r.value, guide=r.guide, sampling=r.sampling) for r in runs]
+    return [
+        dict(
+            label=r.label,
+            method=r.method,
+            value=r.value,
+            guide=r.guide,
+            sampling=r.sampling,
+        )
+        for r in runs
+    ]

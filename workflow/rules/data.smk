@@ -1,8 +1,6 @@
 rule prepare_data:
     output:
         "results/data/digits.npz",
-    params:
-        data=config["data"],
     log:
         "logs/prepare_data.log",
     benchmark:
@@ -11,5 +9,7 @@ rule prepare_data:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        data=config["data"],
     script:
         "../scripts/prepare_data.py"

@@ -17,21 +17,21 @@ rule distill_expert:
         unpack(distill_inputs),
     output:
         "results/models/guides/{guide_set}/expert{index}.pt",
+    log:
+        "logs/distill/{guide_set}/expert{index}.log",
+    benchmark:
+        "benchmarks/snakemake/distill/{guide_set}/expert{index}.tsv"
+    priority: 5
+    threads: THREADS["train"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         experts=config["experts"],
         steps=lambda wc: expert_steps(wc.guide_set),
         settings=lambda wc: distill_settings(wc.guide_set),
         ranges=lambda wc: config["experts"]["custom_ranges"].get(wc.guide_set),
         device=config["device"],
-    log:
-        "logs/distill/{guide_set}/expert{index}.log",
-    benchmark:
-        "benchmarks/snakemake/distill/{guide_set}/expert{index}.tsv"
-    threads: THREADS["train"]
-    priority: 5
-    resources:
-        mem_mb=4000,
-        runtime=60,
     script:
         "../scripts/distill_expert.py"
 
@@ -44,11 +44,6 @@ rule expert_manifest:
         data="results/data/digits.npz",
     output:
         "results/models/guides/{guide_set}/manifest.json",
-    params:
-        accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
-        ranges=lambda wc: config["experts"]["custom_ranges"].get(wc.guide_set),
-        seed=config["seed"],
-        device=config["device"],
     log:
         "logs/distill/{guide_set}/manifest.log",
     benchmark:
@@ -57,5 +52,10 @@ rule expert_manifest:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
+        ranges=lambda wc: config["experts"]["custom_ranges"].get(wc.guide_set),
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/expert_manifest.py"

@@ -5,8 +5,6 @@
 rule noise_schedule:
     output:
         directory("results/models/scheduler"),
-    params:
-        diffusion=config["diffusion"],
     log:
         "logs/noise_schedule.log",
     benchmark:
@@ -15,6 +13,8 @@ rule noise_schedule:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        diffusion=config["diffusion"],
     script:
         "../scripts/noise_schedule.py"
 
@@ -25,18 +25,18 @@ rule train_diffusion:
         scheduler="results/models/scheduler",
     output:
         directory("results/models/diffusion"),
-    params:
-        diffusion=config["diffusion"],
-        device=config["device"],
     log:
         "logs/train_diffusion.log",
     benchmark:
         "benchmarks/snakemake/train_diffusion.tsv"
-    threads: THREADS["diffusion"]
     priority: 10
+    threads: THREADS["diffusion"]
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        diffusion=config["diffusion"],
+        device=config["device"],
     script:
         "../scripts/train_diffusion.py"
 
@@ -48,19 +48,19 @@ rule train_guide:
     output:
         checkpoint="results/models/guide.pt",
         stats="results/models/guide.json",
-    params:
-        guide=config["guide"],
-        accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
-        device=config["device"],
     log:
         "logs/train_guide.log",
     benchmark:
         "benchmarks/snakemake/train_guide.tsv"
-    threads: THREADS["train"]
     priority: 5
+    threads: THREADS["train"]
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        guide=config["guide"],
+        accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
+        device=config["device"],
     script:
         "../scripts/train_guide.py"
 
@@ -71,9 +71,6 @@ rule train_evaluator:
     output:
         checkpoint="results/models/evaluator.pt",
         stats="results/models/evaluator.json",
-    params:
-        evaluator=config["evaluator"],
-        device=config["device"],
     log:
         "logs/train_evaluator.log",
     benchmark:
@@ -82,5 +79,8 @@ rule train_evaluator:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        evaluator=config["evaluator"],
+        device=config["device"],
     script:
         "../scripts/train_evaluator.py"

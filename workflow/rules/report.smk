@@ -5,10 +5,10 @@ rule table1:
     input:
         **run_inputs(table1_runs(config)),
     output:
-        csv=report("results/table1.csv", caption="../report/table.rst", category="Table 1"),
+        csv=report(
+            "results/table1.csv", caption="../report/table.rst", category="Table 1"
+        ),
         markdown="results/table1.md",
-    params:
-        runs=runs_as_params(table1_runs(config)),
     log:
         "logs/table1.log",
     benchmark:
@@ -17,6 +17,8 @@ rule table1:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        runs=runs_as_params(table1_runs(config)),
     script:
         "../scripts/table1.py"
 
@@ -28,11 +30,12 @@ rule ablation:
     output:
         csv="results/ablations/{ablation}.csv",
         markdown="results/ablations/{ablation}.md",
-        png=report("results/ablations/{ablation}.png", caption="../report/table.rst", category="Ablations"),
+        png=report(
+            "results/ablations/{ablation}.png",
+            caption="../report/table.rst",
+            category="Ablations",
+        ),
         pdf="results/ablations/{ablation}.pdf",
-    params:
-        runs=lambda wc: runs_as_params(ablation_runs(config, wc.ablation)),
-        spec=lambda wc: config["ablations"][wc.ablation],
     log:
         "logs/ablation/{ablation}.log",
     benchmark:
@@ -41,6 +44,9 @@ rule ablation:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        runs=lambda wc: runs_as_params(ablation_runs(config, wc.ablation)),
+        spec=lambda wc: config["ablations"][wc.ablation],
     script:
         "../scripts/ablation.py"
 
@@ -58,15 +64,23 @@ rule figures:
     input:
         guide_stats="results/models/guide.json",
         manifests=[path for _, path in table1_guide_sets()],
-        grids=[f"results/samples/{r.guide}/{r.sampling}/grid.png" for r in table1_runs(config)],
+        grids=[
+            f"results/samples/{r.guide}/{r.sampling}/grid.png"
+            for r in table1_runs(config)
+        ],
     output:
-        accuracy_png=report("results/figures/noisy_accuracy.png", caption="../report/noisy_accuracy.rst", category="Figures"),
+        accuracy_png=report(
+            "results/figures/noisy_accuracy.png",
+            caption="../report/noisy_accuracy.rst",
+            category="Figures",
+        ),
         accuracy_pdf="results/figures/noisy_accuracy.pdf",
-        samples_png=report("results/figures/samples.png", caption="../report/samples.rst", category="Figures"),
+        samples_png=report(
+            "results/figures/samples.png",
+            caption="../report/samples.rst",
+            category="Figures",
+        ),
         samples_pdf="results/figures/samples.pdf",
-    params:
-        set_methods=[method for method, _ in table1_guide_sets()],
-        grid_methods=[r.label for r in table1_runs(config)],
     log:
         "logs/figures.log",
     benchmark:
@@ -75,5 +89,48 @@ rule figures:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        set_methods=[method for method, _ in table1_guide_sets()],
+        grid_methods=[r.label for r in table1_runs(config)],
     script:
         "../scripts/figures.py"
+
+
+rule report_notebook:
+    input:
+        table1="results/table1.csv",
+        ablations=expand(
+            "results/ablations/{ablation}.csv", ablation=config.get("ablations", {})
+        ),
+        ablation_plots=expand(
+            "results/ablations/{ablation}.png", ablation=config.get("ablations", {})
+        ),
+        noisy_accuracy="results/figures/noisy_accuracy.png",
+        samples="results/figures/samples.png",
+    output:
+        summary="results/report/summary.md",
+    log:
+        notebook="results/report/study.ipynb",
+    threads: THREADS["light"]
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    notebook:
+        "../notebooks/study.py.ipynb"
+
+
+rule render_report:
+    input:
+        summary="results/report/summary.md",
+    output:
+        html="results/report/study.html",
+    log:
+        "logs/render_report.log",
+    threads: THREADS["light"]
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        notebook="results/report/study.ipynb",  # the executed notebook (report_notebook's log)
+    script:
+        "../scripts/render_report.py"

@@ -7,15 +7,10 @@ rule sample:
         unpack(guide_inputs),
         model=diffusion_model_dir(),
     output:
-        samples=[f"results/samples/{{guide}}/{{sampling}}/seed{seed}.npz" for seed in SEEDS],
+        samples=[
+            f"results/samples/{{guide}}/{{sampling}}/seed{seed}.npz" for seed in SEEDS
+        ],
         grid="results/samples/{guide}/{sampling}/grid.png",
-    params:
-        sampling=lambda wc: parse_sampling(wc.sampling),
-        num_samples=config["sampling"]["num_samples"],
-        batch_size=config["sampling"]["batch_size"],
-        eta=config["sampling"]["eta"],
-        seeds=SEEDS,
-        device=config["device"],
     log:
         "logs/sample/{guide}/{sampling}.log",
     benchmark:
@@ -24,5 +19,12 @@ rule sample:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        sampling=lambda wc: parse_sampling(wc.sampling),
+        num_samples=config["sampling"]["num_samples"],
+        batch_size=config["sampling"]["batch_size"],
+        eta=config["sampling"]["eta"],
+        seeds=SEEDS,
+        device=config["device"],
     script:
         "../scripts/sample.py"

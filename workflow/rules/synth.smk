@@ -6,17 +6,17 @@ rule synthesize:
         model=diffusion_model_dir(),
     output:
         "results/data/synthetic.npz",
-    params:
-        synthetic=config["synthetic"],
-        device=config["device"],
     log:
         "logs/synthesize.log",
     benchmark:
         "benchmarks/snakemake/synthesize.tsv"
-    threads: THREADS["sample"]
     priority: 10
+    threads: THREADS["sample"]
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        synthetic=config["synthetic"],
+        device=config["device"],
     script:
         "../scripts/synthesize.py"

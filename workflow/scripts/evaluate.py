@@ -1,4 +1,8 @@
-"""Rule evaluate: FID / IS / precision / recall / density / coverage / accuracy of every seed of a cell."""
+"""Rule evaluate: FID / IS / precision / recall / density / coverage / accuracy of every seed of a cell.
+
+The real set is the test digits, or the images at ``evaluation.reference`` (a folder of PNGs or an
+``.npz`` with ``arr_0``) when the config sets it; they must match the samples' size and channels.
+"""
 from ppap import data, metrics, report
 from ppap.io import write_json
 from ppap.pipeline import load_digits_npz
@@ -6,10 +10,16 @@ from ppap.runtime import rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "evaluate") as log:
     cfg = snakemake.params.evaluation
-    real = load_digits_npz(snakemake.input.data)["test_images"]
+    samples = [data.load_samples(path) for path in snakemake.input.samples]
+    if "reference" in snakemake.input.keys():
+        _, size, _, channels = samples[0][0].shape
+        real = data.load_reference_images(snakemake.input.reference, size, channels)
+        log.info("real set: %d reference images from %s", len(real), snakemake.input.reference)
+    else:
+        real = load_digits_npz(snakemake.input.data)["test_images"]
+        log.info("real set: %d test digits", len(real))
     per_seed = []
-    for seed, path in zip(snakemake.params.seeds, snakemake.input.samples):
-        images, labels = data.load_samples(path)
+    for seed, path, (images, labels) in zip(snakemake.params.seeds, snakemake.input.samples, samples):
         result = metrics.compute_metrics(images, real, snakemake.input.evaluator, nearest_k=cfg["nearest_k"],
                                          target_labels=labels, isc_splits=cfg["isc_splits"])
         result.update(seed=int(seed), samples=path)

@@ -1,0 +1,189 @@
+"""Check a run's Table 1 against the committed reference, metric by metric.
+
+    python -m ppap.reference --results DIR [--reference FILE] [--rtol 0.15] [--atol 0.05] [--sd-factor 3]
+    python -m ppap.reference --run [--cores N] [--scratch DIR] [--configfile FILE ...] [...]
+
+``--results DIR`` reads ``DIR/results/table1.csv`` (a workflow directory) or ``DIR/table1.csv``
+(or DIR itself if it is a CSV file). ``--run`` first runs ``snakemake results/table1.csv --cores N``
+with this repository's Snakefile in ``--scratch DIR`` (default: a new temporary directory), then
+checks that directory. The reference defaults to ``results/reference/table1.csv`` of this
+repository (the default preset's Table 1).
+
+Tolerances, for every method (row) of the reference:
+
+* ``fid``, ``is``: |measured - reference| <= max(rtol * |reference|, sd_factor * sd), with
+  rtol = 0.15 and sd_factor = 3; ``sd`` is the reference's standard deviation over sampling seeds
+  (its ``<metric>_sd`` column; 0 where the reference has none).
+* ``precision``, ``recall``, ``accuracy`` (fractions in [0, 1]): |measured - reference| <=
+  max(atol, sd_factor * sd), with atol = 0.05.
+* A metric that is NaN in the reference (the unguided row's accuracy) must be NaN in the run.
+* The descriptive columns (``n_experts``, ``adapter_rank``, ``supervision``, ``trainable_params``,
+  ``stored_params``, and ``seeds`` / ``samples_per_seed`` where both tables have them) must match
+  exactly: a difference means another preset or config was run, and its metrics are not comparable.
+* A reference method missing from the run fails; extra methods in the run are listed, not checked.
+
+Why these widths: the same code, config and seeds on the same machine reproduce Table 1 bit for
+bit (the tests check this), so a same-machine rerun passes with zero difference. Another CPU, BLAS,
+torch build or a GPU changes the trained networks by rounding, which acts like a different training
+seed: differences of a few seed standard deviations, or ~10% of FID / IS, are expected then; a
+broken sampler, guide or metric moves a metric by much more.
+
+Prints one line per check (method, metric, reference, measured, tolerance, ok) and exits 0 when
+every check passes, 1 when any is out of tolerance or missing, 2 on bad input or a failed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_REFERENCE = REPO / "results" / "reference" / "table1.csv"
+RELATIVE_METRICS = ("fid", "is")                         # unbounded scores: relative tolerance
+ABSOLUTE_METRICS = ("precision", "recall", "accuracy")   # fractions: absolute tolerance
+EXACT_COLUMNS = ("n_experts", "adapter_rank", "supervision", "trainable_params", "stored_params",
+                 "seeds", "samples_per_seed")
+RTOL, ATOL, SD_FACTOR = 0.15, 0.05, 3.0
+
+
+def find_table(results: str | os.PathLike) -> Path:
+    """DIR/results/table1.csv, DIR/table1.csv, or DIR itself if it is a file."""
+    results = Path(results)
+    for candidate in (results / "results" / "table1.csv", results / "table1.csv"):
+        if candidate.is_file():
+            return candidate
+    if results.is_file():
+        return results
+    raise FileNotFoundError(f"no table1.csv in {results} (looked for results/table1.csv and table1.csv)")
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    # keep_default_na=False: an empty adapter_rank stays "", while an empty metric becomes NaN.
+    frame = pd.read_csv(path, dtype={"adapter_rank": str}, keep_default_na=False, na_values={
+        column: [""] for column in (*RELATIVE_METRICS, *ABSOLUTE_METRICS)
+        + tuple(f"{m}_sd" for m in (*RELATIVE_METRICS, *ABSOLUTE_METRICS))})
+    if "method" not in frame.columns:
+        raise ValueError(f"{path}: no 'method' column")
+    if frame["method"].duplicated().any():
+        raise ValueError(f"{path}: duplicate methods {sorted(frame['method'][frame['method'].duplicated()])}")
+    return frame.set_index("method")
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a) == str(b)
+    return float(a) == float(b)
+
+
+def compare_tables(reference: pd.DataFrame, measured: pd.DataFrame, rtol: float = RTOL, atol: float = ATOL,
+                   sd_factor: float = SD_FACTOR) -> pd.DataFrame:
+    """One row per (method, metric) check: reference, measured, tolerance, ok (see the module docstring)."""
+    rows = []
+    for method, ref in reference.iterrows():
+        if method not in measured.index:
+            rows.append(dict(method=method, metric="(row)", reference="present", measured="missing",
+                             tolerance="", ok=False))
+            continue
+        got = measured.loc[method]
+        for column in EXACT_COLUMNS:
+            if column in reference.columns and column in measured.columns:
+                rows.append(dict(method=method, metric=column, reference=ref[column], measured=got[column],
+                                 tolerance="exact", ok=_same(ref[column], got[column])))
+        for metric in (*RELATIVE_METRICS, *ABSOLUTE_METRICS):
+            if metric not in reference.columns:
+                continue
+            expected = float(ref[metric])
+            value = float(got[metric]) if metric in measured.columns else math.nan
+            sd = float(ref.get(f"{metric}_sd", math.nan))
+            sd = 0.0 if math.isnan(sd) else sd
+            if metric in RELATIVE_METRICS:
+                tolerance = max(rtol * abs(expected), sd_factor * sd)
+            else:
+                tolerance = max(atol, sd_factor * sd)
+            if math.isnan(expected):
+                ok = math.isnan(value)
+                tolerance_text = "both NaN"
+            else:
+                ok = not math.isnan(value) and abs(value - expected) <= tolerance * (1 + 1e-9)
+                tolerance_text = f"{tolerance:.4g}"
+            rows.append(dict(method=method, metric=metric, reference=expected, measured=value,
+                             tolerance=tolerance_text, ok=bool(ok)))
+    return pd.DataFrame(rows, columns=["method", "metric", "reference", "measured", "tolerance", "ok"])
+
+
+def run_workflow(scratch: Path, cores: int, configfiles: Sequence[str] = ()) -> int:
+    """``snakemake results/table1.csv`` with this repository's Snakefile in `scratch`."""
+    snakefile = REPO / "Snakefile"
+    if not snakefile.is_file():
+        raise FileNotFoundError(f"--run needs the repository checkout: no Snakefile at {snakefile}")
+    # The target first: --configfile takes several values and would swallow a target after it.
+    cmd = [sys.executable, "-m", "snakemake", "results/table1.csv", "--cores", str(cores), "-s", str(snakefile),
+           "--directory", str(scratch)]
+    if configfiles:
+        cmd += ["--configfile", *[str(Path(f).resolve()) for f in configfiles]]
+    print("running:", " ".join(cmd), flush=True)
+    return subprocess.run(cmd).returncode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ppap.reference", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--results", help="a workflow directory (with results/table1.csv) or a table1.csv")
+    source.add_argument("--run", action="store_true", help="run the workflow in --scratch first, then check it")
+    parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="reference table1.csv")
+    parser.add_argument("--rtol", type=float, default=RTOL, help="relative tolerance of fid and is")
+    parser.add_argument("--atol", type=float, default=ATOL, help="absolute tolerance of precision, recall, accuracy")
+    parser.add_argument("--sd-factor", type=float, default=SD_FACTOR,
+                        help="tolerance is at least this many reference seed standard deviations")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="--run: snakemake --cores")
+    parser.add_argument("--scratch", help="--run: workflow directory (default: a new temporary directory)")
+    parser.add_argument("--configfile", nargs="+", default=[], help="--run: extra config files (e.g. a preset)")
+    args = parser.parse_args(argv)
+
+    if args.run:
+        scratch = Path(args.scratch or tempfile.mkdtemp(prefix="ppap-reference-")).resolve()
+        scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            returncode = run_workflow(scratch, args.cores, args.configfile)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if returncode != 0:
+            print(f"error: the workflow failed in {scratch} (exit {returncode}); see its logs/", file=sys.stderr)
+            return 2
+        args.results = str(scratch)
+    try:
+        measured_path = find_table(args.results)
+        reference = read_table(args.reference)
+        measured = read_table(measured_path)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    checks = compare_tables(reference, measured, args.rtol, args.atol, args.sd_factor)
+    print(f"reference: {args.reference}\nmeasured:  {measured_path}\n")
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.float_format", "{:.6g}".format):
+        print(checks.assign(ok=checks["ok"].map({True: "ok", False: "FAIL"})).to_string(index=False))
+    extra = sorted(set(measured.index) - set(reference.index))
+    if extra:
+        print(f"\nnot in the reference (not checked): {', '.join(extra)}")
+    failed = checks[~checks["ok"]]
+    if len(failed):
+        names = ", ".join(f"{m}.{k}" for m, k in zip(failed["method"], failed["metric"]))
+        print(f"\nFAILED: {len(failed)} of {len(checks)} checks out of tolerance: {names}")
+        return 1
+    print(f"\nOK: all {len(checks)} checks within tolerance")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

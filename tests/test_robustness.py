@@ -1,0 +1,533 @@
+"""Robustness: bad configs fail naming the key; a killed job resumes to the same bytes as an
+uninterrupted run (determinism); non-finite values stop a rule; checkpoint loaders refuse bad files;
+reference image sets; the reference-results check (``python -m ppap.reference``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import torch
+from PIL import Image
+
+from ppap import adapters, data, pipeline, reference
+from ppap.guidance import NonFiniteError
+from ppap.models import classifiers
+from ppap.models.checkpoints import CheckpointError
+from ppap.models.unet import EpsilonModel, build_unet, load_diffusion_model, save_diffusion_model
+from ppap.schedules import make_ddpm_scheduler
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = str(REPO / "config" / "smoke.yaml")
+TABLE1 = "results/table1.csv"
+
+
+def snakemake_cmd(workdir: Path, target: str, *options: str) -> list[str]:
+    # The target goes first: --configfile takes several values and would swallow it.
+    return [sys.executable, "-m", "snakemake", target, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+            *options]
+
+
+def run_snakemake(workdir: Path, target: str, *options: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(snakemake_cmd(workdir, target, *options), capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONHASHSEED": "0"})
+
+
+def job_logs(workdir: Path) -> str:
+    return "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+
+
+def run_outputs(workdir: Path) -> dict[str, bytes]:
+    """The bytes of what a run reports: Table 1 (csv, md), metric files and every sample .npz."""
+    results = workdir / "results"
+    paths = [results / "table1.csv", results / "table1.md", *sorted(results.glob("metrics/**/*.json")),
+             *sorted(results.glob("samples/**/*.npz"))]
+    return {p.relative_to(workdir).as_posix(): p.read_bytes() for p in paths}
+
+
+# ------------------------------------------------------------------------- config validation ----
+
+BAD_CONFIGS = {
+    # name: (extra config on top of smoke.yaml, what the one error line must name)
+    "wrong-type": ("sampling: {steps: many}", ["config key sampling.steps", "not of type 'integer'"]),
+    "unknown-key": ("sampling: {stepz: 4}", ["config key sampling", "'stepz' was unexpected"]),
+    "zero-experts": ("methods: {ppap: datafree_lora4_n0}", ["config key methods.ppap", "number of experts"]),
+    "lora-rank-0": ("methods: {ppap: datafree_lora0_n2}", ["config key methods.ppap", "LoRA rank"]),
+    "unknown-method": ("table1: [unguided, ppap, ppap_typo]", ["table1 lists 'ppap_typo'", "not a key of methods"]),
+    "ranges-short": ("experts: {custom_ranges: {datafree_lora2_n2: [[0, 300], [300, 900]]}}",
+                     ["experts.custom_ranges.datafree_lora2_n2", "end at 900"]),
+    "ranges-overlap": ("experts: {custom_ranges: {datafree_lora2_n2: [[0, 600], [500, 1000]]}}",
+                       ["experts.custom_ranges.datafree_lora2_n2", "[500, 1000)"]),
+    "missing-guide": ("guide: {pretrained: /nonexistent/guide.pt}", ["guide.pretrained", "/nonexistent/guide.pt"]),
+    "missing-reference": ("evaluation: {reference: /nonexistent/reference}",
+                          ["evaluation.reference", "/nonexistent/reference"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CONFIGS))
+def test_bad_config_fails_with_one_message_naming_the_key(tmp_path, name):
+    extra, expected = BAD_CONFIGS[name]
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    bad = tmp_path / f"{name}.yaml"
+    bad.write_text(extra + "\n")
+    result = run_snakemake(workdir, TABLE1, "-n", "--cores", "1", "--configfile", SMOKE, str(bad))
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    errors = [line for line in out.splitlines() if re.search(r"Error in file", line)]
+    assert len(errors) == 1, out  # one error, raised while parsing, before any job
+    message = out.split(errors[0], 1)[1].strip().splitlines()[0]  # the line after "<Error> in file ...:"
+    for text in expected:
+        assert text in message, out
+    assert "Failed validating" not in out and "Traceback" not in out, out  # no schema dump, no traceback
+    assert not (workdir / "results").exists()
+
+
+def test_reference_images_are_an_input_of_evaluate(tmp_path):
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "0.png")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    config = tmp_path / "reference.yaml"
+    config.write_text(f"evaluation: {{reference: {folder}}}\n")
+    result = run_snakemake(workdir, TABLE1, "-n", "--cores", "1", "--configfile", SMOKE, str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    blocks = [b for b in result.stdout.split("rule ")[1:] if b.startswith("evaluate:")]
+    assert len(blocks) == 5  # one per Table 1 row
+    for block in blocks:
+        inputs = block.split("input:", 1)[1].splitlines()[0]
+        assert str(folder) in inputs and "digits.npz" not in inputs, block
+    assert not (workdir / "results").exists()
+
+
+# ---------------------------------------------------------------- determinism, kill and resume ----
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted smoke run of Table 1."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    result = run_snakemake(workdir, TABLE1, "--cores", "2", "--configfile", SMOKE)
+    if result.returncode != 0:
+        pytest.fail(f"smoke workflow failed:\n{result.stderr[-4000:]}\n{job_logs(workdir)}")
+    return workdir
+
+
+def wait_for_job(process: subprocess.Popen, script_names: tuple[str, ...], timeout: float) -> psutil.Process:
+    """A running job process of `process` (a Snakemake run) whose command line runs one of the scripts,
+    once it has opened its log (so it is past start-up and in the rule's own code)."""
+    snakemake = psutil.Process(process.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"snakemake exited ({process.returncode}) before a {script_names} job ran")
+        for child in snakemake.children(recursive=True):
+            try:
+                cmdline = " ".join(child.cmdline())
+                opened = [f.path for f in child.open_files()]
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            if any(name in cmdline for name in script_names) and any("/logs/" in path for path in opened):
+                return child
+        time.sleep(0.2)
+    raise AssertionError(f"no {script_names} job started within {timeout} s")
+
+
+@pytest.mark.slow
+def test_killed_job_resumes_to_the_same_bytes_as_an_uninterrupted_run(smoke_run, tmp_path):
+    """SIGKILL one job (not Snakemake) mid-run; Snakemake fails the job and stops. Rerunning the same
+    command finishes the DAG, and Table 1, the metric files and every sample .npz are byte-identical
+    to the uninterrupted run's: the workflow is deterministic and a killed job leaves nothing that a
+    rerun could mistake for a finished output. No --rerun-incomplete is needed: Snakemake itself was
+    not killed, so it removed the failed job's output and incomplete marker."""
+    workdir = tmp_path / "killed"
+    workdir.mkdir()
+    # Another hash seed than the uninterrupted run: nothing may depend on Python's hash order.
+    env = {**os.environ, "PYTHONHASHSEED": "1"}
+    options = ["--cores", "2", "--configfile", SMOKE]
+    with open(tmp_path / "first.out", "w") as out:
+        process = subprocess.Popen(snakemake_cmd(workdir, TABLE1, *options), stdout=out, stderr=subprocess.STDOUT,
+                                   env=env)
+        try:
+            job = wait_for_job(process, ("distill_expert.py", "sample.py"), timeout=600)
+            victim = [f.path for f in job.open_files() if "/logs/" in f.path][0]
+            job.send_signal(signal.SIGKILL)
+            returncode = process.wait(timeout=900)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    first = (tmp_path / "first.out").read_text()
+    assert returncode != 0, first
+    assert re.search(r"Error in rule (distill_expert|sample)", first), first
+    killed_log = Path(victim).relative_to(workdir).as_posix()  # logs/distill/<set>/expert<i>.log or logs/sample/...
+    rule = "distill_expert" if killed_log.startswith("logs/distill/") else "sample"
+    assert "done in" not in Path(victim).read_text()
+    assert not (workdir / TABLE1).exists()
+
+    second = subprocess.run(snakemake_cmd(workdir, TABLE1, *options), capture_output=True, text=True, timeout=900,
+                            env=env)
+    assert second.returncode == 0, second.stderr[-4000:] + job_logs(workdir)
+    second_out = second.stdout + second.stderr
+    assert f"rule {rule}:" in second_out and f"log: {killed_log}" in second_out  # the killed job ran again
+    assert "done in" in Path(victim).read_text()
+
+    ours, theirs = run_outputs(workdir), run_outputs(smoke_run)
+    assert sorted(ours) == sorted(theirs)
+    assert len([p for p in ours if p.endswith(".npz")]) == 10  # 5 methods x 2 seeds
+    different = [path for path in ours if ours[path] != theirs[path]]
+    assert not different, f"differ from the uninterrupted run: {different}"
+    assert not list((workdir / "results").rglob("*.tmp*")), "temporary files left behind"
+
+
+def test_sampling_seed_changes_the_samples_and_the_same_seed_repeats_them(alphas_cumprod):
+    unet = build_unet(8, 1, [8, 16], 1, [False, False], 4, seed=0).eval()
+    eps = EpsilonModel(unet, alphas_cumprod.float()).eval().requires_grad_(False)
+
+    def draw(seed):
+        return pipeline.generate_samples(eps, alphas_cumprod.float(), (1, 8, 8), 6, 4, seed, torch.device("cpu"),
+                                         steps=3, show_progress=False)[0]
+
+    first, again, other = draw(0), draw(0), draw(1)
+    assert np.array_equal(first, again)
+    assert all(not np.array_equal(a, b) for a, b in zip(first, other))  # every image, both batches
+
+
+# ----------------------------------------------------------------------- non-finite values ----
+
+@pytest.mark.slow
+def test_non_finite_training_loss_stops_the_rule(smoke_run, tmp_path):
+    """An absurd learning rate makes the labeled expert's loss non-finite: the job fails, says so
+    in its log, and writes no expert file. Starts from a copy of the smoke run (its guide is
+    reused), with the expert's outputs and log removed."""
+    workdir = tmp_path / "nan"
+    shutil.copytree(smoke_run, workdir, symlinks=True)
+    shutil.rmtree(workdir / "results" / "models" / "guides" / "labeled_full_n1")
+    log = workdir / "logs" / "distill" / "labeled_full_n1" / "expert0.log"
+    log.unlink()
+    absurd = tmp_path / "absurd.yaml"
+    absurd.write_text("experts: {train: {full_lr: 1.0e+30}}\n")
+    target = "results/models/guides/labeled_full_n1/expert0.pt"
+    result = run_snakemake(workdir, target, "--cores", "1", "--configfile", SMOKE, str(absurd))
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "Error in rule distill_expert" in out
+    assert "rule train_guide:" not in out  # only the expert ran: the guide came from the copy
+    text = log.read_text()
+    assert "NonFiniteError" in text and "non-finite loss" in text, text
+    expert_dir = workdir / "results" / "models" / "guides" / "labeled_full_n1"
+    assert not expert_dir.exists() or not list(expert_dir.iterdir()), list(expert_dir.iterdir())
+
+
+def test_non_finite_guidance_gradient_stops_sampling(alphas_cumprod):
+    unet = build_unet(8, 1, [8, 16], 1, [False, False], 4, seed=0).eval()
+    eps = EpsilonModel(unet, alphas_cumprod.float()).eval().requires_grad_(False)
+
+    def nan_guide(x, t):
+        return x.flatten(1)[:, :10] * float("nan")
+
+    for sampler in ("ddim", "ddpm"):
+        with pytest.raises(NonFiniteError, match="non-finite guidance gradient"):
+            pipeline.generate_samples(eps, alphas_cumprod.float(), (1, 8, 8), 4, 4, 0, torch.device("cpu"),
+                                      sampler=sampler, steps=3, guide=nan_guide, guidance_scale=1.0,
+                                      show_progress=False)
+
+
+# ------------------------------------------------------------------------------ checkpoints ----
+
+def tiny_guide_spec():
+    return classifiers.guide_spec("test_resnet", 10, 1, None, [0.5], [0.5])
+
+
+@pytest.fixture
+def guide_file(tmp_path):
+    path = tmp_path / "guide.pt"
+    spec = tiny_guide_spec()
+    classifiers.save_guide(path, classifiers.build_timm_guide(**spec, seed=1), spec)
+    return path
+
+
+@pytest.fixture
+def evaluator_file(tmp_path):
+    path = tmp_path / "evaluator.pt"
+    classifiers.save_evaluator(path, classifiers.build_evaluator(seed=1, width=4, feature_dim=8))
+    return path
+
+
+def write_adapter(path: Path, guide_path: Path, guide_id: str, index: int, t_range, rank: int = 2) -> Path:
+    """An expert file as the distill rule writes it (fresh adapter; what matters is the metadata)."""
+    guide = classifiers.load_guide(guide_path)
+    targets = adapters.lora_target_modules(guide, ["conv"])
+    model = adapters.attach_lora_experts(guide, [f"expert{index}"], rank, 4.0, targets)
+    spec = pipeline.ExpertSetSpec.parse(guide_id)
+    pipeline.save_expert(path, model, spec, index, dict(t_range=list(t_range)), guide_path)
+    return path
+
+
+def corrupt(kind: str, path: Path, guide_path: Path, evaluator_path: Path) -> Path:
+    if kind == "truncated":
+        data_ = guide_path.read_bytes()
+        path.write_bytes(data_[: len(data_) // 2])
+    elif kind == "list":
+        torch.save([1, 2, 3], path)
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(2048))
+    elif kind == "guide":
+        shutil.copy(guide_path, path)
+    elif kind == "evaluator":
+        shutil.copy(evaluator_path, path)
+    return path
+
+
+LOADERS = {
+    "guide": lambda p: classifiers.load_guide(p),
+    "evaluator": lambda p: classifiers.load_evaluator(p),
+    "adapter": lambda p: adapters.read_adapter(p),
+}
+
+
+@pytest.mark.parametrize("loader", list(LOADERS))
+@pytest.mark.parametrize("kind", ["truncated", "list", "random-bytes", "guide", "evaluator"])
+def test_every_loader_refuses_a_bad_file_naming_it(tmp_path, guide_file, evaluator_file, loader, kind):
+    if kind == loader:
+        pytest.skip("a file of the loader's own kind is a good file")
+    bad = corrupt(kind, tmp_path / "bad_file.pt", guide_file, evaluator_file)
+    with pytest.raises(CheckpointError, match="bad_file.pt"):
+        LOADERS[loader](bad)
+
+
+@pytest.mark.parametrize("case", ["other-range", "other-set", "other-index", "full-as-adapter", "truncated"])
+def test_load_expert_set_refuses_a_file_of_another_expert(tmp_path, guide_file, evaluator_file, case):
+    spec = pipeline.ExpertSetSpec.parse("datafree_lora2_n2")
+    ranges = [(0, 500), (500, 1000)]
+    good = [write_adapter(tmp_path / f"expert{i}.pt", guide_file, spec.guide_id, i, ranges[i]) for i in range(2)]
+    routed = pipeline.load_expert_set(spec, guide_file, good, 1000)
+    assert routed.ranges == ranges
+    bad = tmp_path / "bad_expert.pt"
+    if case == "other-range":      # expert 1 of a set whose ranges are cut elsewhere
+        write_adapter(bad, guide_file, spec.guide_id, 1, (300, 1000))
+        match = r"bad_expert.pt was trained on timesteps \[300, 1000\]"
+    elif case == "other-set":      # same index and range, but trained for the labeled set
+        write_adapter(bad, guide_file, "labeled_lora2_n2", 1, ranges[1])
+        match = "bad_expert.pt is an expert of labeled_lora2_n2, not of datafree_lora2_n2"
+    elif case == "other-index":    # expert 0's file routed as expert 1
+        shutil.copy(good[0], bad)
+        match = "bad_expert.pt is expert 0, not expert 1"
+    elif case == "full-as-adapter":
+        shutil.copy(guide_file, bad)
+        match = "bad_expert.pt holds a 'ppap-guide' checkpoint, expected 'ppap-lora-adapter'"
+    else:
+        corrupt("truncated", bad, good[1], evaluator_file)
+        match = "cannot read checkpoint .*bad_expert.pt"
+    with pytest.raises(CheckpointError, match=match):
+        pipeline.load_expert_set(spec, guide_file, [good[0], bad], 1000)
+
+
+def test_load_expert_set_refuses_an_adapter_of_another_rank(tmp_path, guide_file):
+    spec = pipeline.ExpertSetSpec.parse("datafree_lora4_n1")
+    path = write_adapter(tmp_path / "expert0.pt", guide_file, "datafree_lora4_n1", 0, (0, 1000), rank=2)
+    with pytest.raises(CheckpointError, match="expert0.pt holds a rank-2 adapter, datafree_lora4_n1 has rank 4"):
+        pipeline.load_expert_set(spec, guide_file, [path], 1000)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    directory = tmp_path / "model"
+    save_diffusion_model(directory, build_unet(8, 1, [8, 16], 1, [False, False], 4, seed=0), make_ddpm_scheduler())
+    return directory
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random-bytes", "missing-key", "extra-key"])
+def test_corrupt_diffusion_weights_name_the_file(model_dir, damage):
+    from safetensors.torch import load_file, save_file
+
+    weights = model_dir / "unet" / "diffusion_pytorch_model.safetensors"
+    raw = weights.read_bytes()
+    if damage == "truncated":
+        weights.write_bytes(raw[: len(raw) // 2])
+    elif damage == "random-bytes":
+        weights.write_bytes(np.random.default_rng(0).bytes(len(raw)))
+    else:
+        state = load_file(weights)
+        if damage == "missing-key":
+            del state["conv_in.bias"]  # diffusers alone would initialise it randomly and only warn
+        else:
+            state["extra.weight"] = torch.zeros(3)
+        save_file(state, weights)
+    with pytest.raises(CheckpointError, match=re.escape(str(model_dir / "unet"))):
+        load_diffusion_model(model_dir)
+
+
+def test_corrupt_scheduler_config_names_the_file(model_dir):
+    (model_dir / "scheduler" / "scheduler_config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=re.escape(str(model_dir / "scheduler"))):
+        load_diffusion_model(model_dir)
+
+
+# ------------------------------------------------------------------------- reference images ----
+
+def png_folder(folder: Path, count: int = 3, size: int = 8, mode: str = "L") -> np.ndarray:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    shape = (count, size, size) if mode == "L" else (count, size, size, 3)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    for i, image in enumerate(images):
+        Image.fromarray(image, mode).save(folder / f"img{i:03d}.png")
+    return images
+
+
+def test_reference_png_folder_loads_sorted_uint8_nhwc(tmp_path):
+    images = png_folder(tmp_path / "ref", count=12)
+    (tmp_path / "ref" / "notes.txt").write_text("not an image")       # ignored
+    png_folder(tmp_path / "ref" / "nested", count=2)                   # not searched
+    loaded = data.load_reference_images(tmp_path / "ref", 8, 1)
+    assert loaded.dtype == np.uint8 and loaded.shape == (12, 8, 8, 1)
+    assert np.array_equal(loaded[..., 0], images)  # img000, img001, ..., img011: name order
+    rgb = png_folder(tmp_path / "rgb", count=2, mode="RGB")
+    assert np.array_equal(data.load_reference_images(tmp_path / "rgb", 8, 3), rgb)
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("corrupt", "cannot read reference image .*img001.png"),
+    ("truncated", "cannot read reference image .*img001.png"),
+    ("wrong-size", r"img001.png is 9x9, expected 8x8"),
+    ("wrong-mode", r"img001.png has mode RGB, expected L"),
+    ("not-png", r"cannot read reference image .*img001.png: format JPEG"),
+])
+def test_bad_reference_image_names_the_file(tmp_path, problem, match):
+    folder = tmp_path / "ref"
+    png_folder(folder)
+    bad = folder / "img001.png"
+    if problem == "corrupt":
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    elif problem == "truncated":
+        bad.write_bytes(bad.read_bytes()[:-20])
+    elif problem == "wrong-size":
+        Image.fromarray(np.zeros((9, 9), np.uint8)).save(bad)
+    elif problem == "wrong-mode":
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(bad)
+    else:
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(bad, format="JPEG")
+    with pytest.raises(ValueError, match=match):
+        data.load_reference_images(folder, 8, 1)
+
+
+def test_empty_or_missing_reference_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="empty holds no .png files"):
+        data.load_reference_images(tmp_path / "empty", 8, 1)
+    with pytest.raises(FileNotFoundError, match="nothing_here"):
+        data.load_reference_images(tmp_path / "nothing_here", 8, 1)
+
+
+def test_reference_npz_adm_batch(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "ref.npz", arr_0=images, arr_1=np.arange(5))
+    assert np.array_equal(data.load_reference_images(tmp_path / "ref.npz", 8, 1), images)
+    with pytest.raises(ValueError, match=r"ref.npz: arr_0 must be uint8 NHWC \[N, 16, 16, 1\]"):
+        data.load_reference_images(tmp_path / "ref.npz", 16, 1)
+    np.savez(tmp_path / "float.npz", arr_0=images.astype(np.float32))
+    with pytest.raises(ValueError, match="float.npz: arr_0 must be uint8"):
+        data.load_reference_images(tmp_path / "float.npz", 8, 1)
+    np.savez(tmp_path / "other.npz", images=images)
+    with pytest.raises(ValueError, match="cannot read reference images from .*other.npz"):
+        data.load_reference_images(tmp_path / "other.npz", 8, 1)
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="broken.npz"):
+        data.load_reference_images(tmp_path / "broken.npz", 8, 1)
+
+
+def test_samples_npz_bytes_depend_on_the_arrays_only(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    data.save_samples(tmp_path / "a.npz", images, np.arange(4))
+    os.utime(tmp_path / "a.npz", (0, 0))
+    time.sleep(2.1)  # zip timestamps have a 2 s resolution
+    data.save_samples(tmp_path / "b.npz", images, np.arange(4))
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    loaded, labels = data.load_samples(tmp_path / "b.npz")
+    assert np.array_equal(loaded, images) and labels.tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_evaluate_scores_against_the_reference_images(smoke_run, tmp_path):
+    """The test digits written out as PNGs and set as evaluation.reference: the evaluate rule reruns
+    (its input changed) and gives the same metrics as scoring against the digits themselves."""
+    workdir = tmp_path / "with_reference"
+    shutil.copytree(smoke_run, workdir, symlinks=True)
+    digits = pipeline.load_digits_npz(workdir / "results" / "data" / "digits.npz")["test_images"]
+    folder = tmp_path / "test_digits"
+    folder.mkdir()
+    for i, image in enumerate(digits):
+        Image.fromarray(image[..., 0]).save(folder / f"{i:04d}.png")
+    config = tmp_path / "reference.yaml"
+    config.write_text(f"evaluation: {{reference: {folder}}}\n")
+    target = "results/metrics/none/ddim4_s0.json"
+    before = pd.read_json(workdir / target, typ="series")
+    result = run_snakemake(workdir, target, "--cores", "1", "--configfile", SMOKE, str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rule evaluate:" in result.stdout + result.stderr
+    assert f"{len(digits)} reference images from {folder}" in (workdir / "logs/evaluate/none/ddim4_s0.log").read_text()
+    after = pd.read_json(workdir / target, typ="series")
+    for metric in ("fid", "is", "precision", "recall", "density", "coverage"):
+        assert after["mean"][metric] == pytest.approx(before["mean"][metric], rel=1e-5, abs=1e-6), metric
+
+
+# ------------------------------------------------------------------------ reference results ----
+
+@pytest.mark.slow
+def test_reference_check_passes_on_an_identical_table(smoke_run, capsys):
+    table = smoke_run / TABLE1
+    assert reference.main(["--results", str(smoke_run), "--reference", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert "method" in out and "tolerance" in out and "OK: all" in out
+    assert "FAIL" not in out
+
+
+@pytest.mark.slow
+def test_reference_check_fails_naming_the_metric_out_of_tolerance(smoke_run, tmp_path, capsys):
+    table = pd.read_csv(smoke_run / TABLE1)
+    perturbed = table.copy()
+    row = perturbed.index[perturbed["method"] == "ppap"][0]
+    perturbed.loc[row, "fid"] *= 1.5                        # beyond max(15%, 3 sd)
+    perturbed.loc[row, "precision"] += 0.03                 # within 0.05: still fine
+    (tmp_path / "table1.csv").write_text(perturbed.to_csv(index=False))
+    assert reference.main(["--results", str(tmp_path), "--reference", str(smoke_run / TABLE1)]) == 1
+    out = capsys.readouterr().out
+    failing = [line.split() for line in out.splitlines() if line.rstrip().endswith("FAIL")]
+    assert [line[:2] for line in failing] == [["ppap", "fid"]], out
+    assert "FAILED: 1 of" in out and "ppap.fid" in out
+
+
+@pytest.mark.slow
+def test_reference_check_flags_a_missing_method_and_another_preset(smoke_run, tmp_path, capsys):
+    table = pd.read_csv(smoke_run / TABLE1)
+    other = table[table["method"] != "ppap"].copy()
+    other.loc[other["method"] == "multi_expert_labeled", "n_experts"] = 5
+    (tmp_path / "table1.csv").write_text(other.to_csv(index=False))
+    assert reference.main(["--results", str(tmp_path / "table1.csv"), "--reference", str(smoke_run / TABLE1)]) == 1
+    out = capsys.readouterr().out
+    assert "ppap.(row)" in out and "multi_expert_labeled.n_experts" in out
+
+
+@pytest.mark.slow
+def test_reference_check_run_option_runs_the_workflow_first(smoke_run, tmp_path):
+    """--run with --scratch on a finished copy of the smoke run: Snakemake has nothing to do, and the
+    check compares its table with the reference (here the same table: exit 0)."""
+    scratch = tmp_path / "scratch"
+    shutil.copytree(smoke_run, scratch, symlinks=True)
+    result = subprocess.run([sys.executable, "-m", "ppap.reference", "--run", "--cores", "1", "--scratch", str(scratch),
+                             "--configfile", SMOKE, "--reference", str(smoke_run / TABLE1)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+    assert f"measured:  {scratch / TABLE1}" in result.stdout
