@@ -35,6 +35,8 @@ def main() -> None:
     p.add_argument("--experts", type=int, nargs="+", default=[1, 5, 10])
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--main-rank", type=int, default=4, help="the rank the memory goal is judged at (the preset's)")
+    p.add_argument("--exclude", default=r"^backbone\.layer4\.",
+                   help="regex of layers left without LoRA for one extra row (as experts.lora.exclude)")
     args = p.parse_args()
     common.set_threads(args.threads)
     machine = common.machine(args.threads)
@@ -58,6 +60,26 @@ def main() -> None:
             nbytes, elements = resident_bytes(AdapterExperts(model, names, ranges))
             memory_rows.append(dict(scheme="lora adapters", n_experts=n, rank=rank, params_and_buffers=elements,
                                     bytes=nbytes, ratio_to_one_guide=nbytes / guide_bytes))
+    # Where an adapter's parameters sit (main rank), and one cheaper target set the config allows.
+    guide = common.preset_guide()
+    model = adapters.attach_lora_experts(guide, ["expert0"], args.main_rank, common.LORA_ALPHA, common.lora_targets(guide))
+    per_layer: dict[str, int] = {}
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            layer = name.split(".lora_")[0].removeprefix("base_model.model.")
+            per_layer[layer] = per_layer.get(layer, 0) + param.numel()
+    total = sum(per_layer.values())
+    layer_rows = [dict(layer=k, adapter_params=v, share=v / total)
+                  for k, v in sorted(per_layer.items(), key=lambda kv: -kv[1])]
+    exclude = args.exclude
+    n_max = max(args.experts)
+    names = [f"expert{i}" for i in range(n_max)]
+    guide = common.preset_guide()
+    targets = adapters.lora_target_modules(guide, common.LORA_LAYER_TYPES, exclude=exclude)
+    model = adapters.attach_lora_experts(guide, names, args.main_rank, common.LORA_ALPHA, targets)
+    nbytes, elements = resident_bytes(AdapterExperts(model, names, timestep_ranges(1000, n_max)))
+    memory_rows.append(dict(scheme=f"lora adapters, exclude {exclude!r}", n_experts=n_max, rank=args.main_rank,
+                            params_and_buffers=elements, bytes=nbytes, ratio_to_one_guide=nbytes / guide_bytes))
     common.write_csv(args.out / "memory_resident.csv", memory_rows)
 
     # On disk: one backbone file (also what a fully fine-tuned expert stores), one adapter per rank.
@@ -113,6 +135,8 @@ def main() -> None:
     common.report(args.out, "memory_storage",
                   [f"Machine: {machine}.", "Counts are exact (no timing involved); one run."],
                   [("Resident memory of N experts", common.markdown_table(memory_rows, mem_cols)),
+                   (f"Where a rank-{args.main_rank} adapter's parameters sit", common.markdown_table(
+                       layer_rows[:6], ["layer", "adapter_params", "share"])),
                    ("Bytes stored per expert", common.markdown_table(
                        storage_rows, ["expert", "rank", "tensor_elements", "file_bytes", "fraction_of_backbone_file"])),
                    ("A guide set of 5 experts on disk", common.markdown_table(

@@ -255,3 +255,37 @@ def check_config(config: dict) -> None:
         path = config[key]["pretrained"]
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"{key}.pretrained: no such file or directory: {path}")
+    _check_data_source(config["data"])
+    _check_evaluation(config["evaluation"])
+
+
+def _check_data_source(data: dict) -> None:
+    """digits: scikit-learn's 8x8 digits (up to 64 px); folder: an ImageFolder tree that must exist."""
+    if data["source"] == "digits":
+        if data["image_size"] > 64:
+            raise ConfigError(f"data.image_size {data['image_size']}: the digits are 8x8, at most 64 is allowed")
+        return
+    train_dir = data.get("train_dir")
+    if not train_dir:
+        raise ConfigError("data.train_dir: data.source folder needs an ImageFolder tree (<class>/<image>)")
+    for key in ("train_dir", "test_dir"):
+        path = data.get(key)
+        if path is not None and not os.path.isdir(path):
+            raise ConfigError(f"data.{key}: no such directory: {path}")
+
+
+def _check_evaluation(evaluation: dict) -> None:
+    extractor = evaluation.get("feature_extractor", "evaluator")
+    weights = evaluation.get("inception_weights")
+    if extractor == "inception":
+        if not weights:
+            raise ConfigError("evaluation.inception_weights: feature_extractor inception needs a local weights file "
+                              "(torch-fidelity's pt_inception-2015-12-05-6726825d.pth; nothing is downloaded)")
+        if not os.path.isfile(weights):
+            raise ConfigError(f"evaluation.inception_weights: no such file: {weights}")
+    elif weights is not None or evaluation.get("accuracy_classifier") is not None:
+        raise ConfigError("evaluation.inception_weights and evaluation.accuracy_classifier apply to "
+                          "feature_extractor: inception only")
+    classifier = evaluation.get("accuracy_classifier")
+    if classifier is not None and not os.path.isfile(classifier):
+        raise ConfigError(f"evaluation.accuracy_classifier: no such file: {classifier}")

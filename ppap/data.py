@@ -151,6 +151,95 @@ def _read_png(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return array.reshape(shape)
 
 
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def folder_classes(root: str | os.PathLike) -> list[str]:
+    """Class names of an ImageFolder tree (``root/<class>/<image>``): its subfolders, sorted.
+
+    Label i is the i-th name, torchvision's ImageFolder convention (for ImageNet's synset folders
+    this is the standard class order that timm / torchvision classifiers use).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"image folder {root} has no class subfolders (expected <class>/<image> files)")
+    return classes
+
+
+def center_crop_arr(image, image_size: int) -> np.ndarray:
+    """ADM's preprocessing: halve with a box filter while the short side is >= 2x the target, resize
+    bicubically so the short side is ``image_size``, then crop the centre square. Returns HWC uint8."""
+    from PIL import Image
+
+    while min(image.size) >= 2 * image_size:
+        image = image.resize(tuple(s // 2 for s in image.size), resample=Image.BOX)
+    scale = image_size / min(image.size)
+    image = image.resize(tuple(round(s * scale) for s in image.size), resample=Image.BICUBIC)
+    array = np.asarray(image)
+    top, left = (array.shape[0] - image_size) // 2, (array.shape[1] - image_size) // 2
+    return array[top:top + image_size, left:left + image_size]
+
+
+def load_image_folder(root: str | os.PathLike, image_size: int, per_class: int | None = None,
+                      classes: list[str] | None = None, channels: int = 3) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Labeled real images from an ImageFolder tree as (uint8 NHWC, int64 labels, class names).
+
+    Files with an image extension are taken in name order, the first ``per_class`` of each class
+    (all when None), converted to RGB (or L for 1 channel) and centre-cropped to ``image_size``
+    (:func:`center_crop_arr`). ``classes`` fixes the label order (a test tree must use the train
+    tree's classes); a class folder that is missing or empty is an error naming it. Images are
+    decoded one at a time into one preallocated array: memory is the output's size.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    found = folder_classes(root)
+    if classes is None:
+        classes = found
+    missing = sorted(set(classes) - set(found))
+    if missing:
+        raise ValueError(f"{root} lacks class folders {missing[:5]} ({len(missing)} of {len(classes)})")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        chosen = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[:per_class]
+        if not chosen:
+            raise ValueError(f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        files += chosen
+        labels += [label] * len(chosen)
+    mode = _PIL_MODES[channels]
+    images = np.empty((len(files), image_size, image_size, channels), dtype=np.uint8)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                crop = center_crop_arr(image.convert(mode), image_size)
+        except Exception as err:
+            raise ValueError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
+        images[i] = crop.reshape(image_size, image_size, channels)
+    return images, np.asarray(labels, dtype=np.int64), list(classes)
+
+
+def load_folder_split(train_dir, image_size: int, test_dir=None, train_per_class: int | None = None,
+                      test_per_class: int | None = None, test_fraction: float = 0.2,
+                      seed: int = 0) -> dict[str, np.ndarray]:
+    """The ``prepare_data`` arrays from ImageFolder trees: ``test_dir`` is the test split, or else a
+    stratified seeded ``test_fraction`` of ``train_dir`` (as for the digits). Adds ``class_names``."""
+    images, labels, classes = load_image_folder(train_dir, image_size, train_per_class)
+    if test_dir is not None:
+        test_images, test_labels, _ = load_image_folder(test_dir, image_size, test_per_class, classes=classes)
+        split = dict(train_images=images, train_labels=labels, test_images=test_images, test_labels=test_labels)
+    else:
+        from sklearn.model_selection import train_test_split
+
+        idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_fraction, random_state=seed,
+                                               stratify=labels)
+        split = dict(train_images=images[idx_train], train_labels=labels[idx_train],
+                     test_images=images[idx_test], test_labels=labels[idx_test])
+    return dict(split, class_names=np.asarray(classes))
+
+
 def image_grid(images: np.ndarray, nrow: int, upscale: int = 1, padding: int = 0, pad_value: int = 128) -> np.ndarray:
     """Tile uint8 NHWC images into one HWC image (nrow images per row), nearest-neighbour upscaled,
     with `padding` pixels of `pad_value` between tiles (after upscaling)."""

@@ -350,3 +350,112 @@ def compute_metrics(
     out["num_fake"] = int(fake.shape[0])
     out["num_real"] = int(real.shape[0])
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Inception metrics (the paper-scale presets): torch-fidelity's InceptionV3 with local weights
+
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+INCEPTION_POOL, INCEPTION_LOGITS = "2048", "logits_unbiased"
+
+
+def check_inception_weights(path: str | os.PathLike) -> None:
+    """The file must be InceptionV3 tensors that load with ``weights_only=True``.
+
+    torch-fidelity itself unpickles the file without that guard, so it is checked here first;
+    a missing, unreadable or foreign file is a ``ValueError`` naming it.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Inception weights not found: {path} (torch-fidelity's "
+                         "pt_inception-2015-12-05-6726825d.pth; nothing is downloaded)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read Inception weights {path}: {type(err).__name__}: {err}") from err
+    fc = state.get("fc.weight") if isinstance(state, dict) else None
+    if fc is None or tuple(fc.shape) != (1008, 2048) or "Conv2d_1a_3x3.conv.weight" not in state:
+        raise ValueError(f"{path} is not torch-fidelity's InceptionV3 state dict "
+                         "(fc.weight [1008, 2048], Conv2d_1a_3x3)")
+
+
+class InceptionScorer:
+    """FID / IS / precision-recall / density-coverage in InceptionV3 space (torch-fidelity's
+    ``inception-v3-compat``, the TF-FID network) from a local weights file.
+
+    Features of the real set can be computed once (:meth:`features`) and reused for every sample
+    set (:meth:`score`). Images are uint8 NHWC with 1 or 3 channels (1 is repeated to RGB).
+    """
+
+    def __init__(self, weights_path: str | os.PathLike, device: torch.device | str = "cpu", batch_size: int = 100):
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        check_inception_weights(weights_path)
+        self.weights_path = os.fspath(weights_path)
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.extractor = FeatureExtractorInceptionV3(INCEPTION_EXTRACTOR, [INCEPTION_POOL, INCEPTION_LOGITS],
+                                                     feature_extractor_weights_path=self.weights_path)
+        self.extractor.to(self.device).eval()
+
+    @torch.no_grad()
+    def features(self, images: np.ndarray, what: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
+        """(pool features [N, 2048], unbiased logits [N, 1008]) as float64 CPU tensors."""
+        images = check_images(images, what)
+        pools, logits = [], []
+        for start in range(0, len(images), self.batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size].transpose(0, 3, 1, 2)))
+            if chunk.shape[1] == 1:
+                chunk = chunk.expand(-1, 3, -1, -1)
+            pool, logit = self.extractor(chunk.to(self.device))
+            pools.append(pool.double().cpu())
+            logits.append(logit.double().cpu())
+        return torch.cat(pools), torch.cat(logits)
+
+    def score(self, fake: np.ndarray, real_pool: torch.Tensor, nearest_k: int = 3, isc_splits: int = 10,
+              target_labels: np.ndarray | None = None, classifier_path: str | os.PathLike | None = None) -> dict:
+        """The metrics of ``fake`` against real pool features; ``accuracy`` with a classifier and labels."""
+        fake = check_images(fake, "fake")
+        if not 1 <= int(isc_splits) <= len(fake):
+            raise ValueError(f"isc_splits must be in [1, {len(fake)}], got {isc_splits}")
+        for what, n in (("fake", len(fake)), ("real", len(real_pool))):
+            if n < nearest_k + 1:
+                raise ValueError(f"{what}: need at least nearest_k + 1 = {nearest_k + 1} images, got {n}")
+        with preserved_global_rng():
+            fake_pool, fake_logits = self.features(fake, "fake")
+            fid = metric_fid.fid_statistics_to_metric(metric_fid.fid_features_to_statistics(fake_pool),
+                                                      metric_fid.fid_features_to_statistics(real_pool), verbose=False)
+            isc = metric_isc.isc_features_to_metric(fake_logits, splits=int(isc_splits))
+            prc = metric_prc.prc_features_to_metric(fake_pool.float(), real_pool.float(), prc_neighborhood=nearest_k,
+                                                    save_cpu_ram=True, verbose=False)
+            with contextlib.redirect_stdout(io.StringIO()):
+                dc = prdc.compute_prdc(real_features=real_pool.float().numpy(), fake_features=fake_pool.float().numpy(),
+                                       nearest_k=nearest_k)
+        out = {"fid": float(fid[metric_fid.KEY_METRIC_FID]), "is": float(isc[metric_isc.KEY_METRIC_ISC_MEAN]),
+               "is_std": float(isc[metric_isc.KEY_METRIC_ISC_STD]),
+               "precision": float(prc[metric_prc.KEY_METRIC_PRECISION]),
+               "recall": float(prc[metric_prc.KEY_METRIC_RECALL]), "f_score": float(prc[metric_prc.KEY_METRIC_F_SCORE]),
+               "density": float(dc["density"]), "coverage": float(dc["coverage"])}
+        if target_labels is not None and classifier_path is not None:
+            out["accuracy"] = classifier_accuracy(classifier_path, fake, target_labels, self.device, self.batch_size)
+        out["num_fake"], out["num_real"] = int(len(fake)), int(len(real_pool))
+        return out
+
+
+@torch.no_grad()
+def classifier_accuracy(guide_path: str | os.PathLike, images: np.ndarray, target_labels: np.ndarray,
+                        device: torch.device | str = "cpu", batch_size: int = 100) -> float:
+    """Fraction of ``images`` whose class under a ppap guide checkpoint (argmax) is the target."""
+    from ppap.data import to_float
+    from ppap.models.classifiers import load_guide
+
+    with preserved_global_rng():
+        classifier = load_guide(guide_path).to(device).eval()
+    target_labels = np.asarray(target_labels)
+    if target_labels.shape != (len(images),):
+        raise ValueError(f"target_labels: expected shape ({len(images)},), got {target_labels.shape}")
+    hits = 0
+    for start in range(0, len(images), batch_size):
+        logits = classifier(to_float(images[start:start + batch_size]).to(device), None)
+        hits += int((logits.argmax(1).cpu().numpy() == target_labels[start:start + batch_size]).sum())
+    return hits / len(images)

@@ -17,6 +17,7 @@ from ppap import adapters, data, diffusion, distill, experts, guidance, schedule
 from ppap.config import ConfigError, parse_guide_name
 from ppap.models import classifiers, unet as unet_models
 from ppap.models.checkpoints import CheckpointError, load_checkpoint
+from ppap.runtime import autocast_context
 from ppap.training import noisy_accuracy
 
 
@@ -77,11 +78,14 @@ def train_expert(
     device: torch.device,
     show_progress: bool = True,
     ranges: Sequence[tuple[int, int]] | None = None,
+    precision: str = "fp32",
 ) -> tuple[torch.nn.Module, dict]:
     """Train expert `index` of the set `spec`; returns (model to save, stats).
 
     ``clean_images`` are the synthetic samples for data-free transfer and the real training images
     (with ``labels``) for the labeled baselines. ``ranges`` overrides the equal split of [0, T).
+    ``precision`` (fp32 | bf16 | auto) runs the guide's forward passes under bf16 autocast
+    (:func:`ppap.runtime.autocast_context`); weights, optimiser state and losses stay float32.
     """
     ranges = expert_ranges(spec, len(alphas_cumprod), ranges)
     t_range = ranges[index]
@@ -117,8 +121,10 @@ def train_expert(
     if spec.supervision == "datafree":
         common["labels"] = None  # data-free: the teacher's softened outputs are the only target
         # The teacher is frozen and sees fixed clean images: its logits are computed once.
-        teacher_logits = distill.precompute_teacher_logits(teacher, common["clean_images"])
-    losses = distill.fit_noise_aware(model, params, teacher_logits=teacher_logits, **common)
+        with autocast_context(device, precision):
+            teacher_logits = distill.precompute_teacher_logits(teacher, common["clean_images"])
+    with autocast_context(device, precision):
+        losses = distill.fit_noise_aware(model, params, teacher_logits=teacher_logits, **common)
     model.eval()
     stats = dict(t_range=list(t_range), trainable_params=trainable, final_loss=float(np.mean(losses[-20:])),
                  first_loss=float(np.mean(losses[:20])))
@@ -229,9 +235,13 @@ def generate_samples(
     guidance_scale: float = 0.0,
     num_classes: int = 10,
     show_progress: bool = True,
+    precision: str = "fp32",            # fp32 | bf16 | auto: bf16 autocast for the UNet and the guide
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw samples batch by batch; batch b uses a generator seeded (seed, b), so runs are
-    reproducible and any batch can be regenerated alone. Returns uint8 NHWC images and labels."""
+    reproducible and any batch can be regenerated alone. Returns uint8 NHWC images and labels.
+
+    Under bf16 the networks run in autocast; x_t, the guidance gradient and the sampler's update
+    stay float32 (the epsilon model and ``grad_log_prob`` return float32)."""
     from ppap.training import progress
 
     timesteps = schedules.respaced_timesteps(len(alphas_cumprod), steps)
@@ -251,7 +261,7 @@ def generate_samples(
                 eps_fn = guidance.classifier_guided_eps(eps_model, guide, y, alphas_cumprod, guidance_scale)
             else:
                 mean_shift = guidance.classifier_mean_shift(guide, y, guidance_scale)
-        with torch.no_grad():
+        with torch.no_grad(), autocast_context(device, precision):
             if sampler == "ddim":
                 x = diffusion.sample_ddim(eps_fn, x_T, timesteps, alphas_cumprod, eta=eta, generator=generator)
             elif sampler == "ddpm":

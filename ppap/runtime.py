@@ -24,6 +24,36 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``auto`` is bf16 on CUDA and fp32 elsewhere; returns ``"fp32"`` or ``"bf16"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+    if precision == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return precision
+
+
+def autocast_context(device: torch.device | str, precision: str = "fp32"):
+    """bf16 autocast for the networks' matmuls and convolutions on ``device``; fp32: no change.
+
+    Parameters and the tensors the caller holds stay float32 (nothing is cast or moved here);
+    losses, softmax and the sampler's update arithmetic stay float32 as autocast leaves them.
+    """
+    device = torch.device(device)
+    if resolve_precision(precision, device) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def batch_size_for(section: dict, device: torch.device | str) -> int:
+    """A config section's ``batch_size``, or its ``batch_size_by_device[<cpu|cuda>]`` override."""
+    overrides = section.get("batch_size_by_device") or {}
+    return int(overrides.get(torch.device(device).type, section["batch_size"]))
+
+
 def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -26,6 +26,27 @@ wildcard_constraints:
 
 THREADS = config["threads"]
 SEEDS = config["sampling"]["seeds"]
+# The labeled real images: the digits split, or an ImageFolder tree (data.source: folder).
+REAL_DATA = (
+    "results/data/digits.npz"
+    if config["data"]["source"] == "digits"
+    else "results/data/real.npz"
+)
+# Jobs that run the UNet or train a guide ask for one GPU unless the config says device: cpu
+# (SLURM: --gpus=1; locally the `gpu` resource only counts if --resources gpu=N is given).
+GPU = 0 if config["device"] == "cpu" else 1
+
+
+def device_params(section=None):
+    """Precision and per-device batch sizes as params, only where they differ from the embedded
+    preset's (fp32, no overrides): params are a rerun trigger, and adding these keys must not
+    invalidate results computed before they existed."""
+    extra = {}
+    if config["precision"] != "fp32":
+        extra["precision"] = config["precision"]
+    if section is not None and section.get("batch_size_by_device"):
+        extra["batch_size_by_device"] = section["batch_size_by_device"]
+    return extra
 
 
 def diffusion_model_dir():

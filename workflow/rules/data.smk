@@ -1,6 +1,6 @@
 rule prepare_data:
     output:
-        "results/data/digits.npz",
+        REAL_DATA,
     log:
         "logs/prepare_data.log",
     benchmark:

@@ -8,7 +8,7 @@ def distill_inputs(wildcards):
     if parse_guide_name(wildcards.guide_set)["supervision"] == "datafree":
         inputs["synthetic"] = "results/data/synthetic.npz"
     else:
-        inputs["data"] = "results/data/digits.npz"
+        inputs["data"] = REAL_DATA
     return inputs
 
 
@@ -26,7 +26,10 @@ rule distill_expert:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=GPU,
+        cpus_per_task=THREADS["train"],
     params:
+        **device_params(),
         experts=config["experts"],
         steps=lambda wc: expert_steps(wc.guide_set),
         settings=lambda wc: distill_settings(wc.guide_set),
@@ -41,7 +44,7 @@ rule expert_manifest:
         experts=lambda wc: expert_files(wc.guide_set),
         guide=base_guide_path(),
         scheduler=scheduler_dir(),
-        data="results/data/digits.npz",
+        data=REAL_DATA,
     output:
         "results/models/guides/{guide_set}/manifest.json",
     log:
@@ -52,6 +55,8 @@ rule expert_manifest:
     resources:
         mem_mb=2000,
         runtime=10,
+        gpu=GPU,
+        cpus_per_task=THREADS["light"],
     params:
         accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
         ranges=lambda wc: config["experts"]["custom_ranges"].get(wc.guide_set),

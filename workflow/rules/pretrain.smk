@@ -21,7 +21,7 @@ rule noise_schedule:
 
 rule train_diffusion:
     input:
-        data="results/data/digits.npz",
+        data=REAL_DATA,
         scheduler="results/models/scheduler",
     output:
         directory("results/models/diffusion"),
@@ -34,6 +34,8 @@ rule train_diffusion:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=GPU,
+        cpus_per_task=THREADS["diffusion"],
     params:
         diffusion=config["diffusion"],
         device=config["device"],
@@ -43,7 +45,7 @@ rule train_diffusion:
 
 rule train_guide:
     input:
-        data="results/data/digits.npz",
+        data=REAL_DATA,
         scheduler=scheduler_dir(),
     output:
         checkpoint="results/models/guide.pt",
@@ -57,6 +59,8 @@ rule train_guide:
     resources:
         mem_mb=4000,
         runtime=30,
+        gpu=GPU,
+        cpus_per_task=THREADS["train"],
     params:
         guide=config["guide"],
         accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
@@ -67,7 +71,7 @@ rule train_guide:
 
 rule train_evaluator:
     input:
-        data="results/data/digits.npz",
+        data=REAL_DATA,
     output:
         checkpoint="results/models/evaluator.pt",
         stats="results/models/evaluator.json",

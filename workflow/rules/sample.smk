@@ -19,7 +19,10 @@ rule sample:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=GPU,
+        cpus_per_task=THREADS["sample"],
     params:
+        **device_params(config["sampling"]),
         sampling=lambda wc: parse_sampling(wc.sampling),
         num_samples=config["sampling"]["num_samples"],
         batch_size=config["sampling"]["batch_size"],

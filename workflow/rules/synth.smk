@@ -15,7 +15,10 @@ rule synthesize:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=GPU,
+        cpus_per_task=THREADS["sample"],
     params:
+        **device_params(),
         synthetic=config["synthetic"],
         device=config["device"],
     script:

@@ -2,7 +2,7 @@
 import torch
 
 from ppap import data, pipeline
-from ppap.runtime import resolve_device, rule_session
+from ppap.runtime import batch_size_for, resolve_device, rule_session
 from ppap.schedules import load_alphas_cumprod
 
 with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
@@ -27,11 +27,12 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
     generator = torch.Generator(device).manual_seed(train["seed"] + 1000 * index)
     model, stats = pipeline.train_expert(
         spec, index, snakemake.input.guide, alphas_cumprod, data.to_float(images), labels,
-        steps=snakemake.params.steps, batch_size=train["batch_size"],
+        steps=snakemake.params.steps, batch_size=batch_size_for(train, device),
         lr=train["lr"] if spec.rank is not None else train["full_lr"], weight_decay=train["weight_decay"],
         temperature=settings["temperature"], lora_alpha=cfg["lora"]["alpha"],
         lora_layer_types=cfg["lora"]["layer_types"], lora_include=cfg["lora"]["include"],
-        lora_exclude=cfg["lora"]["exclude"], generator=generator, device=device, ranges=snakemake.params.ranges)
+        lora_exclude=cfg["lora"]["exclude"], generator=generator, device=device, ranges=snakemake.params.ranges,
+        precision=snakemake.params.get("precision", "fp32"))
     stats.update(settings, steps=snakemake.params.steps)
     log.info("expert %d of %s: %s", index, spec.guide_id, stats)
     pipeline.save_expert(snakemake.output[0], model.cpu(), spec, index, stats, snakemake.input.guide)

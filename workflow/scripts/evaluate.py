@@ -2,11 +2,13 @@
 
 The real set is the test digits, or the images at ``evaluation.reference`` (a folder of PNGs or an
 ``.npz`` with ``arr_0``) when the config sets it; they must match the samples' size and channels.
+With ``evaluation.feature_extractor: inception`` the features are InceptionV3's (local weights), the
+real set's computed once, and accuracy comes from ``evaluation.accuracy_classifier`` when it is set.
 """
 from ppap import data, metrics, report
 from ppap.io import write_json
 from ppap.pipeline import load_digits_npz
-from ppap.runtime import rule_session
+from ppap.runtime import resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "evaluate") as log:
     cfg = snakemake.params.evaluation
@@ -18,10 +20,19 @@ with rule_session(snakemake.log[0], snakemake.threads, "evaluate") as log:
     else:
         real = load_digits_npz(snakemake.input.data)["test_images"]
         log.info("real set: %d test digits", len(real))
+    scorer = None
+    if cfg.get("feature_extractor") == "inception":
+        scorer = metrics.InceptionScorer(snakemake.input.inception, resolve_device(snakemake.params.device))
+        real_pool, _ = scorer.features(real, "real")
+        classifier = snakemake.input.get("classifier")
     per_seed = []
     for seed, path, (images, labels) in zip(snakemake.params.seeds, snakemake.input.samples, samples):
-        result = metrics.compute_metrics(images, real, snakemake.input.evaluator, nearest_k=cfg["nearest_k"],
-                                         target_labels=labels, isc_splits=cfg["isc_splits"])
+        if scorer is not None:
+            result = scorer.score(images, real_pool, nearest_k=cfg["nearest_k"], isc_splits=cfg["isc_splits"],
+                                  target_labels=labels, classifier_path=classifier)
+        else:
+            result = metrics.compute_metrics(images, real, snakemake.input.evaluator, nearest_k=cfg["nearest_k"],
+                                             target_labels=labels, isc_splits=cfg["isc_splits"])
         result.update(seed=int(seed), samples=path)
         log.info("seed %d: %s", seed, result)
         per_seed.append(result)

@@ -1,11 +1,16 @@
-"""Rule prepare_data: the digits split as uint8 NHWC arrays."""
+"""Rule prepare_data: the labeled real images (digits split, or an ImageFolder tree) as uint8 NHWC arrays."""
 from ppap import data
 from ppap.io import save_npz
 from ppap.runtime import rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "prepare_data") as log:
     cfg = snakemake.params.data
-    split = data.load_digits_split(cfg["image_size"], cfg["test_fraction"], cfg["split_seed"])
+    if cfg["source"] == "folder":
+        split = data.load_folder_split(cfg["train_dir"], cfg["image_size"], cfg.get("test_dir"),
+                                       cfg.get("train_per_class"), cfg.get("test_per_class"),
+                                       cfg["test_fraction"], cfg["split_seed"])
+    else:
+        split = data.load_digits_split(cfg["image_size"], cfg["test_fraction"], cfg["split_seed"])
     for key, value in split.items():
         log.info("%s: %s %s", key, value.shape, value.dtype)
     save_npz(snakemake.output[0], **split)

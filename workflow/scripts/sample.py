@@ -3,10 +3,14 @@ from ppap import data, pipeline
 from ppap.experts import SingleGuide
 from ppap.io import read_json
 from ppap.models import classifiers
-from ppap.runtime import resolve_device, rule_session
+from ppap.runtime import batch_size_for, resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
     device = resolve_device(snakemake.params.device)
+    precision = snakemake.params.get("precision", "fp32")
+    batch_size = batch_size_for(dict(batch_size=snakemake.params.batch_size,
+                                     batch_size_by_device=snakemake.params.get("batch_size_by_device")), device)
+    log.info("device %s, precision %s, batch size %d", device, precision, batch_size)
     setting = snakemake.params.sampling
     eps_model, alphas_cumprod, image_shape = pipeline.load_eps_model(snakemake.input.model, device)
     guide_name = snakemake.wildcards.guide
@@ -23,14 +27,16 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
     for seed, path in zip(snakemake.params.seeds, snakemake.output.samples):
         log.info("guide %s, %s (scale %s), seed %d", guide_name, snakemake.wildcards.sampling, setting["scale"], seed)
         images, labels = pipeline.generate_samples(
-            eps_model, alphas_cumprod, image_shape, snakemake.params.num_samples, snakemake.params.batch_size,
+            eps_model, alphas_cumprod, image_shape, snakemake.params.num_samples, batch_size,
             seed, device, sampler=setting["sampler"], steps=setting["steps"], eta=snakemake.params.eta,
-            guide=guide, guidance_scale=setting["scale"], num_classes=num_classes or 10)
+            guide=guide, guidance_scale=setting["scale"], num_classes=num_classes or 10, precision=precision)
         data.save_samples(path, images, labels)
         if seed == snakemake.params.seeds[0]:
             first_images, first_labels = images, labels
-    if first_labels is not None:  # one row per target class
-        grid = data.image_grid(data.class_rows(first_images, first_labels, 10, num_classes), nrow=10, upscale=4, padding=2)
+    upscale = max(1, 32 // first_images.shape[1])  # 8 px digits x4; 256 px images as they are
+    if first_labels is not None:  # one row per target class (the first 10 classes)
+        grid = data.image_grid(data.class_rows(first_images, first_labels, 10, min(num_classes, 10)), nrow=10,
+                               upscale=upscale, padding=2)
     else:
-        grid = data.image_grid(first_images[:100], nrow=10, upscale=4, padding=2)
+        grid = data.image_grid(first_images[:100], nrow=10, upscale=upscale, padding=2)
     data.save_png(snakemake.output.grid, grid)

@@ -1,0 +1,175 @@
+"""The ImageNet-256 paper preset, planned on this machine with placeholder files; the profiles; the rules' resources."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ppap.config import ConfigError, check_config
+
+REPO = Path(__file__).resolve().parents[1]
+PRESET = REPO / "config" / "imagenet256.yaml"
+PLACEHOLDER_DIRS = ["pretrained/adm256_uncond/unet", "pretrained/adm256_uncond/scheduler", "data/imagenet/train",
+                    "data/imagenet/val"]
+PLACEHOLDER_FILES = ["pretrained/resnet50_guide.pt", "pretrained/pt_inception-2015-12-05-6726825d.pth",
+                     "pretrained/VIRTUAL_imagenet256_labeled.npz"]
+
+
+def snakemake(workdir: Path, target: str, *options: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # The target first: --configfile and --config take several values and would swallow it.
+    cmd = [sys.executable, "-m", "snakemake", target, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           *options]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+def placeholders(root: Path, skip: str | None = None) -> None:
+    for d in PLACEHOLDER_DIRS:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for f in PLACEHOLDER_FILES:
+        if f != skip:
+            (root / f).touch()
+
+
+def planned_jobs(stdout: str) -> dict[str, int]:
+    """The dry run's job-stats table: rule -> count."""
+    table = stdout.split("Job stats:")[1].split("total")[0]
+    return {parts[0]: int(parts[1]) for parts in (line.split() for line in table.splitlines())
+            if len(parts) == 2 and parts[1].isdigit()}
+
+
+def test_preset_plans_table1_from_pretrained_models(tmp_path):
+    placeholders(tmp_path)
+    result = snakemake(tmp_path, "results/table1.csv", "-n", "--cores", "8", "--configfile", str(PRESET))
+    assert result.returncode == 0, result.stderr + result.stdout
+    jobs = planned_jobs(result.stdout)
+    assert jobs == {"prepare_data": 1, "synthesize": 1, "distill_expert": 11, "expert_manifest": 3, "sample": 5,
+                    "evaluate": 5, "table1": 1}, jobs
+    # pretrained paths replace the trained networks; Inception replaces the evaluator
+    for absent in ("train_diffusion", "train_guide", "train_evaluator", "noise_schedule"):
+        assert absent not in jobs
+    out = result.stdout
+    assert "results/models/guides/datafree_lora16_n5/expert4.pt" in out
+    assert "results/samples/datafree_lora16_n5/ddim25_s7.5/seed0.npz" in out
+    assert "pretrained/pt_inception-2015-12-05-6726825d.pth" in out and "results/data/real.npz" in out
+    assert "gpu=1" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_preset_paths_can_be_overridden_and_a_missing_one_is_named(tmp_path):
+    placeholders(tmp_path, skip="pretrained/VIRTUAL_imagenet256_labeled.npz")
+    result = snakemake(tmp_path, "results/table1.csv", "-n", "--cores", "1", "--configfile", str(PRESET))
+    assert result.returncode != 0
+    assert "evaluation.reference: no such file or directory: pretrained/VIRTUAL_imagenet256_labeled.npz" in (
+        result.stderr + result.stdout)
+    elsewhere = tmp_path / "ref.npz"
+    elsewhere.touch()
+    result = snakemake(tmp_path, "results/table1.csv", "-n", "--cores", "1", "--configfile", str(PRESET),
+                       "--config", f"evaluation={{reference: {elsewhere}}}")  # nested keys merge
+    assert result.returncode == 0, result.stderr
+
+
+def merged_preset(*extra: Path) -> dict:
+    """default.yaml updated by the preset (Snakemake merges nested keys the same way)."""
+
+    def merge(base, update):
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+        return base
+
+    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    for path in (PRESET, *extra):
+        merge(config, yaml.safe_load(path.read_text()))
+    return config
+
+
+@pytest.mark.parametrize("arch, overlay, expected", [
+    # the stem conv and conv1/conv2 of each of the 16 bottlenecks
+    ("resnet50", None, 1 + 16 * 2),
+    # qkv and proj of each of the 12 blocks
+    ("deit_small_patch16_224", REPO / "config" / "imagenet256_deit.yaml", 12 * 2),
+])
+def test_lora_targets_per_family_select_what_the_preset_says(arch, overlay, expected):
+    import timm
+
+    from ppap.adapters import lora_target_modules
+    from ppap.models.classifiers import ClassifierGuide
+
+    lora = merged_preset(*([overlay] if overlay else []))["experts"]["lora"]
+    guide = ClassifierGuide(timm.create_model(arch, pretrained=False, num_classes=1000), 224, [0.5] * 3, [0.5] * 3)
+    targets = lora_target_modules(guide, lora["layer_types"], lora["include"], lora["exclude"])
+    assert len(targets) == expected, targets
+    if arch == "resnet50":
+        assert "backbone.conv1" in targets and "backbone.layer4.2.conv2" in targets
+        assert not any(t.endswith("conv3") or "downsample" in t for t in targets)
+    else:
+        assert all(re.search(r"blocks\.\d+\.attn\.(qkv|proj)$", t) for t in targets)
+
+
+def test_preset_config_checks_name_the_key(tmp_path):
+    config = merged_preset()
+    for key in ("diffusion", "guide"):
+        config[key]["pretrained"] = None
+    config["evaluation"]["reference"] = None
+    config["data"]["train_dir"] = str(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="data.train_dir: no such directory"):
+        check_config(config)
+    config["data"]["train_dir"] = config["data"]["test_dir"] = str(tmp_path)
+    config["evaluation"]["inception_weights"] = None
+    with pytest.raises(ConfigError, match="evaluation.inception_weights: feature_extractor inception needs"):
+        check_config(config)
+    (tmp_path / "inception.pth").touch()
+    config["evaluation"]["inception_weights"] = str(tmp_path / "inception.pth")
+    check_config(config)
+    config["data"]["source"] = "digits"
+    with pytest.raises(ConfigError, match="data.image_size 256"):
+        check_config(config)
+
+
+GPU_RULES = {"train_diffusion", "train_guide", "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate"}
+
+
+def rule_blocks():
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        text = path.read_text()
+        for match in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)+)", text, flags=re.M):
+            yield match.group(1), match.group(2)
+
+
+def test_every_rule_declares_memory_runtime_and_threads_and_gpu_rules_a_gpu():
+    seen = set()
+    for name, body in rule_blocks():
+        seen.add(name)
+        resources = body.split("resources:")[1] if "resources:" in body else ""
+        assert "mem_mb=" in resources and "runtime=" in resources, f"rule {name} lacks mem_mb/runtime"
+        assert "threads:" in body, f"rule {name} lacks threads"
+        if name in GPU_RULES:
+            assert "gpu=" in resources, f"rule {name} lacks a gpu resource"
+    assert GPU_RULES <= seen
+
+
+def test_local_profile_plans_the_default(tmp_path):
+    result = snakemake(tmp_path, "results/table1.csv", "-n", "--profile", str(REPO / "workflow/profiles/local"))
+    assert result.returncode == 0, result.stderr
+    assert planned_jobs(result.stdout)["distill_expert"] == 11
+
+
+def test_slurm_profile_plans_the_preset(tmp_path):
+    plugin = pytest.importorskip("snakemake_executor_plugin_slurm",
+                                 reason="snakemake-executor-plugin-slurm not installed")
+    placeholders(tmp_path)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(plugin.__file__).parents[1]),
+                                                          os.environ.get("PYTHONPATH")]))}
+    result = snakemake(tmp_path, "results/table1.csv", "-n", "--profile", str(REPO / "workflow/profiles/slurm"),
+                       "--configfile", str(PRESET), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "slurm_partition=gpu" in result.stdout and "runtime=4320" in result.stdout
