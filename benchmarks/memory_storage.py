@@ -78,7 +78,7 @@ def main() -> None:
     targets = adapters.lora_target_modules(guide, common.LORA_LAYER_TYPES, exclude=exclude)
     model = adapters.attach_lora_experts(guide, names, args.main_rank, common.LORA_ALPHA, targets)
     nbytes, elements = resident_bytes(AdapterExperts(model, names, timestep_ranges(1000, n_max)))
-    memory_rows.append(dict(scheme=f"lora adapters, exclude {exclude!r}", n_experts=n_max, rank=args.main_rank,
+    memory_rows.append(dict(scheme=f"lora adapters, no LoRA on `{exclude}`", n_experts=n_max, rank=args.main_rank,
                             params_and_buffers=elements, bytes=nbytes, ratio_to_one_guide=nbytes / guide_bytes))
     common.write_csv(args.out / "memory_resident.csv", memory_rows)
 
@@ -129,6 +129,9 @@ def main() -> None:
             "an adapter of rank <= 8 stores at most 10% of the backbone's bytes",
             worst["fraction_of_backbone_file"] <= 0.10,
             f"largest, rank {worst['rank']}: {100 * worst['fraction_of_backbone_file']:.1f}%"))
+    cheaper = memory_rows[-1]
+    footer.append(f"- rank {args.main_rank} without LoRA on `{exclude}` (`experts.lora.exclude`): N = {n_max} experts in "
+                  f"{cheaper['ratio_to_one_guide']:.3f}x the memory of one guide (its effect on guidance is not measured here).")
     footer.append("- LoRA on every conv and linear layer of the guide (15 layers), alpha 4, as the preset. "
                   "Buffers (batch-norm statistics, normalisation constants) are shared by the adapters.")
     mem_cols = ["scheme", "n_experts", "rank", "params_and_buffers", "bytes", "ratio_to_one_guide"]
