@@ -9,6 +9,7 @@ random weights; classifier guidance on epsilon at scale 1 through ``ppap.pipelin
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -79,7 +80,7 @@ def main() -> None:
 
     def sample(guide, num_samples=args.num_samples):
         return generate_samples(eps_model, alphas_cumprod, common.IMAGE_SHAPE, num_samples, args.batch_size, seed=0,
-                                device=cpu, steps=args.steps, guide=guide, guidance_scale=1.0 if guide else 0.0,
+                                device=cpu, steps=args.steps, guide=guide, guidance_scale=0.0 if guide is None else 1.0,
                                 num_classes=10, show_progress=False)
 
     # Correctness first: merged and active adapters must draw the same images.
@@ -88,7 +89,7 @@ def main() -> None:
     images_active, _ = sample(guides[active_name], n_check)
     images_merged, _ = sample(guides[merged_name], n_check)
     images_single, _ = sample(guides["single_guide"], n_check)
-    max_diff = int((images_active.astype(int) - images_merged.astype(int)).__abs__().max())
+    max_diff = int(np.abs(images_active.astype(int) - images_merged.astype(int)).max())
     differ_single = float((images_active != images_single).mean())
 
     # FLOPs per image and DDIM step.
