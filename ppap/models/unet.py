@@ -7,14 +7,13 @@ Any unconditional diffusers-format model directory (``unet/`` and ``scheduler/``
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from ppap.io import atomic_directory
 from ppap.models.checkpoints import CheckpointError
 
 
@@ -39,17 +38,8 @@ def save_diffusion_model(directory: str | os.PathLike, unet, scheduler) -> None:
     """Write a diffusers pipeline directory atomically (to a temporary sibling, then renamed)."""
     from diffusers import DDPMPipeline
 
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def load_diffusion_model(directory: str | os.PathLike):
@@ -87,17 +77,8 @@ def load_diffusion_model(directory: str | os.PathLike):
 
 def save_scheduler(directory: str | os.PathLike, scheduler) -> None:
     """Write a scheduler config directory atomically (``scheduler_config.json`` inside)."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         scheduler.save_pretrained(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def load_scheduler(directory: str | os.PathLike):
