@@ -191,6 +191,25 @@ def all_runs(config: dict) -> list[Run]:
     return runs
 
 
+def synthetic_shards(num_samples: int, shards: int, seed: int) -> list[tuple[int, int]]:
+    """(count, seed) of each shard of the data-free pool, which separate jobs generate in parallel.
+
+    An even split (the first ``num_samples % shards`` shards hold one more image); shard k samples
+    with seed ``seed + k`` (:func:`ppap.pipeline.generate_samples` seeds its batches from it), so one shard is
+    exactly the unsharded pool and adding shards never changes the earlier ones' images.
+    """
+    if not 1 <= shards <= num_samples:
+        raise ConfigError(f"synthetic.shards: {shards} shards for {num_samples} images (need 1 <= shards <= num_samples)")
+    base, extra = divmod(num_samples, shards)
+    return [(base + (k < extra), seed + k) for k in range(shards)]
+
+
+# Rules whose resources (mem_mb, runtime, gpu, ...) a preset may size in its `resources:` section.
+RESOURCE_RULES = ("prepare_data", "noise_schedule", "train_diffusion", "train_guide", "train_evaluator",
+                  "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate", "table1",
+                  "ablation", "figures", "report_notebook", "render_report")
+
+
 def check_config(config: dict) -> None:
     """Raise :class:`ConfigError` naming the first inconsistent key."""
     unet = config["diffusion"]["unet"]
@@ -203,6 +222,14 @@ def check_config(config: dict) -> None:
     if config["experts"]["train"]["synthetic_size"] > pool:
         raise ConfigError(f"experts.train.synthetic_size ({config['experts']['train']['synthetic_size']}) exceeds "
                           f"synthetic.num_samples ({pool})")
+    shards = synthetic_shards(pool, config["synthetic"].get("shards", 1), config["synthetic"]["seed"])
+    shared = sorted({seed for _, seed in shards} & set(config["sampling"]["seeds"]))
+    if shared:
+        raise ConfigError(f"sampling.seeds {shared} are also seeds of synthetic shards (synthetic.seed + k for "
+                          "k < synthetic.shards): evaluated samples would repeat the transfer set's noise")
+    for rule in config.get("resources") or {}:
+        if rule not in RESOURCE_RULES:
+            raise ConfigError(f"resources.{rule}: not a rule of this workflow (known: {', '.join(RESOURCE_RULES)})")
     for key, name in config["methods"].items():
         try:
             parse_guide_name(name)

@@ -91,6 +91,101 @@ def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None
     return images, labels
 
 
+def open_samples(path: str | os.PathLike) -> np.ndarray:
+    """The images of an ADM-style ``.npz``, memory-mapped when stored uncompressed (ours always are).
+
+    Nothing is read until rows are indexed, so a 500k-image pool costs no memory up front; a
+    compressed file (``np.savez_compressed``) is read whole, as :func:`load_samples` does.
+    """
+    import zipfile
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo("arr_0.npy")
+        stored = info.compress_type == zipfile.ZIP_STORED
+    except (zipfile.BadZipFile, KeyError, OSError) as err:
+        raise ValueError(f"cannot read samples from {path}: {type(err).__name__}: {err}") from err
+    if not stored:
+        return load_samples(path)[0]
+    with open(path, "rb") as stream:
+        # The member's bytes follow its local header: 30 fixed bytes, then the name and extra field.
+        stream.seek(info.header_offset + 26)
+        name_length, extra_length = np.frombuffer(stream.read(4), dtype="<u2")
+        stream.seek(info.header_offset + 30 + int(name_length) + int(extra_length))
+        try:
+            version = np.lib.format.read_magic(stream)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran_order, dtype = read_header(stream)
+        except ValueError as err:
+            raise ValueError(f"cannot read samples from {path}: {err}") from err
+        offset = stream.tell()
+    if dtype != np.uint8 or len(shape) != 4 or fortran_order:
+        raise ValueError(f"{path}: arr_0 must be uint8 NHWC, got {dtype} {shape}")
+    if offset + int(np.prod(shape)) > path.stat().st_size:
+        raise ValueError(f"{path}: truncated ({path.stat().st_size} bytes, arr_0 {shape} needs more)")
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=tuple(shape))
+
+
+class ImagePool:
+    """uint8 NHWC images, one array or several shards (e.g. memory-mapped), served as float batches.
+
+    ``pool[indices]`` (a tensor or array of row numbers, or a slice) reads only those rows and
+    returns float32 NCHW in [-1, 1] on ``device``: bit for bit the rows of :func:`to_float` applied
+    to the pool loaded whole from its files. ``limit`` keeps the first ``limit`` rows (shards in
+    order). Training indexes it like a tensor, so a pool that does not fit in memory, or on the
+    GPU, never has to.
+    """
+
+    def __init__(self, shards, limit: int | None = None, device: torch.device | str = "cpu"):
+        self.shards = list(shards)
+        if not self.shards:
+            raise ValueError("an image pool needs at least one array")
+        shapes = {tuple(shard.shape[1:]) for shard in self.shards}
+        if len(shapes) != 1 or any(shard.dtype != np.uint8 or shard.ndim != 4 for shard in self.shards):
+            raise ValueError(f"pool shards must be uint8 NHWC of one shape, got "
+                             f"{sorted({(str(s.dtype), tuple(s.shape[1:])) for s in self.shards})}")
+        self.starts = np.cumsum([0] + [len(shard) for shard in self.shards])
+        total = int(self.starts[-1])
+        if limit is not None and not 0 < limit <= total:
+            raise ValueError(f"limit {limit} outside 1..{total} (the pool's size)")
+        self.length = total if limit is None else int(limit)
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every image."""
+        return tuple(self.shards[0].shape[1:])
+
+    def to(self, device) -> "ImagePool":
+        """The same rows, served on ``device`` (the arrays themselves stay where they are)."""
+        return ImagePool(self.shards, self.length, device)
+
+    def rows(self, index) -> np.ndarray:
+        """uint8 NHWC rows ``index`` (a slice, or integers in [0, len)), as a new C-ordered array."""
+        if isinstance(index, slice):
+            rows = np.arange(self.length)[index]
+        else:
+            rows = np.asarray(torch.as_tensor(index).cpu()).reshape(-1).astype(np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.length):
+            raise IndexError(f"rows {rows.min()}..{rows.max()} outside a pool of {self.length}")
+        shard_of = np.searchsorted(self.starts, rows, side="right") - 1
+        # A fresh array has the strides an array loaded from a .npz has, and the float tensor's
+        # layout (hence the convolution kernels chosen, hence the bits) follows them.
+        out = np.empty((len(rows), *self.image_shape), dtype=np.uint8)
+        for shard in np.unique(shard_of):
+            mask = shard_of == shard
+            out[mask] = self.shards[shard][rows[mask] - self.starts[shard]]
+        return out
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return to_float(self.rows(index)).to(self.device)
+
+
 _PIL_MODES = {1: "L", 3: "RGB"}
 
 

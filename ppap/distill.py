@@ -33,7 +33,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 def fit_noise_aware(
     student: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],  # guide(x_t, t) being trained
     params: Sequence[nn.Parameter],                                  # what the optimiser updates
-    clean_images: torch.Tensor,                                       # x0 pool, float NCHW in [-1, 1]
+    clean_images,                                                     # x0 pool: float NCHW [-1, 1] or ImagePool
     t_range: tuple[int, int],                                         # half-open timestep range owned
     alphas_cumprod: torch.Tensor,
     steps: int,
@@ -85,9 +85,10 @@ def fit_noise_aware(
 
 
 @torch.no_grad()
-def precompute_teacher_logits(teacher: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+def precompute_teacher_logits(teacher: Callable[[torch.Tensor], torch.Tensor], images,
                               batch_size: int = 512) -> torch.Tensor:
-    """The teacher's logits on every clean image, in order (its batch norm must be in eval mode)."""
+    """The teacher's logits on every clean image (a tensor or an ImagePool), in order, batch by batch
+    (its batch norm must be in eval mode)."""
     return torch.cat([teacher(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
 
 

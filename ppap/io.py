@@ -13,6 +13,14 @@ from typing import Iterator
 import numpy as np
 
 
+def _mode_for_new(kind_bits: int) -> int:
+    """What ``open``/``mkdir`` would give under this process's umask (mkstemp/mkdtemp give 0600 /
+    0700, which would hide every result from the other users of a shared cluster filesystem)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return kind_bits & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
@@ -29,6 +37,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _mode_for_new(0o666))
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -43,6 +52,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _mode_for_new(0o777))
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -82,8 +82,9 @@ def train_expert(
 ) -> tuple[torch.nn.Module, dict]:
     """Train expert `index` of the set `spec`; returns (model to save, stats).
 
-    ``clean_images`` are the synthetic samples for data-free transfer and the real training images
-    (with ``labels``) for the labeled baselines. ``ranges`` overrides the equal split of [0, T).
+    ``clean_images`` (a float NCHW tensor in [-1, 1], or a :class:`ppap.data.ImagePool` that reads
+    each batch from uint8 arrays, e.g. memory-mapped shards) are the synthetic samples for
+    data-free transfer and the real training images (with ``labels``) for the labeled baselines. ``ranges`` overrides the equal split of [0, T).
     ``precision`` (fp32 | bf16 | auto) runs the guide's forward passes under bf16 autocast
     (:func:`ppap.runtime.autocast_context`); weights, optimiser state and losses stay float32.
     """

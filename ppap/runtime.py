@@ -91,6 +91,8 @@ def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") 
         logger.setLevel(logging.INFO)
         logger.propagate = False
         logger.info("start %s (threads=%d, torch %s)", name, threads, torch.__version__)
+        if os.environ.get("SLURM_JOB_ID"):  # which cluster job ran it: the trail from logs/ to SLURM's
+            logger.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], os.environ.get("SLURMD_NODENAME", "?"))
         try:
             yield logger
         except BaseException:

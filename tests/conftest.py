@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -58,3 +63,31 @@ def make_guide():
 def alphas_cumprod() -> torch.Tensor:
     """The embedded preset's linear schedule (T = 1000), float64."""
     return alphas_cumprod_from_scheduler(make_ddpm_scheduler())
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_workflow(workdir: Path, target: str, *options: str, timeout: int = 900,
+                 env: dict | None = None) -> subprocess.CompletedProcess:
+    """``snakemake <target>`` with this repository's Snakefile in ``workdir`` (the target first:
+    --configfile takes several values and would swallow it); this interpreter's bin directory is
+    first on PATH because the notebook rule calls papermill from there."""
+    cmd = [sys.executable, "-m", "snakemake", target, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           *options]
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONHASHSEED": "0", "PATH": path, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted local run of Table 1 on the smoke preset, shared by every test that reads
+    it (tests that need to change it work on a copy)."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = run_workflow(workdir, "results/table1.csv", "--cores", "2",
+                          "--configfile", str(REPO / "config" / "smoke.yaml"))
+    if result.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        pytest.fail(f"smoke workflow failed:\n{result.stderr[-4000:]}\n{logs}")
+    return workdir

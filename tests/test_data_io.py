@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from ppap.data import load_digits_split, load_samples, save_samples, to_float, to_uint8
+from ppap.data import ImagePool, load_digits_split, load_samples, open_samples, save_samples, to_float, to_uint8
 from ppap.io import atomic_path, read_json, save_npz, write_json
 from ppap.models.checkpoints import CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
 from ppap.models.classifiers import build_timm_guide, guide_spec, load_guide, read_guide_spec, save_guide
@@ -128,6 +128,51 @@ def test_load_samples_errors_name_the_file(tmp_path):
         load_samples(floats)
 
 
+def random_images(n: int, seed: int = 0, shape=(8, 8, 1)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+def test_open_samples_memory_maps_our_files_and_reads_compressed_ones(tmp_path):
+    images = random_images(37, shape=(6, 5, 3))
+    save_samples(tmp_path / "stored.npz", images, np.arange(37) % 10)
+    mapped = open_samples(tmp_path / "stored.npz")
+    assert isinstance(mapped, np.memmap) and mapped.shape == images.shape
+    np.testing.assert_array_equal(mapped, images)
+    np.savez_compressed(tmp_path / "compressed.npz", arr_0=images)
+    np.testing.assert_array_equal(open_samples(tmp_path / "compressed.npz"), images)
+
+
+def test_open_samples_errors_name_the_file(tmp_path):
+    save_samples(tmp_path / "whole.npz", random_images(50))
+    data = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    for name in ("cut.npz", "missing.npz"):
+        with pytest.raises(ValueError, match=name):
+            open_samples(tmp_path / name)
+    np.savez(tmp_path / "floats.npz", arr_0=np.zeros((2, 8, 8, 1), np.float32))
+    with pytest.raises(ValueError, match="floats.npz.*uint8"):
+        open_samples(tmp_path / "floats.npz")
+
+
+def test_image_pool_serves_the_rows_to_float_gives_across_shards():
+    images = random_images(30)
+    pool = ImagePool([images[:7], images[7:20], images[20:]])
+    everything = to_float(images)
+    rows = torch.tensor([29, 0, 6, 7, 19, 20, 6])
+    assert len(pool) == 30 and pool.image_shape == (8, 8, 1)
+    assert torch.equal(pool[rows], everything[rows])
+    assert torch.equal(pool[5:23], everything[5:23])
+    assert torch.equal(pool[:], everything)
+    limited = ImagePool([images[:7], images[7:]], limit=10)
+    assert len(limited) == 10 and torch.equal(limited[:], everything[:10])
+    with pytest.raises(IndexError, match="outside a pool of 10"):
+        limited[torch.tensor([3, 10])]
+    with pytest.raises(ValueError, match="limit 31"):
+        ImagePool([images], limit=31)
+    with pytest.raises(ValueError, match="one shape"):
+        ImagePool([images, random_images(3, shape=(8, 8, 3))])
+
+
 # -------------------------------------------------------------------------------- atomic writes ----
 
 def test_atomic_path_leaves_nothing_when_the_block_raises(tmp_path):
@@ -139,6 +184,20 @@ def test_atomic_path_leaves_nothing_when_the_block_raises(tmp_path):
             raise RuntimeError("boom")
     assert not target.exists()
     assert listing(target.parent) == []
+
+
+def test_atomic_outputs_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    from ppap.io import atomic_directory, write_text
+
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "table.csv", "a,b\n")
+        with atomic_directory(tmp_path / "model") as tmp:
+            (tmp / "weights.bin").write_bytes(b"0")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "table.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
 
 
 def test_atomic_path_keeps_the_old_file_when_an_overwrite_fails(tmp_path):

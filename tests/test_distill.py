@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -138,6 +139,26 @@ def test_fit_noise_aware_is_reproducible_and_uses_its_range(make_guide, alphas_c
     assert runs[0][0] == runs[1][0]
     t = runs[0][1]
     assert t.min() >= 300 and t.max() < 310 and len(t.unique()) > 1
+
+
+def test_an_image_pool_trains_exactly_like_the_pool_loaded_whole(make_guide, alphas_cumprod, tmp_path):
+    from ppap.data import ImagePool, load_samples, open_samples, save_samples, to_float, to_uint8
+    from ppap.distill import precompute_teacher_logits
+
+    save_samples(tmp_path / "shard0.npz", to_uint8(blobs(20)))       # a synthetic pool in two shards
+    save_samples(tmp_path / "shard1.npz", to_uint8(blobs(28, seed=1)))
+    whole = to_float(np.concatenate([load_samples(tmp_path / f"shard{k}.npz")[0] for k in (0, 1)]))
+    pool = ImagePool([open_samples(tmp_path / f"shard{k}.npz") for k in (0, 1)])  # memory-mapped
+    teacher = module_teacher(make_guide(0, scale=1.0))
+    runs = []
+    for images in (whole, pool):
+        student = make_guide(1)
+        targets = precompute_teacher_logits(teacher, images, batch_size=16)
+        losses = fit_noise_aware(student, list(student.parameters()), teacher_logits=targets,
+                                 **fit_kwargs(alphas_cumprod, clean_images=images, steps=6, generator=gen(3)))
+        runs.append((targets, losses, [p.detach().clone() for p in student.parameters()]))
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][2], runs[1][2]))
 
 
 def test_fit_noise_aware_needs_exactly_one_target(make_guide, alphas_cumprod):

@@ -49,7 +49,7 @@ def test_preset_plans_table1_from_pretrained_models(tmp_path):
     result = snakemake(tmp_path, "results/table1.csv", "-n", "--cores", "8", "--configfile", str(PRESET))
     assert result.returncode == 0, result.stderr + result.stdout
     jobs = planned_jobs(result.stdout)
-    assert jobs == {"prepare_data": 1, "synthesize": 1, "distill_expert": 11, "expert_manifest": 3, "sample": 5,
+    assert jobs == {"prepare_data": 1, "synthesize": 100, "distill_expert": 11, "expert_manifest": 3, "sample": 5,
                     "evaluate": 5, "table1": 1}, jobs
     # pretrained paths replace the trained networks; Inception replaces the evaluator
     for absent in ("train_diffusion", "train_guide", "train_evaluator", "noise_schedule"):
@@ -58,6 +58,11 @@ def test_preset_plans_table1_from_pretrained_models(tmp_path):
     assert "results/models/guides/datafree_lora16_n5/expert4.pt" in out
     assert "results/samples/datafree_lora16_n5/ddim25_s7.5/seed0.npz" in out
     assert "pretrained/pt_inception-2015-12-05-6726825d.pth" in out and "results/data/real.npz" in out
+    # the 500k pool in 100 shards of 5,000, each its own job, all inputs of every data-free expert
+    assert "results/data/synthetic/shard0.npz" in out and "results/data/synthetic/shard99.npz" in out
+    # job sizes come from the preset's `resources:` section
+    distill = re.search(r"rule distill_expert:(?:\n    .*)*?\n    resources: (.*)", out).group(1)
+    assert "mem_mb=64000" in distill and "runtime=1440" in distill, distill
     assert "gpu=1" in out
     assert not (tmp_path / "results").exists()
 
@@ -157,6 +162,23 @@ def test_every_rule_declares_memory_runtime_and_threads_and_gpu_rules_a_gpu():
     assert GPU_RULES <= seen
 
 
+def test_resources_are_sized_by_rule_name_and_the_preset_names_only_real_rules():
+    from ppap.config import RESOURCE_RULES
+
+    names = set()
+    for name, body in rule_blocks():
+        if "resources:" in body:
+            assert f'rule_resources(\n            "{name}",' in body or f'rule_resources("{name}",' in body, \
+                f"rule {name} sizes its resources under another rule's name"
+            names.add(name)
+    assert names == set(RESOURCE_RULES)
+    assert set(merged_preset()["resources"]) <= names
+    config = merged_preset()
+    config["resources"]["distil_expert"] = {"mem_mb": 1}
+    with pytest.raises(ConfigError, match="resources.distil_expert: not a rule"):
+        check_config(config)
+
+
 def test_local_profile_plans_the_default(tmp_path):
     result = snakemake(tmp_path, "results/table1.csv", "-n", "--profile", str(REPO / "workflow/profiles/local"))
     assert result.returncode == 0, result.stderr
@@ -172,4 +194,4 @@ def test_slurm_profile_plans_the_preset(tmp_path):
     result = snakemake(tmp_path, "results/table1.csv", "-n", "--profile", str(REPO / "workflow/profiles/slurm"),
                        "--configfile", str(PRESET), env=env)
     assert result.returncode == 0, result.stderr
-    assert "slurm_partition=gpu" in result.stdout and "runtime=4320" in result.stdout
+    assert "slurm_partition=gpu" in result.stdout and "runtime=1440" in result.stdout

@@ -71,6 +71,9 @@ BAD_CONFIGS = {
     "missing-guide": ("guide: {pretrained: /nonexistent/guide.pt}", ["guide.pretrained", "/nonexistent/guide.pt"]),
     "missing-reference": ("evaluation: {reference: /nonexistent/reference}",
                           ["evaluation.reference", "/nonexistent/reference"]),
+    "too-many-shards": ("synthetic: {shards: 1000}", ["synthetic.shards", "1000 shards for 128 images"]),
+    "shard-seed-clash": ("sampling: {seeds: [0, 41]}", ["sampling.seeds [41]", "synthetic shards"]),
+    "unknown-resource-rule": ("resources: {distil_expert: {mem_mb: 100}}", ["resources.distil_expert", "not a rule"]),
 }
 
 
@@ -112,16 +115,6 @@ def test_reference_images_are_an_input_of_evaluate(tmp_path):
 
 
 # ---------------------------------------------------------------- determinism, kill and resume ----
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One uninterrupted smoke run of Table 1."""
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    result = run_snakemake(workdir, TABLE1, "--cores", "2", "--configfile", SMOKE)
-    if result.returncode != 0:
-        pytest.fail(f"smoke workflow failed:\n{result.stderr[-4000:]}\n{job_logs(workdir)}")
-    return workdir
-
 
 def kill_a_running_job(process: subprocess.Popen, script_names: tuple[str, ...], timeout: float) -> Path:
     """SIGKILL a job process of `process` (a Snakemake run) whose command line runs one of the

@@ -6,6 +6,7 @@ from ppap.config import (
     GUIDE_SET_PATTERN,
     SAMPLING_PATTERN,
     ablation_runs,
+    synthetic_shards,
     unguided_sampling,
     check_config,
     parse_guide_name,
@@ -35,6 +36,25 @@ REAL_DATA = (
 # Jobs that run the UNet or train a guide ask for one GPU unless the config says device: cpu
 # (SLURM: --gpus=1; locally the `gpu` resource only counts if --resources gpu=N is given).
 GPU = 0 if config["device"] == "cpu" else 1
+
+
+def rule_resources(rule, **defaults):
+    """The rule's own resources (sized for the embedded preset), with the preset's `resources:`
+    entry for it on top (config/imagenet256.yaml sizes the paper's jobs there)."""
+    return {**defaults, **(config.get("resources") or {}).get(rule, {})}
+
+
+SYNTHETIC_SHARDS = synthetic_shards(
+    config["synthetic"]["num_samples"],
+    config["synthetic"].get("shards", 1),
+    config["synthetic"]["seed"],
+)
+
+
+def synthetic_shard(shard):
+    """(count, seed) of one shard of the data-free pool."""
+    count, seed = SYNTHETIC_SHARDS[shard]
+    return {"count": count, "seed": seed}
 
 
 def device_params(section=None):

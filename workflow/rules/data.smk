@@ -7,8 +7,7 @@ rule prepare_data:
         "benchmarks/snakemake/prepare_data.tsv"
     threads: THREADS["light"]
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **rule_resources("prepare_data", mem_mb=1000, runtime=5),
     params:
         data=config["data"],
     script:

@@ -6,7 +6,7 @@
 def distill_inputs(wildcards):
     inputs = {"guide": base_guide_path(), "scheduler": scheduler_dir()}
     if parse_guide_name(wildcards.guide_set)["supervision"] == "datafree":
-        inputs["synthetic"] = "results/data/synthetic.npz"
+        inputs["synthetic"] = synthetic_shard_files()
     else:
         inputs["data"] = REAL_DATA
     return inputs
@@ -24,9 +24,7 @@ rule distill_expert:
     priority: 5
     threads: THREADS["train"]
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=GPU,
+        **rule_resources("distill_expert", mem_mb=4000, runtime=60, gpu=GPU),
         cpus_per_task=THREADS["train"],
     params:
         **device_params(),
@@ -53,9 +51,7 @@ rule expert_manifest:
         "benchmarks/snakemake/distill/{guide_set}/manifest.tsv"
     threads: THREADS["light"]
     resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=GPU,
+        **rule_resources("expert_manifest", mem_mb=2000, runtime=10, gpu=GPU),
         cpus_per_task=THREADS["light"],
     params:
         accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],

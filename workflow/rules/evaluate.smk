@@ -40,9 +40,9 @@ rule evaluate:
         "benchmarks/snakemake/evaluate/{guide}/{sampling}.tsv"
     threads: THREADS["light"]
     resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=GPU if INCEPTION else 0,
+        **rule_resources(
+            "evaluate", mem_mb=2000, runtime=10, gpu=GPU if INCEPTION else 0
+        ),
     params:
         **({"device": config["device"]} if INCEPTION else {}),
         evaluation=config["evaluation"],

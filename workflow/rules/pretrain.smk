@@ -11,8 +11,7 @@ rule noise_schedule:
         "benchmarks/snakemake/noise_schedule.tsv"
     threads: THREADS["light"]
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **rule_resources("noise_schedule", mem_mb=1000, runtime=5),
     params:
         diffusion=config["diffusion"],
     script:
@@ -32,9 +31,7 @@ rule train_diffusion:
     priority: 10
     threads: THREADS["diffusion"]
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=GPU,
+        **rule_resources("train_diffusion", mem_mb=4000, runtime=60, gpu=GPU),
         cpus_per_task=THREADS["diffusion"],
     params:
         diffusion=config["diffusion"],
@@ -57,9 +54,7 @@ rule train_guide:
     priority: 5
     threads: THREADS["train"]
     resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=GPU,
+        **rule_resources("train_guide", mem_mb=4000, runtime=30, gpu=GPU),
         cpus_per_task=THREADS["train"],
     params:
         guide=config["guide"],
@@ -81,8 +76,7 @@ rule train_evaluator:
         "benchmarks/snakemake/train_evaluator.tsv"
     threads: THREADS["train"]
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **rule_resources("train_evaluator", mem_mb=2000, runtime=30),
     params:
         evaluator=config["evaluator"],
         device=config["device"],

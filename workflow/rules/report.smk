@@ -15,8 +15,7 @@ rule table1:
         "benchmarks/snakemake/table1.tsv"
     threads: THREADS["light"]
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **rule_resources("table1", mem_mb=1000, runtime=5),
     params:
         runs=runs_as_params(table1_runs(config)),
     script:
@@ -42,8 +41,7 @@ rule ablation:
         "benchmarks/snakemake/ablation/{ablation}.tsv"
     threads: THREADS["light"]
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **rule_resources("ablation", mem_mb=1000, runtime=5),
     params:
         runs=lambda wc: runs_as_params(ablation_runs(config, wc.ablation)),
         spec=lambda wc: config["ablations"][wc.ablation],
@@ -87,8 +85,7 @@ rule figures:
         "benchmarks/snakemake/figures.tsv"
     threads: THREADS["light"]
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **rule_resources("figures", mem_mb=1000, runtime=5),
     params:
         set_methods=[method for method, _ in table1_guide_sets()],
         grid_methods=[r.label for r in table1_runs(config)],
@@ -113,8 +110,7 @@ rule report_notebook:
         notebook="results/report/study.ipynb",
     threads: THREADS["light"]
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **rule_resources("report_notebook", mem_mb=1000, runtime=10),
     notebook:
         "../notebooks/study.py.ipynb"
 
@@ -128,8 +124,7 @@ rule render_report:
         "logs/render_report.log",
     threads: THREADS["light"]
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **rule_resources("render_report", mem_mb=1000, runtime=5),
     params:
         notebook="results/report/study.ipynb",  # the executed notebook (report_notebook's log)
     script:

@@ -17,9 +17,7 @@ rule sample:
         "benchmarks/snakemake/sample/{guide}/{sampling}.tsv"
     threads: THREADS["sample"]
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=GPU,
+        **rule_resources("sample", mem_mb=4000, runtime=60, gpu=GPU),
         cpus_per_task=THREADS["sample"],
     params:
         **device_params(config["sampling"]),

@@ -15,18 +15,20 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
     alphas_cumprod = load_alphas_cumprod(snakemake.input.scheduler).float()
     settings = snakemake.params.settings
     if spec.supervision == "datafree":
-        pool = data.load_samples(snakemake.input.synthetic)[0]
-        if len(pool) < settings["synthetic_size"]:
+        # The shards are memory-mapped: only the batches drawn are read (500k images at 256 px).
+        shards = [data.open_samples(path) for path in snakemake.input.synthetic]
+        available = sum(len(shard) for shard in shards)
+        if available < settings["synthetic_size"]:
             raise ValueError(f"{spec.guide_id} needs {settings['synthetic_size']} synthetic images, "
-                             f"{snakemake.input.synthetic} has {len(pool)} (synthetic.num_samples)")
-        images, labels = pool[: settings["synthetic_size"]], None
+                             f"the pool's {len(shards)} shard(s) hold {available} (synthetic.num_samples)")
+        images, labels = data.ImagePool(shards, limit=settings["synthetic_size"]), None
     else:
         split = pipeline.load_digits_npz(snakemake.input.data)
-        images, labels = split["train_images"], torch.as_tensor(split["train_labels"])
+        images, labels = data.ImagePool([split["train_images"]]), torch.as_tensor(split["train_labels"])
     train = cfg["train"]
     generator = torch.Generator(device).manual_seed(train["seed"] + 1000 * index)
     model, stats = pipeline.train_expert(
-        spec, index, snakemake.input.guide, alphas_cumprod, data.to_float(images), labels,
+        spec, index, snakemake.input.guide, alphas_cumprod, images, labels,
         steps=snakemake.params.steps, batch_size=batch_size_for(train, device),
         lr=train["lr"] if spec.rank is not None else train["full_lr"], weight_decay=train["weight_decay"],
         temperature=settings["temperature"], lora_alpha=cfg["lora"]["alpha"],

@@ -1,15 +1,18 @@
-"""Rule synthesize: the unlabeled data-free transfer set, sampled from the base diffusion model."""
+"""Rule synthesize: one shard of the unlabeled data-free transfer set, sampled from the base model."""
 from ppap import data
 from ppap.pipeline import generate_samples, load_eps_model
 from ppap.runtime import batch_size_for, resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "synthesize") as log:
-    cfg = snakemake.params.synthetic
-    device = resolve_device(snakemake.params.device)
-    precision = snakemake.params.get("precision", "fp32")
+    params = snakemake.params
+    shard = params.shard
+    device = resolve_device(params.device)
+    batch_size = batch_size_for({"batch_size": params.batch_size,
+                                 "batch_size_by_device": params.get("batch_size_by_device")}, device)
     eps_model, alphas_cumprod, image_shape = load_eps_model(snakemake.input.model, device)
-    images, _ = generate_samples(eps_model, alphas_cumprod, image_shape, cfg["num_samples"],
-                                 batch_size_for(cfg, device), cfg["seed"], device, sampler="ddim",
-                                 steps=cfg["sampler_steps"], precision=precision)
-    log.info("synthesized %d images of shape %s", len(images), images.shape[1:])
+    images, _ = generate_samples(eps_model, alphas_cumprod, image_shape, shard["count"], batch_size,
+                                 shard["seed"], device, sampler="ddim", steps=params.sampler_steps,
+                                 precision=params.get("precision", "fp32"))
+    log.info("shard %s: synthesized %d images of shape %s (seed %d)", snakemake.wildcards.shard, len(images),
+             images.shape[1:], shard["seed"])
     data.save_samples(snakemake.output[0], images)
