@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
@@ -92,7 +93,8 @@ def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") 
         logger.propagate = False
         logger.info("start %s (threads=%d, torch %s)", name, threads, torch.__version__)
         if os.environ.get("SLURM_JOB_ID"):  # which cluster job ran it: the trail from logs/ to SLURM's
-            logger.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"], os.environ.get("SLURMD_NODENAME", "?"))
+            logger.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"],
+                        os.environ.get("SLURMD_NODENAME") or socket.gethostname())
         try:
             yield logger
         except BaseException:

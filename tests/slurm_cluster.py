@@ -1,8 +1,11 @@
 """A one-node SLURM cluster on this machine, for the test that runs the workflow through SLURM.
 
 Needs root and Debian's ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them). The controller
-and the node daemon run in the foreground as child processes with their configuration, state and
-logs in a temporary directory; clients find it through ``SLURM_CONF``. There is no slurmdbd, so
+and the node daemon run in the foreground as child processes with their state and logs in a
+temporary directory. The configuration is written to ``/etc/slurm/slurm.conf`` (and removed after):
+Snakemake's job-step executor strips ``SLURM_*`` variables, ``SLURM_CONF`` included, before its
+``srun``, so a job only finds the cluster where a real cluster keeps its configuration. An
+``/etc/slurm/slurm.conf`` that this module did not write is never touched (the test fails instead). There is no slurmdbd, so
 no ``sacct``: job status comes from ``squeue``, which keeps finished jobs for ``MinJobAge``.
 """
 
@@ -19,6 +22,8 @@ from typing import Iterator
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "srun")
 PARTITION = "ci"
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+MARKER = "# written by ppap-bench tests/slurm_cluster.py"
 
 
 def missing_tools() -> list[str]:
@@ -70,13 +75,16 @@ def _node_line() -> str:
     return line + " State=UNKNOWN"
 
 
-def write_config(root: Path) -> Path:
+def write_config(root: Path, conf: Path = SYSTEM_CONF) -> Path:
+    if conf.exists() and MARKER not in conf.read_text():
+        raise RuntimeError(f"{conf} exists and is not ours: this machine has its own SLURM; not touching it")
     for name in ("state", "spool"):
         (root / name).mkdir(parents=True, exist_ok=True)
     node = _node_line()
     host = node.split()[0].split("=", 1)[1]
-    conf = root / "slurm.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(f"""\
+{MARKER}
 ClusterName=ppapci
 SlurmctldHost={host}
 SlurmUser=root
@@ -137,6 +145,8 @@ def local_slurm(root: Path, timeout: float = 60) -> Iterator[dict[str, str]]:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if conf.exists() and MARKER in conf.read_text():
+            conf.unlink()
 
 
 def diagnostics(root: Path) -> str:
