@@ -130,3 +130,13 @@ def test_rule_files_are_snakefmt_formatted():
     files = [str(REPO / "Snakefile"), *map(str, sorted((REPO / "workflow" / "rules").glob("*.smk")))]
     result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_snakemake_report_collects_table1_with_its_caption(smoke_run, tmp_path):
+    report = tmp_path / "report.html"
+    result = run_snakemake(smoke_run, "results/table1.csv", "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text()
+    assert "table1.csv" in html and "Table 1" in html  # the file, under its category
+    assert "standard deviation over the sampling seeds" in html  # its caption (workflow/report/table.rst)
