@@ -195,11 +195,12 @@ def synthetic_shards(num_samples: int, shards: int, seed: int) -> list[tuple[int
     """(count, seed) of each shard of the data-free pool, which separate jobs generate in parallel.
 
     An even split (the first ``num_samples % shards`` shards hold one more image); shard k samples
-    with seed ``seed + k`` (:func:`ppap.pipeline.generate_samples` seeds its batches from it), so one shard is
-    exactly the unsharded pool and adding shards never changes the earlier ones' images.
+    with seed ``seed + k`` (:func:`ppap.pipeline.generate_samples` seeds its batches from it), so
+    one shard is exactly the unsharded pool.
     """
     if not 1 <= shards <= num_samples:
-        raise ConfigError(f"synthetic.shards: {shards} shards for {num_samples} images (need 1 <= shards <= num_samples)")
+        raise ConfigError(f"synthetic.shards: {shards} shards for {num_samples} images "
+                          "(need 1 <= shards <= synthetic.num_samples)")
     base, extra = divmod(num_samples, shards)
     return [(base + (k < extra), seed + k) for k in range(shards)]
 

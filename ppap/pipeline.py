@@ -84,7 +84,8 @@ def train_expert(
 
     ``clean_images`` (a float NCHW tensor in [-1, 1], or a :class:`ppap.data.ImagePool` that reads
     each batch from uint8 arrays, e.g. memory-mapped shards) are the synthetic samples for
-    data-free transfer and the real training images (with ``labels``) for the labeled baselines. ``ranges`` overrides the equal split of [0, T).
+    data-free transfer and the real training images (with ``labels``) for the labeled baselines.
+    ``ranges`` overrides the equal split of [0, T).
     ``precision`` (fp32 | bf16 | auto) runs the guide's forward passes under bf16 autocast
     (:func:`ppap.runtime.autocast_context`); weights, optimiser state and losses stay float32.
     """

@@ -154,6 +154,17 @@ def test_open_samples_errors_name_the_file(tmp_path):
         open_samples(tmp_path / "floats.npz")
 
 
+def test_synthetic_shards_split_evenly_with_consecutive_seeds():
+    from ppap.config import ConfigError, synthetic_shards
+
+    assert synthetic_shards(10, 1, 40) == [(10, 40)]          # one shard: the unsharded pool
+    assert synthetic_shards(10, 3, 40) == [(4, 40), (3, 41), (3, 42)]
+    assert sum(count for count, _ in synthetic_shards(500_000, 100, 40)) == 500_000
+    for bad in (0, 11):
+        with pytest.raises(ConfigError, match="synthetic.shards"):
+            synthetic_shards(10, bad, 40)
+
+
 def test_image_pool_serves_the_rows_to_float_gives_across_shards():
     images = random_images(30)
     pool = ImagePool([images[:7], images[7:20], images[20:]])
