@@ -18,18 +18,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import _common as common
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_workflow(workdir: Path, target: str, cores: int, configfile: Path | None, timeout: int) -> float:
+def run_workflow(workdir: Path, target: str, cores: int, configfile: Path | None, timeout: int,
+                 options: Sequence[str] = ()) -> float:
+    """Wall seconds of one ``snakemake <target>`` in ``workdir``; ``options`` go last (``--config``
+    takes several values and must not swallow anything after it)."""
     # The target goes first: --configfile takes several values and would swallow it.
     cmd = [sys.executable, "-m", "snakemake", target, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--cores", str(cores)]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
+    cmd += list(options)
     start = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                             env={**os.environ, "PYTHONHASHSEED": "0"})

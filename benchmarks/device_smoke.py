@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import _common as common
@@ -29,20 +26,11 @@ PRESETS = {"smoke": REPO / "config" / "smoke.yaml", "default": None}
 
 
 def run_table1(workdir: Path, device: str, cores: int, configfile: Path | None, timeout: int) -> float:
-    cmd = [sys.executable, "-m", "snakemake", "results/table1.csv", "-s", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--cores", str(cores)]
-    if device == "cuda":
-        cmd += ["--resources", f"gpu={cores}"]
-    if configfile is not None:
-        cmd += ["--configfile", str(configfile)]
-    cmd += ["--config", f"device={device}", "precision=auto"]  # --config last: it takes several values
-    start = time.perf_counter()
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, "PYTHONHASHSEED": "0"})
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"snakemake failed on {device} (workdir {workdir}):\n{result.stderr[-4000:]}")
-    return wall
+    from dag_parallelism import run_workflow
+
+    options = ["--resources", f"gpu={cores}"] if device == "cuda" else []
+    options += ["--config", f"device={device}", "precision=auto"]
+    return run_workflow(workdir, "results/table1.csv", cores, configfile, timeout, options)
 
 
 def main() -> None:

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def run_snakemake(workdir: Path, target: str, *options: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    # The target goes first: --configfile takes several values and would swallow it.
-    cmd = [*SNAKEMAKE, target, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *options]
-    # The interpreter's bin directory first: the notebook rule calls papermill from PATH.
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PATH": path}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+from conftest import REPO
+from conftest import run_workflow as run_snakemake
 
 
 def test_dry_run_plans_default_target(tmp_path):
