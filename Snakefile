@@ -1,6 +1,7 @@
 # ppap-bench: plug-and-play diffusion guidance (PPAP, Go et al., CVPR 2023) as one Snakemake DAG.
 #   snakemake --cores 8 results/table1.csv     Table 1
 #   snakemake --cores 8 all                    Table 1, every ablation, figures and the report
+#   snakemake --cores 8 tune                   learning rates chosen on the validation split
 import os
 
 from snakemake.exceptions import WorkflowError
@@ -36,7 +37,13 @@ rule all:
     input:
         "results/table1.csv",
         "results/table1.md",
+        "results/table1_trainings.csv",
         expand("results/ablations/{ablation}.csv", ablation=config.get("ablations", {})),
         "results/figures/noisy_accuracy.png",
         "results/figures/samples.png",
         "results/report/study.html",
+
+
+rule tune:
+    input:
+        "results/tuning/learning_rates.csv",

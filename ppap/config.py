@@ -1,28 +1,17 @@
-"""Names and checks of the workflow config that a JSON schema cannot express.
+"""Checks of the workflow config that a JSON schema cannot express, and the runs it asks for.
 
-Imported by the Snakefile before any job runs, so it must stay light (no torch).
-
-Guides are named ``none``, ``off_the_shelf`` or
-``<labeled|datafree>_<full|lora<rank>>_n<N>[_syn<M>][_tau<T>]`` (a trained guide set: N experts;
-``_syn`` and ``_tau`` override the data-free set size and temperature). Sampling settings are
-named ``<ddim|ddpm><steps>_s<scale>``, e.g. ``ddim25_s1``.
+Imported by the Snakefile before any job runs, so it must stay light (no torch). Guide-set and
+sampling names are parsed, formatted and validated by :mod:`ppap.grammar` alone.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-GUIDE_SET = re.compile(r"^(?P<supervision>labeled|datafree)_(?P<adapter>full|lora[1-9][0-9]*)_n(?P<n>[1-9][0-9]*)"
-                       r"(?:_syn(?P<syn>[1-9][0-9]*))?(?:_tau(?P<tau>[0-9]+(?:\.[0-9]+)?))?$")
-# The grammar with zeros allowed, only to say precisely what is wrong with a rejected name.
-_LOOSE_GUIDE_SET = re.compile(r"^(labeled|datafree)_(full|lora(?P<rank>[0-9]+))_n(?P<n>[0-9]+)"
-                              r"(?:_syn[0-9]+)?(?:_tau[0-9.]+)?$")
-SAMPLING = re.compile(r"^(?P<sampler>ddim|ddpm)(?P<steps>[1-9][0-9]*)_s(?P<scale>[0-9]+(?:\.[0-9]+)?)$")
-GUIDE_SET_PATTERN = (r"(labeled|datafree)_(full|lora[1-9][0-9]*)_n[1-9][0-9]*"
-                     r"(_syn[1-9][0-9]*)?(_tau[0-9]+(\.[0-9]+)?)?")
-SAMPLING_PATTERN = r"(ddim|ddpm)[1-9][0-9]*_s[0-9]+(\.[0-9]+)?"
+from ppap import grammar
+from ppap.grammar import GrammarError
+from ppap.spacing import spaced_timesteps
 
 
 class ConfigError(ValueError):
@@ -42,121 +31,73 @@ def schema_error_message(error: BaseException) -> str:
 
     ``error`` is a ``jsonschema.ValidationError`` or an exception raised while handling one (as
     ``snakemake.utils.validate`` raises a ``WorkflowError`` whose message is the schema dump);
-    the key path comes from the validation error's ``absolute_path``. Guide names that fail
-    the schema's pattern get :func:`parse_guide_name`'s explanation.
+    the key path comes from the validation error's ``absolute_path``.
     """
     validation = error
     while validation is not None and not (hasattr(validation, "absolute_path") and hasattr(validation, "validator")):
         validation = validation.__cause__ or validation.__context__
     if validation is None:
         return str(error)
-    path = list(validation.absolute_path)
-    message = validation.message
-    if validation.validator == "pattern" and path[:1] == ["methods"]:
-        try:
-            parse_guide_name(validation.instance)
-        except ConfigError as err:
-            message = str(err)
-    return f"config key {key_path(path)}: {message} (config/schema.yaml)"
+    return f"config key {key_path(list(validation.absolute_path))}: {validation.message} (config/schema.yaml)"
 
 
-def _number(text: str) -> str:
-    """Canonical spelling of a number in a name: 1.0 -> 1, 0.50 -> 0.5."""
-    return f"{float(text):g}"
-
-
-def parse_guide_name(name: str) -> dict:
-    """Split a guide name into its parts (see the module docstring)."""
-    if name in ("none", "off_the_shelf"):
-        return dict(kind=name, n_experts=0 if name == "none" else 1, rank=None, supervision="none",
-                    synthetic_size=None, temperature=None)
-    match = GUIDE_SET.match(str(name))
-    if not match:
-        loose = _LOOSE_GUIDE_SET.match(str(name))
-        if loose and int(loose["n"]) < 1:
-            raise ConfigError(f"guide {name!r}: the number of experts N (_n<N>) must be >= 1")
-        if loose and loose["rank"] is not None and int(loose["rank"]) < 1:
-            raise ConfigError(f"guide {name!r}: the LoRA rank (lora<rank>) must be >= 1")
-        raise ConfigError(f"unknown guide {name!r}: expected none, off_the_shelf or "
-                          "<labeled|datafree>_<full|lora<rank>>_n<N>[_syn<M>][_tau<T>], e.g. datafree_lora4_n5")
-    adapter = match["adapter"]
-    parts = dict(kind="experts", supervision=match["supervision"], n_experts=int(match["n"]),
-                 rank=None if adapter == "full" else int(adapter[4:]),
-                 synthetic_size=int(match["syn"]) if match["syn"] else None,
-                 temperature=float(match["tau"]) if match["tau"] else None)
-    if parts["supervision"] == "labeled" and (parts["synthetic_size"] or parts["temperature"] is not None):
-        raise ConfigError(f"guide {name!r}: _syn and _tau apply to data-free sets only")
-    if parts["temperature"] is not None and parts["temperature"] <= 0:
-        raise ConfigError(f"guide {name!r}: the temperature must be > 0")
-    return parts
+def guide_kind(name: str, where: str) -> str:
+    """:func:`ppap.grammar.guide_kind`, with a grammar error turned into a ConfigError naming `where`."""
+    try:
+        return grammar.guide_kind(name)
+    except GrammarError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def canonical_guide(name: str, config: dict) -> str:
-    """The one name of a guide: suffixes equal to the config's defaults are dropped, numbers tidied,
-    so that an ablation's centre point and Table 1's PPAP row share their files."""
-    parts = parse_guide_name(name)
-    if parts["kind"] != "experts":
-        return name
-    adapter = "full" if parts["rank"] is None else f"lora{parts['rank']}"
-    out = f"{parts['supervision']}_{adapter}_n{parts['n_experts']}"
-    train = config["experts"]["train"]
-    if parts["synthetic_size"] is not None and parts["synthetic_size"] != train["synthetic_size"]:
-        out += f"_syn{parts['synthetic_size']}"
-    if parts["temperature"] is not None and parts["temperature"] != float(train["temperature"]):
-        out += f"_tau{_number(parts['temperature'])}"
-    return out
-
-
-def parse_sampling(name: str) -> dict:
-    match = SAMPLING.match(str(name))
-    if not match:
-        raise ConfigError(f"unknown sampling setting {name!r}: expected <ddim|ddpm><steps>_s<scale>, e.g. ddim25_s1")
-    return dict(sampler=match["sampler"], steps=int(match["steps"]), scale=float(match["scale"]))
-
-
-def sampling_name(sampler: str, steps: int, scale: float) -> str:
-    return f"{sampler}{int(steps)}_s{_number(scale)}"
+    return grammar.canonical_guide(name, config)
 
 
 def default_sampling(config: dict) -> str:
-    s = config["sampling"]
-    return sampling_name(s["sampler"], s["steps"], s["guidance_scale"])
-
-
-def canonical_sampling(guide: str, sampling: str) -> str:
-    """Unguided sampling does not depend on the scale: its runs are named with s0 and shared."""
-    parts = parse_sampling(sampling)
-    if guide == "none":
-        parts["scale"] = 0.0
-    return sampling_name(**parts)
+    return grammar.default_sampling(config)
 
 
 def unguided_sampling(config: dict) -> str:
-    return canonical_sampling("none", default_sampling(config))
+    return grammar.canonical_sampling("none", default_sampling(config), config)
 
 
 @dataclass(frozen=True)
 class Run:
-    """One evaluated cell: a guide sampled with one sampling setting (over all seeds)."""
+    """One evaluated cell: a guide sampled with one sampling setting (over all seeds), and over
+    independent trainings of the guide when ``guides`` holds several (replicates)."""
 
-    label: str              # the row's name: a method, an ablation value, or "value/method"
-    method: str | None      # the Table 1 method it derives from, if any
-    value: str | None       # the ablated factor's value, if any
-    guide: str              # canonical guide name
-    sampling: str           # canonical sampling name
+    label: str                  # the row's name: a method, an ablation value, or "value/method"
+    method: str | None          # the Table 1 method it derives from, if any
+    value: str | None           # the ablated factor's value, if any
+    guides: tuple[str, ...]     # canonical guide names: independent trainings 0, 1, ...
+    sampling: str               # canonical sampling name
 
     @property
-    def metrics_path(self) -> str:
-        return f"results/metrics/{self.guide}/{self.sampling}.json"
+    def guide(self) -> str:
+        return self.guides[0]
+
+    @property
+    def metrics_paths(self) -> list[str]:
+        return [metrics_path(guide, self.sampling) for guide in self.guides]
 
 
-def table1_runs(config: dict) -> list[Run]:
+def metrics_path(guide: str, sampling: str) -> str:
+    return f"results/metrics/{guide}/{sampling}.json"
+
+
+def _run(config: dict, label: str, method: str | None, value, guide: str, sampling: str, trainings: int) -> Run:
+    guide = canonical_guide(guide, config)
+    sampling = grammar.canonical_sampling(guide, sampling, config)
+    count = trainings if grammar.guide_kind(guide) == "experts" else 1  # untrained guides: one instance
+    guides = tuple(grammar.replicate_of(guide, k, config) for k in range(count))
+    return Run(label, method, None if value is None else str(value), guides, sampling)
+
+
+def table1_runs(config: dict, trainings: int = 1) -> list[Run]:
+    """Table 1's rows; with ``trainings`` > 1, each trained guide set over that many trainings."""
     sampling = default_sampling(config)
-    runs = []
-    for method in config["table1"]:
-        guide = canonical_guide(config["methods"][method], config)
-        runs.append(Run(method, method, None, guide, canonical_sampling(guide, sampling)))
-    return runs
+    return [_run(config, method, method, None, config["methods"][method], sampling, trainings)
+            for method in config["table1"]]
 
 
 def ablation_runs(config: dict, name: str) -> list[Run]:
@@ -171,24 +112,93 @@ def ablation_runs(config: dict, name: str) -> list[Run]:
         for method in methods:
             if method not in config["methods"]:
                 raise ConfigError(f"ablations.{name}.methods: {method!r} is not a key of methods")
-            method_guide = config["methods"][method]
-            guide = entry.get("guide", "{method}").format(value=value, method=method_guide)
+            guide = entry.get("guide", "{method}").format(value=value, method=config["methods"][method])
             sampling = entry.get("sampling", "{default}").format(value=value, default=default_sampling(config))
-            try:
-                guide = canonical_guide(guide, config)
-                sampling = canonical_sampling(guide, sampling)
-            except ConfigError as err:
-                raise ConfigError(f"ablations.{name} (value {value!r}): {err}") from None
             label = str(value) if len(methods) == 1 else f"{value}/{method}"
-            runs.append(Run(label, method, str(value), guide, sampling))
+            try:
+                runs.append(_run(config, label, method, value, guide, sampling, entry.get("trainings", 1)))
+            except GrammarError as err:
+                raise ConfigError(f"ablations.{name} (value {value!r}): {err}") from None
+    return runs
+
+
+def tuning_runs(config: dict) -> list[Run]:
+    """The learning-rate grid of ``tuning.learning_rates``: one guide set per (family, value),
+    trained on the training split and judged on the validation split (no sampling)."""
+    runs = []
+    for family, entry in (config.get("tuning") or {}).get("learning_rates", {}).items():
+        base = grammar.parse_guide_set(entry["guide"])
+        for lr in entry["values"]:
+            name = grammar.format_guide_set(grammar.GuideSet(base.supervision, base.rank, base.n_experts,
+                                                             base.synthetic_size, base.temperature, base.norm,
+                                                             base.warm_start, float(lr)))
+            runs.append(Run(f"{family}/{grammar.format_number(lr)}", family, grammar.format_number(lr),
+                            (canonical_guide(name, config),), default_sampling(config)))
     return runs
 
 
 def all_runs(config: dict) -> list[Run]:
-    runs = table1_runs(config)
+    runs = table1_runs(config, config.get("table1_trainings", 1))
     for name in config.get("ablations", {}):
         runs.extend(ablation_runs(config, name))
     return runs
+
+
+@dataclass(frozen=True)
+class ExpertTraining:
+    """Everything one distillation job needs besides its files: the resolved factors of its set
+    (:func:`ppap.grammar.resolve_guide_set`) and the config's training section. Passed to the
+    rule as params, so a job reruns only when what it uses changes."""
+
+    guide_set: str                      # canonical name
+    supervision: str                    # labeled | datafree
+    rank: int | None                    # LoRA rank; None: full fine-tuning
+    n_experts: int
+    steps: int                          # per expert: the set's total budget split evenly
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int                           # expert i draws from a generator seeded seed + 1000 i
+    norm: str                           # trained | frozen (LoRA); full fine-tuning: trained
+    warm_start: str                     # off | weights | optimizer (off for N = 1)
+    synthetic_size: int | None = None   # data-free only
+    temperature: float | None = None    # data-free only
+    lora: dict | None = None            # alpha, layer_types, include, exclude (LoRA only)
+    ranges: list | None = None          # custom half-open ranges; None: the equal split
+    batch_size_by_device: dict | None = None
+    precision: str = "fp32"
+
+    def as_params(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_params(cls, params) -> "ExpertTraining":
+        return cls(**dict(params))
+
+
+REPLICATE_SEED_STRIDE = 1_000_000  # training k of a set seeds its experts from seed + k * stride
+
+
+def expert_training(guide_set: str, config: dict) -> ExpertTraining:
+    spec = grammar.resolve_guide_set(guide_set, config)
+    train, lora = config["experts"]["train"], config["experts"]["lora"]
+    datafree = spec.supervision == "datafree"
+    base_name = grammar.format_guide_set(grammar.GuideSet(**{**asdict(grammar.parse_guide_set(guide_set)),
+                                                             "replicate": 0}))
+    custom = config["experts"].get("custom_ranges", {})
+    ranges = custom.get(guide_set, custom.get(base_name))
+    return ExpertTraining(
+        guide_set=guide_set, supervision=spec.supervision, rank=spec.rank, n_experts=spec.n_experts,
+        steps=train["total_steps"] // spec.n_experts, batch_size=train["batch_size"], lr=spec.lr,
+        weight_decay=train["weight_decay"], seed=train["seed"] + REPLICATE_SEED_STRIDE * spec.replicate,
+        norm=spec.norm, warm_start=spec.warm_start if spec.n_experts > 1 else "off",
+        synthetic_size=spec.synthetic_size if datafree else None,
+        temperature=spec.temperature if datafree else None,
+        lora=None if spec.rank is None else dict(rank=spec.rank, alpha=lora["alpha"], layer_types=list(lora["layer_types"]),
+                                                 include=lora.get("include"), exclude=lora.get("exclude")),
+        ranges=[list(r) for r in ranges] if ranges else None,
+        batch_size_by_device=train.get("batch_size_by_device") or None,
+        precision=config.get("precision", "fp32"))
 
 
 def synthetic_shards(num_samples: int, shards: int, seed: int) -> list[tuple[int, int]]:
@@ -207,8 +217,8 @@ def synthetic_shards(num_samples: int, shards: int, seed: int) -> list[tuple[int
 
 # Rules whose resources (mem_mb, runtime, gpu, ...) a preset may size in its `resources:` section.
 RESOURCE_RULES = ("prepare_data", "noise_schedule", "train_diffusion", "train_guide", "train_evaluator",
-                  "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate", "table1",
-                  "ablation", "figures", "report_notebook", "render_report")
+                  "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate", "table1", "table1_trainings",
+                  "ablation", "figures", "report_notebook", "render_report", "tune_learning_rates")
 
 
 def check_config(config: dict) -> None:
@@ -232,10 +242,7 @@ def check_config(config: dict) -> None:
         if rule not in RESOURCE_RULES:
             raise ConfigError(f"resources.{rule}: not a rule of this workflow (known: {', '.join(RESOURCE_RULES)})")
     for key, name in config["methods"].items():
-        try:
-            parse_guide_name(name)
-        except ConfigError as err:
-            raise ConfigError(f"methods.{key}: {err}") from None
+        guide_kind(name, f"methods.{key}")
     for name in config["table1"]:
         if name not in config["methods"]:
             raise ConfigError(f"table1 lists {name!r}, which is not a key of methods "
@@ -244,26 +251,36 @@ def check_config(config: dict) -> None:
         raise ConfigError(f"ablation_center {config.get('ablation_center')!r} is not a key of methods")
     for ablation in config.get("ablations", {}):
         ablation_runs(config, ablation)  # raises with the ablation's name
-    for run in all_runs(config):
-        parts = parse_guide_name(run.guide)
-        where = f"methods or ablations ({run.label})"
-        if parts["n_experts"] > timesteps:
-            raise ConfigError(f"{where}: {parts['n_experts']} experts for {timesteps} timesteps "
-                              "(diffusion.num_train_timesteps)")
-        if parts["kind"] == "experts" and config["experts"]["train"]["total_steps"] < parts["n_experts"]:
-            raise ConfigError(f"experts.train.total_steps is smaller than the {parts['n_experts']} experts of {where}")
-        if (parts["synthetic_size"] or 0) > pool:
-            raise ConfigError(f"{where}: synthetic size {parts['synthetic_size']} exceeds synthetic.num_samples ({pool})")
-        if parse_sampling(run.sampling)["steps"] > timesteps:
+    _check_tuning(config)
+    for run in all_runs(config) + tuning_runs(config):
+        where = f"methods, ablations or tuning ({run.label})"
+        for guide in run.guides:
+            if grammar.guide_kind(guide) == "experts":
+                spec = grammar.resolve_guide_set(guide, config)
+                if spec.n_experts > timesteps:
+                    raise ConfigError(f"{where}: {spec.n_experts} experts for {timesteps} timesteps "
+                                      "(diffusion.num_train_timesteps)")
+                if config["experts"]["train"]["total_steps"] < spec.n_experts:
+                    raise ConfigError(f"experts.train.total_steps is smaller than the {spec.n_experts} experts of {where}")
+                if spec.supervision == "datafree" and spec.synthetic_size > pool:
+                    raise ConfigError(f"{where}: synthetic size {spec.synthetic_size} exceeds "
+                                      f"synthetic.num_samples ({pool})")
+        sampling = grammar.resolve_sampling(run.sampling, config)
+        if sampling.steps > timesteps:
             raise ConfigError(f"{where}: {run.sampling} has more steps than diffusion.num_train_timesteps")
+        if sampling.sampler == "ddpm" and sampling.clip == "after_guidance":
+            raise ConfigError(f"sampling.clip: after_guidance is defined for DDIM only, {where} samples with DDPM")
+        try:
+            spaced_timesteps(timesteps, sampling.steps, sampling.spacing)
+        except ValueError as err:
+            raise ConfigError(f"sampling.spacing ({where}, {run.sampling}): {err}") from None
     for guide_set, ranges in config["experts"].get("custom_ranges", {}).items():
         key = f"experts.custom_ranges.{guide_set}"
-        try:
-            parts = parse_guide_name(guide_set)
-        except ConfigError as err:
-            raise ConfigError(f"{key}: {err}") from None
-        if len(ranges) != parts["n_experts"]:
-            raise ConfigError(f"{key}: {len(ranges)} ranges for {parts['n_experts']} experts")
+        if guide_kind(guide_set, key) != "experts":
+            raise ConfigError(f"{key}: {guide_set!r} is not a trained guide set")
+        n = grammar.parse_guide_set(guide_set).n_experts
+        if len(ranges) != n:
+            raise ConfigError(f"{key}: {len(ranges)} ranges for {n} experts")
         edge = 0
         for start, end in ranges:
             if start != edge or end <= start:
@@ -285,6 +302,19 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"{key}.pretrained: no such file or directory: {path}")
     _check_data_source(config["data"])
     _check_evaluation(config["evaluation"])
+
+
+def _check_tuning(config: dict) -> None:
+    for family, entry in (config.get("tuning") or {}).get("learning_rates", {}).items():
+        key = f"tuning.learning_rates.{family}"
+        if guide_kind(entry["guide"], f"{key}.guide") != "experts":
+            raise ConfigError(f"{key}.guide: {entry['guide']!r} is not a trained guide set")
+        spec = grammar.parse_guide_set(entry["guide"])
+        if spec.lr is not None:
+            raise ConfigError(f"{key}.guide: {entry['guide']!r} names a learning rate; the grid is {key}.values")
+        if (spec.rank is None) != (family == "full"):
+            raise ConfigError(f"{key}: the {family!r} family's rate is tuned on "
+                              f"{'a full fine-tuning' if family == 'full' else 'a LoRA'} set, not {entry['guide']!r}")
 
 
 def _check_data_source(data: dict) -> None:

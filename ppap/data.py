@@ -29,10 +29,14 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def load_digits_split(image_size: int = 8, test_fraction: float = 0.2, seed: int = 0) -> dict[str, np.ndarray]:
+def load_digits_split(image_size: int = 8, test_fraction: float = 0.2, seed: int = 0,
+                      val_fraction: float = 0.0) -> dict[str, np.ndarray]:
     """scikit-learn's 1797 handwritten digits as uint8 NHWC at `image_size`, with a seeded split.
 
-    The split is stratified by class so both halves hold every digit in the same proportions.
+    The split is stratified by class so every part holds every digit in the same proportions.
+    With ``val_fraction`` > 0 a validation split (that fraction of the training part, stratified,
+    same seed) is carved out of the training images: settings are chosen on it, the test digits
+    only score. The test split is the same whatever ``val_fraction`` is.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -45,8 +49,22 @@ def load_digits_split(image_size: int = 8, test_fraction: float = 0.2, seed: int
     labels = digits.target.astype(np.int64)
     idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
                                            random_state=seed, stratify=labels)
-    return dict(train_images=images[idx_train], train_labels=labels[idx_train],
-                test_images=images[idx_test], test_labels=labels[idx_test])
+    split = dict(train_images=images[idx_train], train_labels=labels[idx_train],
+                 test_images=images[idx_test], test_labels=labels[idx_test])
+    return carve_validation(split, val_fraction, seed)
+
+
+def carve_validation(split: dict[str, np.ndarray], val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Move a stratified, seeded ``val_fraction`` of the training images into ``val_*`` arrays."""
+    if val_fraction <= 0:
+        return split
+    from sklearn.model_selection import train_test_split
+
+    labels = split["train_labels"]
+    idx_train, idx_val = train_test_split(np.arange(len(labels)), test_size=val_fraction, random_state=seed,
+                                          stratify=labels)
+    return dict(split, train_images=split["train_images"][idx_train], train_labels=labels[idx_train],
+                val_images=split["train_images"][idx_val], val_labels=labels[idx_val])
 
 
 def save_samples(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray | None = None) -> None:
@@ -318,9 +336,10 @@ def load_image_folder(root: str | os.PathLike, image_size: int, per_class: int |
 
 def load_folder_split(train_dir, image_size: int, test_dir=None, train_per_class: int | None = None,
                       test_per_class: int | None = None, test_fraction: float = 0.2,
-                      seed: int = 0) -> dict[str, np.ndarray]:
+                      seed: int = 0, val_fraction: float = 0.0) -> dict[str, np.ndarray]:
     """The ``prepare_data`` arrays from ImageFolder trees: ``test_dir`` is the test split, or else a
-    stratified seeded ``test_fraction`` of ``train_dir`` (as for the digits). Adds ``class_names``."""
+    stratified seeded ``test_fraction`` of ``train_dir`` (as for the digits); a validation split
+    as for the digits (:func:`carve_validation`). Adds ``class_names``."""
     images, labels, classes = load_image_folder(train_dir, image_size, train_per_class)
     if test_dir is not None:
         test_images, test_labels, _ = load_image_folder(test_dir, image_size, test_per_class, classes=classes)
@@ -332,19 +351,22 @@ def load_folder_split(train_dir, image_size: int, test_dir=None, train_per_class
                                                stratify=labels)
         split = dict(train_images=images[idx_train], train_labels=labels[idx_train],
                      test_images=images[idx_test], test_labels=labels[idx_test])
-    return dict(split, class_names=np.asarray(classes))
+    return dict(carve_validation(split, val_fraction, seed), class_names=np.asarray(classes))
 
 
 def image_grid(images: np.ndarray, nrow: int, upscale: int = 1, padding: int = 0, pad_value: int = 128) -> np.ndarray:
     """Tile uint8 NHWC images into one HWC image (nrow images per row), nearest-neighbour upscaled,
-    with `padding` pixels of `pad_value` between tiles (after upscaling)."""
+    with `padding` pixels of `pad_value` between tiles (after upscaling).
+
+    Every cell holds an image: the images must fill whole rows (no blank cells are made up)."""
     n, h, w, c = images.shape
+    if nrow < 1 or n == 0 or n % nrow:
+        raise ValueError(f"{n} images do not fill whole rows of {nrow} (see class_rows)")
     if upscale > 1:
         images = images.repeat(upscale, axis=1).repeat(upscale, axis=2)
         h, w = h * upscale, w * upscale
-    ncol = -(-n // nrow)
-    blank = np.zeros((ncol * nrow - n, h, w, c), dtype=images.dtype)
-    tiles = np.concatenate([images, blank]).reshape(ncol, nrow, h, w, c)
+    ncol = n // nrow
+    tiles = images.reshape(ncol, nrow, h, w, c)
     if padding:
         tiles = np.pad(tiles, ((0, 0), (0, 0), (0, padding), (0, padding), (0, 0)), constant_values=pad_value)
         h, w = h + padding, w + padding
@@ -352,20 +374,69 @@ def image_grid(images: np.ndarray, nrow: int, upscale: int = 1, padding: int = 0
     return grid[: grid.shape[0] - padding or None, : grid.shape[1] - padding or None]
 
 
-def save_png(path: str | os.PathLike, image_hwc: np.ndarray) -> None:
+def save_png(path: str | os.PathLike, image_hwc: np.ndarray, text: dict[str, str] | None = None) -> None:
+    """A uint8 HWC image as a PNG, written atomically; `text` goes into PNG text chunks."""
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
     image = image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc
     with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+        Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
 
 
-def class_rows(images: np.ndarray, labels: np.ndarray, per_class: int, num_classes: int) -> np.ndarray:
-    """Pick `per_class` images of each target class, one class per row (missing slots stay black)."""
-    rows = []
-    for c in range(num_classes):
-        picked = images[labels == c][:per_class]
-        if len(picked) < per_class:
-            picked = np.concatenate([picked, np.zeros((per_class - len(picked), *images.shape[1:]), images.dtype)])
-        rows.append(picked)
-    return np.concatenate(rows)
+def class_rows(images: np.ndarray, labels: np.ndarray | None, per_class: int, num_classes: int) -> np.ndarray:
+    """The cells of a sample grid, row after row: `num_classes` rows of up to `per_class` images.
+
+    With target `labels`, row c holds images of class c. Every row has the same length and every
+    cell an image: when a class has fewer than `per_class` images, every row shrinks to that count.
+    Without labels (an unguided run) the same rows are filled in sample order, so that unguided
+    and guided grids of as many samples have the same shape.
+    """
+    if labels is None:
+        per_row = min(per_class, len(images) // num_classes)
+        if per_row < 1:
+            raise ValueError(f"{len(images)} images cannot fill {num_classes} grid rows")
+        return images[: num_classes * per_row]
+    labels = np.asarray(labels)
+    counts = [int(np.sum(labels == c)) for c in range(num_classes)]
+    per_row = min(per_class, *counts)
+    if per_row < 1:
+        raise ValueError(f"no samples of target class {counts.index(0)} for its grid row")
+    return np.concatenate([images[labels == c][:per_row] for c in range(num_classes)])
+
+
+GRID_TEXT_KEY = "ppap-grid"     # the PNG text chunk that holds a sample grid's layout (JSON)
+
+
+def save_sample_grid(path: str | os.PathLike, cells: np.ndarray, rows: int, row_labels: list | tuple | None = None,
+                     upscale: int = 1, padding: int = 2) -> np.ndarray:
+    """Tile `cells` (uint8 NHWC, `rows` whole rows, e.g. from :func:`class_rows`) into a PNG whose
+    text chunk records the layout: rows, columns, padding and each row's target class (None for an
+    unguided grid). Returns the grid."""
+    import json
+
+    if rows < 1 or len(cells) % rows:
+        raise ValueError(f"{len(cells)} images do not fill {rows} grid rows")
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"{len(row_labels)} row labels for {rows} grid rows")
+    cols = len(cells) // rows
+    grid = image_grid(cells, nrow=cols, upscale=upscale, padding=padding)
+    layout = dict(rows=rows, cols=cols, padding=padding,
+                  row_labels=None if row_labels is None else [str(v) for v in row_labels])
+    save_png(path, grid, text={GRID_TEXT_KEY: json.dumps(layout, sort_keys=True)})
+    return grid
+
+
+def load_sample_grid(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
+    """A grid PNG as uint8 HWC and its layout (None for a PNG written without one)."""
+    import json
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        text = getattr(image, "text", {}).get(GRID_TEXT_KEY)
+        array = np.asarray(image)
+    return (array[..., None] if array.ndim == 2 else array), (json.loads(text) if text else None)

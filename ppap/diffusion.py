@@ -33,6 +33,19 @@ def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> to
     return (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
 
 
+def clipped_eps(eps_fn: EpsFn, alphas_cumprod: torch.Tensor) -> EpsFn:
+    """The denoiser as guided-diffusion's ``p_mean_variance`` sees it with ``clip_denoised``: x0
+    predicted from eps and clipped to [-1, 1], eps re-derived from the clipped x0
+    (``_predict_eps_from_xstart``). Guidance wraps this, and the sampler then clips no more."""
+
+    def eps_of_clipped_x0(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        abar_t = _per_sample(alphas_cumprod.to(x.device)[t], x)
+        x0 = predict_x0(x, eps_fn(x, t), alphas_cumprod.to(x.device)[t]).clamp(-1, 1)
+        return (x - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+
+    return eps_of_clipped_x0
+
+
 def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor,
               eta: float = 0.0, noise: torch.Tensor | None = None, clip_x0: bool = True) -> torch.Tensor:
     """One DDIM update x_t -> x_prev (Song et al., 2021, Eq. 12); eta = 0 is deterministic."""

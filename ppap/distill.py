@@ -5,8 +5,8 @@
   the teacher's softened distribution.
 * Labeled baselines: cross-entropy on noised real images, with ground-truth labels.
 
-Both work for LoRA experts (one backbone, one adapter per expert; batch norm frozen so the shared
-backbone never changes) and for full fine-tuning (a separate copy per expert).
+Both work for LoRA experts (one backbone, one adapter per expert, each with its own copy of the
+normalisation layers when they are trained) and for full fine-tuning (a separate copy per expert).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppap.training import check_finite, make_optimizer, noisy_inputs, progress, random_batch
+from ppap.training import check_finite, linear_decay, make_optimizer, noisy_inputs, progress, random_batch
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -48,18 +48,24 @@ def fit_noise_aware(
     warmup_steps: int = 0,
     show_progress: bool = True,
     desc: str = "expert",
+    optimizer: torch.optim.Optimizer | None = None,                   # AdamW over `params`, e.g. warm-started
 ) -> list[float]:
     """Train `student` on noisy inputs from `t_range`; returns the per-step mean loss.
 
     Exactly one of `labels` (cross-entropy), `teacher` or `teacher_logits` (knowledge transfer)
     must be given. The teacher sees clean, fixed images, so its logits can be computed once
     (:func:`precompute_teacher_logits`): the same loss for a fraction of the cost.
+    An `optimizer` given (to continue from another run's moments) is used as it is, with the
+    linear-decay schedule from its own learning rate; otherwise AdamW(lr, weight_decay).
     """
     if sum(arg is not None for arg in (labels, teacher, teacher_logits)) != 1:
         raise ValueError("give exactly one of labels (cross-entropy) or teacher / teacher_logits (knowledge transfer)")
     if teacher_logits is not None and len(teacher_logits) != len(clean_images):
         raise ValueError(f"{len(teacher_logits)} teacher logits for {len(clean_images)} images")
-    optimizer, schedule = make_optimizer(list(params), lr, weight_decay, steps, warmup_steps)
+    if optimizer is None:
+        optimizer, schedule = make_optimizer(list(params), lr, weight_decay, steps, warmup_steps)
+    else:
+        schedule = linear_decay(optimizer, steps, warmup_steps)
     losses = []
     for step in progress(range(steps), total=steps, desc=desc, enabled=show_progress):
         idx = random_batch(len(clean_images), batch_size, generator).to(clean_images.device)

@@ -8,10 +8,12 @@ DDPM guidance shifts the posterior mean (their Algorithm 1):
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from ppap.diffusion import clipped_eps
 
 Guide = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -54,3 +56,38 @@ def classifier_mean_shift(guide: Guide, labels: torch.Tensor, scale: float) -> C
         return scale * variance * grad_log_prob(guide, x, t, labels)
 
     return shift
+
+
+class GuidedModel(NamedTuple):
+    """What a sampler is given: the epsilon function, the DDPM mean shift, and whether the sampler
+    itself clips x0 (``sample_ddim(eps_fn, ..., clip_x0=clip_x0)``)."""
+
+    eps_fn: Callable
+    mean_shift_fn: Callable | None
+    clip_x0: bool
+
+
+def guided_model(eps_model: Callable, alphas_cumprod: torch.Tensor, sampler: str = "ddim",
+                 clip: str = "guided_diffusion", guide: Guide | None = None, labels: torch.Tensor | None = None,
+                 scale: float = 0.0) -> GuidedModel:
+    """Compose denoiser, clipping and classifier guidance in the order `clip` names.
+
+    * ``guided_diffusion`` (Dhariwal & Nichol's code): DDIM predicts x0 from the *unguided* eps,
+      clips it, re-derives eps, subtracts sqrt(1 - abar) s grad and clips no more; DDPM clips x0,
+      forms the posterior mean and adds s Sigma grad.
+    * ``after_guidance`` (DDIM only): the sampler clips the x0 of the *guided* eps.
+    * ``none``: nothing is clipped.
+    Without a guide the same clipping applies to the plain denoiser.
+    """
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"unknown sampler {sampler!r} (use ddim or ddpm)")
+    if clip not in ("guided_diffusion", "after_guidance", "none"):
+        raise ValueError(f"unknown clip order {clip!r} (use guided_diffusion, after_guidance or none)")
+    if sampler == "ddpm" and clip == "after_guidance":
+        raise ValueError("clipping after guidance is defined for DDIM only")
+    if sampler == "ddpm":
+        shift = None if guide is None else classifier_mean_shift(guide, labels, scale)
+        return GuidedModel(eps_model, shift, clip == "guided_diffusion")
+    denoiser = clipped_eps(eps_model, alphas_cumprod) if clip == "guided_diffusion" else eps_model
+    eps_fn = denoiser if guide is None else classifier_guided_eps(denoiser, guide, labels, alphas_cumprod, scale)
+    return GuidedModel(eps_fn, None, clip == "after_guidance")

@@ -6,47 +6,18 @@ Kept here (not in the scripts) so every step is importable and unit-tested.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ppap import adapters, data, diffusion, distill, experts, guidance, schedules
-from ppap.config import ConfigError, parse_guide_name
+from ppap import adapters, data, diffusion, distill, experts, grammar, guidance, schedules
+from ppap.config import ExpertTraining
 from ppap.models import classifiers, unet as unet_models
-from ppap.models.checkpoints import CheckpointError, load_checkpoint
+from ppap.models.checkpoints import CheckpointError, load_checkpoint, load_state_dict_strict
 from ppap.runtime import autocast_context
-from ppap.training import noisy_accuracy
-
-
-@dataclass(frozen=True)
-class ExpertSetSpec:
-    """A trained guide set, parsed from names like ``datafree_lora4_n5`` or ``labeled_full_n1``
-    (grammar in :mod:`ppap.config`)."""
-
-    guide_id: str
-    supervision: str                # "labeled" (ground truth, real images) or "datafree" (teacher, synthetic)
-    rank: int | None                # LoRA rank; None for full fine-tuning
-    n_experts: int
-    synthetic_size: int | None = None   # data-free set size override (None: the config's)
-    temperature: float | None = None    # knowledge-transfer temperature override (None: the config's)
-
-    @classmethod
-    def parse(cls, guide_id: str) -> "ExpertSetSpec":
-        try:
-            parts = parse_guide_name(guide_id)
-        except ConfigError as err:
-            raise ValueError(f"bad guide set id: {err}") from None
-        if parts["kind"] != "experts":
-            raise ValueError(f"{guide_id!r} is not a trained guide set")
-        return cls(guide_id, parts["supervision"], parts["rank"], parts["n_experts"], parts["synthetic_size"],
-                   parts["temperature"])
-
-    @property
-    def adapter(self) -> str:
-        return "full" if self.rank is None else f"lora{self.rank}"
+from ppap.training import load_optimizer_moments, noisy_accuracy, optimizer_moments
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -59,153 +30,193 @@ def load_digits_npz(path) -> dict[str, np.ndarray]:
 # -------------------------------------------------------------------------------------- experts
 
 def train_expert(
-    spec: ExpertSetSpec,
-    index: int,
-    base_guide_path,
+    settings: ExpertTraining,           # the set's resolved factors and the training section
+    index: int,                         # which expert of the set
+    base_guide_path,                    # the off-the-shelf guide (backbone, teacher)
     alphas_cumprod: torch.Tensor,
-    clean_images: torch.Tensor,
-    labels: torch.Tensor | None,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    temperature: float,
-    lora_alpha: float,
-    lora_layer_types: Sequence[str],
-    lora_include: str | None,
-    lora_exclude: str | None,
+    clean_images,                       # synthetic x0 (data-free) or real training images (labeled)
+    labels: torch.Tensor | None,        # ground truth (labeled sets only)
     generator: torch.Generator,
     device: torch.device,
+    previous_expert=None,               # expert index-1's file: the warm start (None: from the guide)
     show_progress: bool = True,
-    ranges: Sequence[tuple[int, int]] | None = None,
-    precision: str = "fp32",
-) -> tuple[torch.nn.Module, dict]:
-    """Train expert `index` of the set `spec`; returns (model to save, stats).
+) -> tuple[torch.nn.Module, dict, dict | None]:
+    """Train expert `index` of a guide set; returns (model to save, stats, optimizer moments).
 
     ``clean_images`` (a float NCHW tensor in [-1, 1], or a :class:`ppap.data.ImagePool` that reads
     each batch from uint8 arrays, e.g. memory-mapped shards) are the synthetic samples for
     data-free transfer and the real training images (with ``labels``) for the labeled baselines.
-    ``ranges`` overrides the equal split of [0, T).
-    ``precision`` (fp32 | bf16 | auto) runs the guide's forward passes under bf16 autocast
-    (:func:`ppap.runtime.autocast_context`); weights, optimiser state and losses stay float32.
+
+    As the original PPAP trains its experts: LoRA experts with ``norm: trained`` carry their own
+    normalisation layers (affine parameters trainable, batch norm in train mode, so its running
+    statistics follow the expert's noise levels); with ``warm_start`` the expert starts from
+    expert index-1's weights (LoRA and normalisation state, or the whole network) and, with
+    ``optimizer``, continues its AdamW moments. Under ``precision`` bf16 the guide's forward
+    passes run in autocast; weights, optimiser state and losses stay float32.
     """
-    ranges = expert_ranges(spec, len(alphas_cumprod), ranges)
-    t_range = ranges[index]
-    guide = classifiers.load_guide(base_guide_path).to(device)
-    alphas_cumprod = alphas_cumprod.to(device)
-    common = dict(clean_images=clean_images.to(device), t_range=t_range, alphas_cumprod=alphas_cumprod,
-                  steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, generator=generator,
-                  temperature=temperature, show_progress=show_progress, desc=f"{spec.guide_id}[{index}]",
-                  labels=None if labels is None else labels.to(device))
-    if spec.supervision == "labeled" and labels is None:
+    if settings.supervision == "labeled" and labels is None:
         raise ValueError("labeled experts need labels")
-    if spec.rank is not None:
-        targets = adapters.lora_target_modules(guide, lora_layer_types, lora_include, lora_exclude)
+    if not 0 <= index < settings.n_experts:
+        raise ValueError(f"{settings.guide_set} has experts 0..{settings.n_experts - 1}, not {index}")
+    warm = settings.warm_start != "off" and index > 0
+    if warm != (previous_expert is not None):
+        raise ValueError(f"{settings.guide_set}[{index}]: warm start {settings.warm_start!r} "
+                         + ("needs the previous expert's file" if warm else "takes no previous expert"))
+    ranges = expert_ranges(settings.guide_set, settings.n_experts, len(alphas_cumprod), settings.ranges)
+    guide = classifiers.load_guide(base_guide_path).to(device)
+    previous = None
+    if warm:
+        previous = load_checkpoint(previous_expert, classifiers.GUIDE_KIND if settings.rank is None else adapters.ADAPTER_KIND)
+        _check_expert_file(previous_expert, previous, settings.guide_set, settings.rank, index - 1, ranges[index - 1])
+    if settings.rank is not None:
+        lora = settings.lora
+        targets = adapters.lora_target_modules(guide, lora["layer_types"], lora["include"], lora["exclude"])
+        norms = adapters.norm_modules(guide) if settings.norm == "trained" else []
         name = f"expert{index}"
         # peft draws each adapter's initial A from torch's global RNG, whose seed differs in every
         # process: seed it from this expert's generator (its stream is left untouched).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(generator.initial_seed())
-            model = adapters.attach_lora_experts(guide, [name], spec.rank, lora_alpha, targets)
+            model = adapters.attach_lora_experts(guide, [name], settings.rank, lora["alpha"], targets,
+                                                 modules_to_save=norms)
+        if warm:
+            adapters.load_adapter(model, name, previous_expert)
         params = adapters.train_only_adapter(model, name)
-        model.eval()  # batch norm keeps the clean guide's statistics: the backbone is shared and frozen
-        teacher = distill.adapter_teacher(model) if spec.supervision == "datafree" else None
         trainable = adapters.adapter_parameter_count(model, name)
+        model.eval()  # the teacher's logits below: clean statistics, adapters off
+        teacher = distill.adapter_teacher(model) if settings.supervision == "datafree" else None
     else:
         model = guide
-        teacher = None
-        if spec.supervision == "datafree":
-            teacher = distill.module_teacher(copy.deepcopy(guide))
-        model.train()
+        teacher = distill.module_teacher(copy.deepcopy(guide)) if settings.supervision == "datafree" else None
+        if warm:
+            load_state_dict_strict(model, previous["state_dict"], previous_expert)
         params = list(model.parameters())
         trainable = sum(p.numel() for p in params)
+    images = clean_images.to(device)
     teacher_logits = None
-    if spec.supervision == "datafree":
-        common["labels"] = None  # data-free: the teacher's softened outputs are the only target
+    if settings.supervision == "datafree":
         # The teacher is frozen and sees fixed clean images: its logits are computed once.
-        with autocast_context(device, precision):
-            teacher_logits = distill.precompute_teacher_logits(teacher, common["clean_images"])
-    with autocast_context(device, precision):
-        losses = distill.fit_noise_aware(model, params, teacher_logits=teacher_logits, **common)
+        with autocast_context(device, settings.precision):
+            teacher_logits = distill.precompute_teacher_logits(teacher, images)
+    # Batch norm in train mode wherever it is trained: full fine-tuning, or per-expert norms.
+    model.train(settings.rank is None or settings.norm == "trained")
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    if warm and settings.warm_start == "optimizer":
+        if previous.get("optimizer_moments") is None:
+            raise CheckpointError(f"{previous_expert} holds no optimizer state to continue from "
+                                  "(warm_start: optimizer)")
+        load_optimizer_moments(optimizer, previous["optimizer_moments"])
+    with autocast_context(device, settings.precision):
+        losses = distill.fit_noise_aware(
+            model, params, images, ranges[index], alphas_cumprod.to(device), settings.steps,
+            settings.batch_size if settings.batch_size_by_device is None
+            else settings.batch_size_by_device.get(device.type, settings.batch_size),
+            settings.lr, generator, labels=None if teacher_logits is not None else labels.to(device),
+            teacher_logits=teacher_logits, temperature=settings.temperature or 1.0,
+            weight_decay=settings.weight_decay, show_progress=show_progress,
+            desc=f"{settings.guide_set}[{index}]", optimizer=optimizer)
     model.eval()
-    stats = dict(t_range=list(t_range), trainable_params=trainable, final_loss=float(np.mean(losses[-20:])),
-                 first_loss=float(np.mean(losses[:20])))
-    return model, stats
+    window = max(1, min(20, len(losses) // 10))  # short runs: the windows must not overlap
+    stats = dict(t_range=list(ranges[index]), trainable_params=trainable, steps=settings.steps,
+                 first_loss=float(np.mean(losses[:window])), final_loss=float(np.mean(losses[-window:])),
+                 loss_window=window, warm_started_from=str(previous_expert) if warm else None,
+                 norm=settings.norm if settings.rank is not None else "trained", warm_start=settings.warm_start,
+                 lr=settings.lr, seed=settings.seed)
+    return model, stats, optimizer_moments(optimizer)
 
 
-def save_expert(path, model: torch.nn.Module, spec: ExpertSetSpec, index: int, stats: dict, base_guide_path) -> None:
-    """Adapters are saved alone (the backbone is the base guide's file); full experts whole."""
-    if spec.rank is not None:
-        adapters.save_adapter(path, model, f"expert{index}", guide_id=spec.guide_id, index=index, stats=stats)
+def save_expert(path, model: torch.nn.Module, settings: ExpertTraining, index: int, stats: dict, base_guide_path,
+                moments: dict | None = None) -> None:
+    """Adapters (LoRA and their own normalisation state) are saved alone, the backbone being the
+    base guide's file; full experts whole. The optimizer moments travel with the file only when a
+    warm-started successor continues them (``warm_start: optimizer``)."""
+    extra = dict(guide_id=settings.guide_set, index=index, stats=stats)
+    if moments is not None and settings.warm_start == "optimizer" and index + 1 < settings.n_experts:
+        extra["optimizer_moments"] = moments
+    if settings.rank is not None:
+        adapters.save_adapter(path, model, f"expert{index}", **extra)
     else:
         base_spec = load_checkpoint(base_guide_path, classifiers.GUIDE_KIND)["spec"]
-        classifiers.save_guide(path, model, base_spec, guide_id=spec.guide_id, index=index, stats=stats)
+        classifiers.save_guide(path, model, base_spec, **extra)
 
 
-def expert_ranges(spec: ExpertSetSpec, num_timesteps: int,
+def expert_ranges(guide_set: str, n_experts: int, num_timesteps: int,
                   ranges: Sequence[Sequence[int]] | None = None) -> list[tuple[int, int]]:
     """The set's half-open ranges: given ones (checked to tile [0, T)), else the equal split."""
     if ranges is None:
-        return experts.timestep_ranges(num_timesteps, spec.n_experts)
+        return experts.timestep_ranges(num_timesteps, n_experts)
     ranges = [tuple(int(v) for v in r) for r in ranges]
-    if len(ranges) != spec.n_experts:
-        raise ValueError(f"{spec.guide_id}: {len(ranges)} ranges for {spec.n_experts} experts")
+    if len(ranges) != n_experts:
+        raise ValueError(f"{guide_set}: {len(ranges)} ranges for {n_experts} experts")
     experts.check_ranges(ranges, num_timesteps)
     return ranges
 
 
-def load_expert_set(spec: ExpertSetSpec, base_guide_path, expert_paths: Sequence, num_timesteps: int,
-                    ranges: Sequence[Sequence[int]] | None = None) -> experts.RoutedGuide:
+def load_expert_set(guide_set: str, base_guide_path, expert_paths: Sequence, num_timesteps: int,
+                    ranges: Sequence[Sequence[int]] | None = None, merge: bool = False) -> experts.RoutedGuide:
     """The routed guide of a trained set: adapters on one backbone, or N full copies.
 
     Each expert file records the set, index and range it was trained for; a file of another
     kind (adapter vs full guide), set, index, rank or range is a :class:`CheckpointError` naming
-    it, not a silently wrong guide. Every file loads with ``weights_only=True`` and strict keys.
+    it, not a silently wrong guide. Every file loads with ``weights_only=True`` and strict keys;
+    each adapter brings its own normalisation state, which the router selects with it.
     """
+    spec = grammar.parse_guide_set(guide_set)
     if len(expert_paths) != spec.n_experts:
-        raise ValueError(f"{spec.guide_id}: {len(expert_paths)} expert files for {spec.n_experts} experts")
-    ranges = expert_ranges(spec, num_timesteps, ranges)
+        raise ValueError(f"{guide_set}: {len(expert_paths)} expert files for {spec.n_experts} experts")
+    ranges = expert_ranges(guide_set, spec.n_experts, num_timesteps, ranges)
     kind = classifiers.GUIDE_KIND if spec.rank is None else adapters.ADAPTER_KIND
     for index, path in enumerate(expert_paths):
         payload = load_checkpoint(path, kind)
-        _check_expert_file(path, payload, spec, index, ranges[index])
+        _check_expert_file(path, payload, guide_set, spec.rank, index, ranges[index])
     if spec.rank is None:
         return experts.ModuleExperts([classifiers.load_guide(p) for p in expert_paths], ranges).eval()
     guide = classifiers.load_guide(base_guide_path)
     first = adapters.read_adapter(expert_paths[0])["lora"]
     names = [f"expert{i}" for i in range(spec.n_experts)]
     with torch.random.fork_rng(devices=[]):  # fresh adapters draw an init (then overwritten) from the global RNG
-        model = adapters.attach_lora_experts(guide, names[:1], first["rank"], first["alpha"], first["target_modules"])
+        model = adapters.attach_lora_experts(guide, names[:1], first["rank"], first["alpha"], first["target_modules"],
+                                             modules_to_save=first.get("modules_to_save", ()))
         for name, path in zip(names, expert_paths):
             adapters.load_adapter(model, name, path)
     model.requires_grad_(False)
-    return experts.AdapterExperts(model, names, ranges).eval()
+    return experts.AdapterExperts(model, names, ranges, merge=merge).eval()
 
 
-def _check_expert_file(path, payload: dict, spec: ExpertSetSpec, index: int, t_range: Sequence[int]) -> None:
+def _check_expert_file(path, payload: dict, guide_set: str, rank: int | None, index: int,
+                       t_range: Sequence[int]) -> None:
     """The metadata :func:`save_expert` wrote must say: this set, this index, this range (and rank)."""
-    where = f"expert {index} of {spec.guide_id}"
+    where = f"expert {index} of {guide_set}"
     guide_id = payload.get("guide_id")
-    if guide_id is not None and guide_id != spec.guide_id:
-        raise CheckpointError(f"{path} is an expert of {guide_id}, not of {spec.guide_id} (loading it as {where})")
+    if guide_id is not None and guide_id != guide_set:
+        raise CheckpointError(f"{path} is an expert of {guide_id}, not of {guide_set} (loading it as {where})")
     if payload.get("index") is not None and payload["index"] != index:
         raise CheckpointError(f"{path} is expert {payload['index']}, not {where}")
     trained_on = payload.get("stats", {}).get("t_range")
     if trained_on is not None and tuple(trained_on) != tuple(t_range):
         raise CheckpointError(f"{path} was trained on timesteps {list(trained_on)}, "
-                              f"but {spec.guide_id} routes {list(t_range)} to it")
-    if spec.rank is not None and payload["lora"]["rank"] != spec.rank:
-        raise CheckpointError(f"{path} holds a rank-{payload['lora']['rank']} adapter, {spec.guide_id} has rank {spec.rank}")
+                              f"but {guide_set} routes {list(t_range)} to it")
+    if rank is not None and payload["lora"]["rank"] != rank:
+        raise CheckpointError(f"{path} holds a rank-{payload['lora']['rank']} adapter, {guide_set} has rank {rank}")
 
 
-def parameter_accounting(spec: ExpertSetSpec | None, base_params: int, expert_paths: Sequence = ()) -> dict:
-    """Trainable parameters (trained for guidance) and stored parameters (on disk, guide included)."""
-    if spec is None:
+def parameter_accounting(guide_set: str | None, base_params: int, expert_paths: Sequence = ()) -> dict:
+    """Trainable parameters (trained for guidance) and stored parameters (on disk, guide included).
+
+    LoRA experts: their LoRA matrices and, when trained, their own normalisation parameters
+    (trainable) plus its running statistics (stored). Full fine-tuning: N whole copies.
+    """
+    if guide_set is None:
         return dict(trainable_params=0, stored_params=base_params)
+    spec = grammar.parse_guide_set(guide_set)
     if spec.rank is None:
         return dict(trainable_params=spec.n_experts * base_params, stored_params=spec.n_experts * base_params)
-    adapter_params = [sum(v.numel() for v in adapters.read_adapter(p)["state_dict"].values()) for p in expert_paths]
-    return dict(trainable_params=int(sum(adapter_params)), stored_params=int(base_params + sum(adapter_params)))
+    trainable, stored = 0, base_params
+    for path in expert_paths:
+        payload = adapters.read_adapter(path)
+        trainable += int(payload["stats"]["trainable_params"])
+        stored += sum(v.numel() for k, v in payload["state_dict"].items() if not k.endswith("num_batches_tracked"))
+    return dict(trainable_params=trainable, stored_params=int(stored))
 
 
 def expert_set_accuracy(guide, images: torch.Tensor, labels: torch.Tensor, alphas_cumprod: torch.Tensor,
@@ -238,15 +249,24 @@ def generate_samples(
     num_classes: int = 10,
     show_progress: bool = True,
     precision: str = "fp32",            # fp32 | bf16 | auto: bf16 autocast for the UNet and the guide
+    clip: str = "guided_diffusion",     # guided_diffusion | after_guidance | none (see below)
+    spacing: str = "ddim",              # ddim (guided-diffusion's ddimN) | leading | trailing
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw samples batch by batch; batch b uses a generator seeded (seed, b), so runs are
     reproducible and any batch can be regenerated alone. Returns uint8 NHWC images and labels.
+
+    ``clip`` says where x0 is clipped to [-1, 1]. ``guided_diffusion`` is guided-diffusion's order:
+    DDIM clips the denoiser's own x0 and re-derives epsilon from it, then adds the guidance term
+    and does not clip again (``condition_score`` then ``ddim_sample``); DDPM clips x0, forms the
+    posterior mean and shifts it (``p_mean_variance``, ``condition_mean``). ``after_guidance``
+    (DDIM only) clips the x0 predicted from the guided epsilon, which removes the part of the push
+    that leaves [-1, 1]. ``none`` never clips.
 
     Under bf16 the networks run in autocast; x_t, the guidance gradient and the sampler's update
     stay float32 (the epsilon model and ``grad_log_prob`` return float32)."""
     from ppap.training import progress
 
-    timesteps = schedules.respaced_timesteps(len(alphas_cumprod), steps)
+    timesteps = schedules.respaced_timesteps(len(alphas_cumprod), steps, spacing)
     label_generator = torch.Generator().manual_seed(seed)
     labels = balanced_labels(num_samples, num_classes, label_generator) if guide is not None else None
     alphas_cumprod = alphas_cumprod.to(device)
@@ -256,19 +276,15 @@ def generate_samples(
         n = min(batch_size, num_samples - start)
         generator = torch.Generator().manual_seed(seed * 100_003 + b)
         x_T = diffusion.randn((n, *image_shape), generator, torch.empty(0, device=device))
-        eps_fn, mean_shift = eps_model, None
-        if guide is not None:
-            y = labels[start:start + n].to(device)
-            if sampler == "ddim":
-                eps_fn = guidance.classifier_guided_eps(eps_model, guide, y, alphas_cumprod, guidance_scale)
-            else:
-                mean_shift = guidance.classifier_mean_shift(guide, y, guidance_scale)
+        y = labels[start:start + n].to(device) if guide is not None else None
+        model = guidance.guided_model(eps_model, alphas_cumprod, sampler, clip, guide, y, guidance_scale)
         with torch.no_grad(), autocast_context(device, precision):
             if sampler == "ddim":
-                x = diffusion.sample_ddim(eps_fn, x_T, timesteps, alphas_cumprod, eta=eta, generator=generator)
+                x = diffusion.sample_ddim(model.eps_fn, x_T, timesteps, alphas_cumprod, eta=eta, generator=generator,
+                                          clip_x0=model.clip_x0)
             elif sampler == "ddpm":
-                x = diffusion.sample_ddpm(eps_fn, x_T, timesteps, alphas_cumprod, generator=generator,
-                                          mean_shift_fn=mean_shift)
+                x = diffusion.sample_ddpm(model.eps_fn, x_T, timesteps, alphas_cumprod, generator=generator,
+                                          clip_x0=model.clip_x0, mean_shift_fn=model.mean_shift_fn)
             else:
                 raise ValueError(f"unknown sampler {sampler!r} (use ddim or ddpm)")
         images.append(data.to_uint8(x))

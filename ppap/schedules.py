@@ -11,6 +11,8 @@ import math
 import numpy as np
 import torch
 
+from ppap.spacing import spaced_timesteps
+
 
 def alphas_cumprod_from_scheduler(scheduler) -> torch.Tensor:
     """alpha-bar_t for t = 0..T-1 as float64, from any diffusers DDPM-family scheduler."""
@@ -27,23 +29,10 @@ def make_ddpm_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "l
                          clip_sample=False)
 
 
-def respaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "trailing") -> torch.Tensor:
-    """Decreasing timesteps visited by a `num_steps` sampler.
-
-    ``trailing`` starts at T-1 (pure noise) and strides down: the spacing diffusers recommends
-    after Lin et al. (2024); ``leading`` is guided-diffusion's ``ddimN`` (0, T/N, 2T/N, ...).
-    """
-    if not 1 <= num_steps <= num_train_timesteps:
-        raise ValueError(f"num_steps must be in [1, {num_train_timesteps}], got {num_steps}")
-    if spacing == "trailing":
-        # diffusers' formula, cut to N: the float arange sometimes yields an (N+1)-th value at
-        # about 0, i.e. timestep -1 (T = 1000, N = 61 for instance; diffusers keeps it).
-        steps = np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / num_steps)).astype(np.int64)[:num_steps] - 1
-    elif spacing == "leading":
-        steps = (np.arange(num_steps) * (num_train_timesteps // num_steps))[::-1].astype(np.int64)
-    else:
-        raise ValueError(f"unknown timestep spacing {spacing!r} (use 'trailing' or 'leading')")
-    return torch.as_tensor(steps.copy())
+def respaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "ddim") -> torch.Tensor:
+    """Decreasing timesteps visited by a `num_steps` sampler (:func:`ppap.spacing.spaced_timesteps`:
+    ``ddim`` = guided-diffusion's ``ddimN``, ``leading``, ``trailing``)."""
+    return torch.as_tensor(spaced_timesteps(num_train_timesteps, num_steps, spacing), dtype=torch.int64)
 
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -44,13 +44,41 @@ def make_optimizer(params: Sequence[nn.Parameter], lr: float, weight_decay: floa
                    warmup_steps: int = 0) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW, linear warm-up then linear decay to zero (the PPAP recipe's schedule)."""
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return optimizer, linear_decay(optimizer, steps, warmup_steps)
+
+
+def linear_decay(optimizer: torch.optim.Optimizer, steps: int,
+                 warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate of every group: linear warm-up, then linear decay to zero at `steps`."""
 
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
         return max(0.0, (steps - step) / max(1, steps - warmup_steps))
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_moments(optimizer: torch.optim.Optimizer) -> dict:
+    """The per-parameter state of an optimizer (AdamW: step, exp_avg, exp_avg_sq), by position."""
+    return {index: {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in state.items()}
+            for index, state in optimizer.state_dict()["state"].items()}
+
+
+def load_optimizer_moments(optimizer: torch.optim.Optimizer, moments: dict) -> None:
+    """Continue from another run's per-parameter state (same parameter shapes, same order); the
+    learning rate and the other group settings stay this optimizer's own."""
+    current = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, state in moments.items():
+        index = int(index)
+        if index >= len(params):
+            raise ValueError(f"optimizer state for parameter {index}, but only {len(params)} parameters")
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != params[index].shape:
+                raise ValueError(f"optimizer state {key} of parameter {index} has shape {tuple(value.shape)}, "
+                                 f"the parameter {tuple(params[index].shape)}")
+    optimizer.load_state_dict({"state": {int(k): v for k, v in moments.items()}, "param_groups": current["param_groups"]})
 
 
 def check_finite(loss: torch.Tensor, step: int, what: str) -> None:

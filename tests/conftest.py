@@ -68,6 +68,25 @@ def alphas_cumprod() -> torch.Tensor:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def expert_training(guide_set: str, **overrides):
+    """The settings object of one distillation job, as ``ppap.config.expert_training`` would build
+    it, with small defaults for unit tests (LoRA on every conv, norms frozen, no warm start)."""
+    from ppap import grammar
+    from ppap.config import ExpertTraining
+
+    spec = grammar.parse_guide_set(guide_set)
+    datafree = spec.supervision == "datafree"
+    settings = dict(guide_set=guide_set, supervision=spec.supervision, rank=spec.rank, n_experts=spec.n_experts,
+                    steps=2, batch_size=4, lr=1e-3, weight_decay=0.0, seed=0,
+                    norm=spec.norm or ("frozen" if spec.rank is not None else "trained"),
+                    warm_start=spec.warm_start or "off", synthetic_size=32 if datafree else None,
+                    temperature=0.25 if datafree else None,
+                    lora=None if spec.rank is None else dict(rank=spec.rank, alpha=4.0, layer_types=["conv"],
+                                                             include=None, exclude=None))
+    settings.update(overrides)
+    return ExpertTraining(**settings)
+
+
 def run_workflow(workdir: Path, target: str, *options: str, timeout: int = 900,
                  env: dict | None = None) -> subprocess.CompletedProcess:
     """``snakemake <target>`` with this repository's Snakefile in ``workdir`` (the target first:

@@ -141,7 +141,7 @@ def test_adapter_save_load_round_trip(lora_model, make_guide, tmp_path):
         expected = lora_model(x, None)
 
     payload = load_checkpoint(path, adapters.ADAPTER_KIND)
-    assert payload["lora"] == dict(rank=RANK, alpha=ALPHA, target_modules=CONVS)
+    assert payload["lora"] == dict(rank=RANK, alpha=ALPHA, target_modules=CONVS, modules_to_save=[])
     assert payload["index"] == 0
     assert all("lora_" in key for key in payload["state_dict"])  # adapters only, never the backbone
     assert sum(v.numel() for v in payload["state_dict"].values()) == adapters.adapter_parameter_count(lora_model, "e0")

@@ -9,6 +9,7 @@ The converted ``UNet2DModel`` must reproduce its output.
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -102,7 +103,7 @@ class RefADM(nn.Module):
     """The ADM UNet: input blocks, a middle block, output blocks with concatenated skips."""
 
     def __init__(self, image_size=32, in_ch=3, mc=32, out_ch=6, mult=(1, 2), nrb=1, attn_res=(16,), head_ch=32,
-                 updown=True, scale_shift=True, new_order=False):
+                 updown=True, scale_shift=True, new_order=False, up_head_ch=None):
         super().__init__()
         self.mc = mc
         emb = 4 * mc
@@ -130,8 +131,8 @@ class RefADM(nn.Module):
             for i in range(nrb + 1):
                 layers = [RefResBlock(ch + chans.pop(), emb, m * mc, scale_shift)]
                 ch = m * mc
-                if ds in attn_ds:
-                    layers.append(RefAttention(ch, head_ch, new_order))
+                if ds in attn_ds:  # the output blocks' heads may differ (guided-diffusion's num_heads_upsample)
+                    layers.append(RefAttention(ch, up_head_ch or head_ch, new_order))
                 if level and i == nrb:
                     layers.append(RefResBlock(ch, emb, ch, scale_shift, up=True) if updown else RefUp(ch))
                     ds //= 2
@@ -303,3 +304,115 @@ def test_converted_model_samples_with_guidance_in_bf16(tmp_path, make_guide, one
                                                steps=2, guide=guide, guidance_scale=2.0, show_progress=False,
                                                precision="bf16")
     assert images.shape == (4, 32, 32, 3) and images.dtype.name == "uint8" and len(labels) == 4
+
+
+# --------------------------------------------- flags the checkpoint cannot show; the command line
+
+def _max_difference(ref: RefADM, arch) -> float:
+    unet = convert_adm.build_unet(ref.state_dict(), arch)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([3, 700])
+    with torch.no_grad():
+        return (unet(x, t).sample - ref(x, t)).abs().max().item()
+
+
+def test_num_heads_upsample_is_honoured_or_refused():
+    """guided-diffusion's output blocks attend with num_heads_upsample heads when the head count
+    (num_head_channels = -1) is fixed. diffusers has one head width for all layers: a different
+    count is refused (it converted silently wrong before), an equal one converts exactly, and with
+    a fixed head width the flag changes nothing in guided-diffusion, nor here."""
+    by_heads = dict(flags_for({}), num_head_channels=-1, num_heads=2)        # 2 heads of 32 at width 64
+    other_up = reference(seed=5, up_head_ch=16)                                # 4 heads in the up blocks
+    with pytest.raises(ValueError, match="--num-heads-upsample 4 differs from --num-heads 2"):
+        convert_adm.infer_architecture(other_up.state_dict(), 32, **by_heads, num_heads_upsample=4)
+    # the premise: without the flag, the converter could only have produced a wrong model
+    assert _max_difference(other_up, convert_adm.infer_architecture(other_up.state_dict(), 32, **by_heads)) > 1e-2
+    same = reference(seed=5)
+    for up in (-1, 2):
+        arch = convert_adm.infer_architecture(same.state_dict(), 32, **by_heads, num_heads_upsample=up)
+        assert _max_difference(same, arch) < 1e-4
+    arch = convert_adm.infer_architecture(same.state_dict(), 32, **flags_for({}), num_heads_upsample=4)
+    assert arch.num_head_channels == 32 and _max_difference(same, arch) < 1e-4
+
+
+def test_default_channel_mult_only_for_guided_diffusions_sizes():
+    """guided-diffusion's create_model has defaults for 64, 128, 256 and 512 only (it raises for 32)."""
+    assert sorted(convert_adm.DEFAULT_CHANNEL_MULT) == [64, 128, 256, 512]
+    assert convert_adm.ADMArchitecture(image_size=64, model_channels=128).channel_mult == (1, 2, 3, 4)
+    with pytest.raises(ValueError, match=r"no default channel multipliers for image size 32.*--channel-mult"):
+        convert_adm.ADMArchitecture(image_size=32, model_channels=32)
+
+
+CLI_FLAGS = ["--image-size", "32", "--num-res-blocks", "1", "--channel-mult", "1,2", "--attention-resolutions", "16",
+             "--num-head-channels", "-1", "--num-heads", "2", "--num-heads-upsample", "2", "--diffusion-steps", "500",
+             "--noise-schedule", "cosine"]
+
+
+def test_converted_directory_records_every_flag(tmp_path):
+    import hashlib
+    import json
+    from dataclasses import fields
+
+    ref = reference(seed=6, updown=False, scale_shift=False, new_order=True)
+    checkpoint = tmp_path / "adm.pt"
+    torch.save(ref.state_dict(), checkpoint)
+    out = tmp_path / "converted"
+    convert_adm.main(["--checkpoint", str(checkpoint), "--out", str(out), *CLI_FLAGS, "--use-new-attention-order"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adm.pt", "converted"]      # no temporary left over
+    assert {"unet", "scheduler", "adm_conversion.json"} <= {p.name for p in out.iterdir()}
+    record = json.loads((out / "adm_conversion.json").read_text())
+    assert record["guided_diffusion_flags"] == dict(
+        image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
+        num_heads=2, num_head_channels=-1, num_heads_upsample=2, use_new_attention_order=True,
+        use_scale_shift_norm=False, resblock_updown=False, learn_sigma=True, class_cond=False,
+        diffusion_steps=500, noise_schedule="cosine")
+    assert record["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert "num_heads_upsample" in record["not_in_checkpoint"] and "resblock_updown" in record["read_from_checkpoint"]
+    # the record is complete: it rebuilds the very architecture that was converted
+    arch = record["architecture"]
+    rebuilt = convert_adm.ADMArchitecture(**{f.name: tuple(arch[f.name]) if isinstance(arch[f.name], list)
+                                             else arch[f.name] for f in fields(convert_adm.ADMArchitecture) if f.init})
+    assert rebuilt == convert_adm.infer_architecture(
+        ref.state_dict(), 32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(16,), num_head_channels=-1,
+        num_heads=2, num_heads_upsample=2, use_new_attention_order=True)
+
+
+def _write_reference(tmp_path):
+    checkpoint = tmp_path / "adm.pt"
+    torch.save(reference(seed=7).state_dict(), checkpoint)
+    return checkpoint
+
+
+CLI_ERRORS = {
+    "missing checkpoint": (["--checkpoint", "{tmp}/missing.pt"], "ADM checkpoint not found: .*missing.pt"),
+    "foreign file": (["--checkpoint", "{tmp}/foreign.pt"], "not a guided-diffusion UNet"),
+    "wrong architecture flag": (["--num-res-blocks", "2"],
+                                "the checkpoint does not fit the architecture .*unconverted"),
+    "num_heads_upsample": (["--num-head-channels", "-1", "--num-heads", "2", "--num-heads-upsample", "4"],
+                           "--num-heads-upsample 4 differs from --num-heads 2"),
+    "no default channel_mult": (["--channel-mult", ""], "no default channel multipliers for image size 32"),
+    "unparsable channel_mult": (["--channel-mult", "1,x"], "argument --channel-mult: expected comma-separated numbers"),
+    "zero heads": (["--num-heads", "0"], "argument --num-heads: expected a positive integer, got '0'"),
+    "negative head width": (["--num-head-channels", "-2"], "--num-head-channels must be -1 or >= 1, got -2"),
+    "unknown flag": (["--num_heads_upsample", "2"], "unrecognized arguments: --num_heads_upsample 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_ERRORS))
+def test_cli_user_errors_are_one_line_with_exit_code_2(tmp_path, capsys, case):
+    extra, message = CLI_ERRORS[case]
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "foreign.pt")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("an earlier conversion")      # must survive a failed one
+    argv = ["--checkpoint", str(_write_reference(tmp_path)), "--out", str(out), "--image-size", "32",
+            "--num-res-blocks", "1", "--channel-mult", "1,2", "--attention-resolutions", "16",
+            "--num-head-channels", "32"]
+    with pytest.raises(SystemExit) as exit_info:
+        convert_adm.main(argv + [arg.format(tmp=tmp_path) for arg in extra])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(f"^python -m ppap.models.convert_adm: error: .*{message}", err), err
+    assert sorted(p.name for p in out.iterdir()) == ["earlier.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adm.pt", "foreign.pt", "out"]

@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import expert_training
 from ppap import adapters, data, pipeline, reference
 from ppap.guidance import NonFiniteError
 from ppap.models import classifiers
@@ -61,8 +62,8 @@ BAD_CONFIGS = {
     # name: (extra config on top of smoke.yaml, what the one error line must name)
     "wrong-type": ("sampling: {steps: many}", ["config key sampling.steps", "not of type 'integer'"]),
     "unknown-key": ("sampling: {stepz: 4}", ["config key sampling", "'stepz' was unexpected"]),
-    "zero-experts": ("methods: {ppap: datafree_lora4_n0}", ["config key methods.ppap", "number of experts"]),
-    "lora-rank-0": ("methods: {ppap: datafree_lora0_n2}", ["config key methods.ppap", "LoRA rank"]),
+    "zero-experts": ("methods: {ppap: datafree_lora4_n0}", ["methods.ppap: ", "number of experts"]),
+    "lora-rank-0": ("methods: {ppap: datafree_lora0_n2}", ["methods.ppap: ", "LoRA rank"]),
     "unknown-method": ("table1: [unguided, ppap, ppap_typo]", ["table1 lists 'ppap_typo'", "not a key of methods"]),
     "ranges-short": ("experts: {custom_ranges: {datafree_lora2_n2: [[0, 300], [300, 900]]}}",
                      ["experts.custom_ranges.datafree_lora2_n2", "end at 900"]),
@@ -207,11 +208,9 @@ def test_lora_expert_training_does_not_depend_on_the_global_rng(tmp_path, alphas
 
     def train(global_seed):
         torch.manual_seed(global_seed)  # what a fresh process would have: any state at all
-        model, stats = pipeline.train_expert(
-            pipeline.ExpertSetSpec.parse("datafree_lora2_n2"), 1, guide_path, alphas_cumprod.float(), images, None,
-            steps=2, batch_size=4, lr=1e-3, weight_decay=0.0, temperature=0.25, lora_alpha=4.0,
-            lora_layer_types=["conv"], lora_include=None, lora_exclude=None,
-            generator=torch.Generator().manual_seed(7), device=torch.device("cpu"), show_progress=False)
+        model, stats, _ = pipeline.train_expert(
+            expert_training("datafree_lora2_n2"), 1, guide_path, alphas_cumprod.float(), images, None,
+            torch.Generator().manual_seed(7), torch.device("cpu"), show_progress=False)
         return adapters.adapter_state_dict(model, "expert1"), stats
 
     (first, stats1), (second, stats2) = train(1), train(2)
@@ -285,8 +284,7 @@ def write_adapter(path: Path, guide_path: Path, guide_id: str, index: int, t_ran
     guide = classifiers.load_guide(guide_path)
     targets = adapters.lora_target_modules(guide, ["conv"])
     model = adapters.attach_lora_experts(guide, [f"expert{index}"], rank, 4.0, targets)
-    spec = pipeline.ExpertSetSpec.parse(guide_id)
-    pipeline.save_expert(path, model, spec, index, dict(t_range=list(t_range)), guide_path)
+    pipeline.save_expert(path, model, expert_training(guide_id), index, dict(t_range=list(t_range)), guide_path)
     return path
 
 
@@ -324,14 +322,14 @@ def test_every_loader_refuses_a_bad_file_naming_it(tmp_path, guide_file, evaluat
 
 @pytest.mark.parametrize("case", ["other-range", "other-set", "other-index", "full-as-adapter", "truncated"])
 def test_load_expert_set_refuses_a_file_of_another_expert(tmp_path, guide_file, evaluator_file, case):
-    spec = pipeline.ExpertSetSpec.parse("datafree_lora2_n2")
+    guide_set = "datafree_lora2_n2"
     ranges = [(0, 500), (500, 1000)]
-    good = [write_adapter(tmp_path / f"expert{i}.pt", guide_file, spec.guide_id, i, ranges[i]) for i in range(2)]
-    routed = pipeline.load_expert_set(spec, guide_file, good, 1000)
+    good = [write_adapter(tmp_path / f"expert{i}.pt", guide_file, guide_set, i, ranges[i]) for i in range(2)]
+    routed = pipeline.load_expert_set(guide_set, guide_file, good, 1000)
     assert routed.ranges == ranges
     bad = tmp_path / "bad_expert.pt"
     if case == "other-range":      # expert 1 of a set whose ranges are cut elsewhere
-        write_adapter(bad, guide_file, spec.guide_id, 1, (300, 1000))
+        write_adapter(bad, guide_file, guide_set, 1, (300, 1000))
         match = r"bad_expert.pt was trained on timesteps \[300, 1000\]"
     elif case == "other-set":      # same index and range, but trained for the labeled set
         write_adapter(bad, guide_file, "labeled_lora2_n2", 1, ranges[1])
@@ -346,14 +344,13 @@ def test_load_expert_set_refuses_a_file_of_another_expert(tmp_path, guide_file, 
         corrupt("truncated", bad, good[1], evaluator_file)
         match = "cannot read checkpoint .*bad_expert.pt"
     with pytest.raises(CheckpointError, match=match):
-        pipeline.load_expert_set(spec, guide_file, [good[0], bad], 1000)
+        pipeline.load_expert_set(guide_set, guide_file, [good[0], bad], 1000)
 
 
 def test_load_expert_set_refuses_an_adapter_of_another_rank(tmp_path, guide_file):
-    spec = pipeline.ExpertSetSpec.parse("datafree_lora4_n1")
     path = write_adapter(tmp_path / "expert0.pt", guide_file, "datafree_lora4_n1", 0, (0, 1000), rank=2)
     with pytest.raises(CheckpointError, match="expert0.pt holds a rank-2 adapter, datafree_lora4_n1 has rank 4"):
-        pipeline.load_expert_set(spec, guide_file, [path], 1000)
+        pipeline.load_expert_set("datafree_lora4_n1", guide_file, [path], 1000)
 
 
 @pytest.fixture

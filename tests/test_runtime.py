@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import expert_training
 from ppap import pipeline
 from ppap.experts import SingleGuide
 from ppap.models import classifiers
@@ -68,13 +69,12 @@ def test_bf16_distillation_on_cpu_trains_and_fp32_is_unchanged(tmp_path, alphas_
     guide_path = tmp_path / "guide.pt"
     classifiers.save_guide(guide_path, classifiers.build_timm_guide(**spec, seed=0), spec)
     images = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    set_spec = pipeline.ExpertSetSpec.parse("datafree_lora2_n2")
 
-    def train(**kwargs):
-        _, stats = pipeline.train_expert(
-            set_spec, 1, guide_path, alphas_cumprod.float(), images, None, steps=4, batch_size=8, lr=1e-3,
-            weight_decay=0.0, temperature=0.25, lora_alpha=2, lora_layer_types=["conv"], lora_include=None,
-            lora_exclude=None, generator=torch.Generator().manual_seed(5), device=CPU, show_progress=False, **kwargs)
+    def train(precision="fp32"):
+        settings = expert_training("datafree_lora2_n2", steps=4, batch_size=8, precision=precision,
+                                   lora=dict(rank=2, alpha=2, layer_types=["conv"], include=None, exclude=None))
+        _, stats, _ = pipeline.train_expert(settings, 1, guide_path, alphas_cumprod.float(), images, None,
+                                            torch.Generator().manual_seed(5), CPU, show_progress=False)
         return stats
 
     fp32, auto, bf16 = train(), train(precision="auto"), train(precision="bf16")

@@ -8,13 +8,19 @@ models/adm256`` uses it. The architecture flags are guided-diffusion's own (``--
 ``--attention-resolutions``, ``--num-head-channels``...); their defaults are those of the
 unconditional 256x256 model. What the checkpoint itself determines is read from it: the base width,
 input and output channels (6 for learned variance: ppap's ``EpsilonModel`` keeps the first 3),
-scale-shift norm and resblock up/down-sampling.
+scale-shift norm and resblock up/down-sampling. The head count or width and the attention order
+shape no tensor, so the checkpoint cannot confirm them: they are the flags given. Every flag is
+recorded in ``adm_conversion.json`` beside ``unet/`` and ``scheduler/``. ``--num-heads-upsample``
+other than ``--num-heads`` (with ``--num-head-channels -1``) is refused: diffusers' ``UNet2DModel``
+has one attention head width for every layer.
 
 The mapping is by module, not by luck: every checkpoint tensor must be consumed and every diffusers
 tensor produced with the same shape, otherwise the conversion fails naming the keys. ADM's fused
 ``qkv`` 1x1 convolution is split into ``to_q``/``to_k``/``to_v`` (the "legacy" per-head layout
 [q_h, k_h, v_h] for each head h, or ``--use-new-attention-order``'s [q, k, v]).
 Class-conditional checkpoints (``label_emb``) are refused: ppap guides an unconditional model.
+From the command line, expected user errors (a missing or foreign checkpoint, flags that do not
+fit it) print one line and exit with code 2.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import hashlib
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -31,10 +38,15 @@ import torch
 
 from ppap.models.checkpoints import CheckpointError
 
-# guided-diffusion's default channel multipliers per image size (create_model in its script_util).
+# guided-diffusion's default channel multipliers per image size (create_model in its script_util);
+# it has none for other sizes, and neither has this converter: pass --channel-mult.
 DEFAULT_CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4),
-                        64: (1, 2, 3, 4), 32: (1, 2, 2, 2)}
+                        64: (1, 2, 3, 4)}
 NORM_GROUPS = 32        # ADM's normalization(): GroupNorm32(32, channels), eps 1e-5
+# What the converter reads from the checkpoint's tensors (ADMArchitecture's field names); every
+# other flag is taken as given, and those that shape no tensor cannot be checked against it at all.
+READ_FROM_CHECKPOINT = ("model_channels", "in_channels", "out_channels", "use_scale_shift_norm", "resblock_updown")
+NOT_IN_CHECKPOINT = ("num_heads", "num_head_channels", "num_heads_upsample", "use_new_attention_order")
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class ADMArchitecture:
     attention_resolutions: tuple = (32, 16, 8)   # resolutions (image_size // downsampling factor) with attention
     num_head_channels: int = 64             # -1: use num_heads
     num_heads: int = 4
+    num_heads_upsample: int = -1            # heads of the output blocks' attention (-1: num_heads)
     use_new_attention_order: bool = False
     resblock_updown: bool = True            # read from the checkpoint
     use_scale_shift_norm: bool = True       # read from the checkpoint
@@ -58,7 +71,26 @@ class ADMArchitecture:
     def __post_init__(self):
         mult = tuple(self.channel_mult) or DEFAULT_CHANNEL_MULT.get(self.image_size)
         if not mult:
-            raise ValueError(f"no default channel multipliers for image size {self.image_size}; pass --channel-mult")
+            raise ValueError(f"no default channel multipliers for image size {self.image_size} (guided-diffusion "
+                             f"has them for {sorted(DEFAULT_CHANNEL_MULT)}); pass --channel-mult")
+        if any(m <= 0 for m in mult):
+            raise ValueError(f"--channel-mult must be positive, got {mult}")
+        for flag, value, least in (("num-res-blocks", self.num_res_blocks, 1), ("num-heads", self.num_heads, 1),
+                                   ("image-size", self.image_size, 1)):
+            if value < least:
+                raise ValueError(f"--{flag} must be >= {least}, got {value}")
+        for flag, value in (("num-head-channels", self.num_head_channels),
+                            ("num-heads-upsample", self.num_heads_upsample)):
+            if value != -1 and value < 1:
+                raise ValueError(f"--{flag} must be -1 or >= 1, got {value}")
+        # guided-diffusion gives the output blocks' attention num_heads_upsample heads (when the head
+        # count, not the head width, is fixed); UNet2DModel has one head width for every attention
+        # layer, so a different count in the up blocks cannot be expressed: refuse it.
+        heads_up = self.num_heads if self.num_heads_upsample == -1 else self.num_heads_upsample
+        if self.num_head_channels == -1 and heads_up != self.num_heads:
+            raise ValueError(f"--num-heads-upsample {self.num_heads_upsample} differs from --num-heads "
+                             f"{self.num_heads}: diffusers' UNet2DModel has one attention head width for every "
+                             "layer, so a model with other heads in its up blocks cannot be converted")
         object.__setattr__(self, "channel_mult", mult)
         object.__setattr__(self, "levels", tuple(int(m * self.model_channels) for m in mult))
 
@@ -299,54 +331,113 @@ def adm_scheduler(num_timesteps: int = 1000, noise_schedule: str = "linear", lea
 
 def convert_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, image_size: int = 256,
                        num_timesteps: int = 1000, noise_schedule: str = "linear", **flags) -> ADMArchitecture:
-    """Checkpoint file -> diffusers directory ``out`` (written atomically); returns the architecture."""
-    from ppap.io import write_json
+    """Checkpoint file -> diffusers directory ``out``; returns the architecture.
+
+    The directory holds ``unet/``, ``scheduler/`` and ``adm_conversion.json`` (:func:`conversion_record`:
+    every architecture flag, and which were read from the checkpoint), and appears whole or not at all.
+    """
+    from ppap.io import atomic_directory, write_json
     from ppap.models.unet import save_diffusion_model
 
     state = read_adm_checkpoint(checkpoint)
     arch = infer_architecture(state, image_size, **flags)
     unet = build_unet(state, arch)
-    save_diffusion_model(out, unet, adm_scheduler(num_timesteps, noise_schedule, arch.learn_sigma))
     digest = hashlib.sha256()
     with open(checkpoint, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 24), b""):
             digest.update(block)
-    info = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(arch).items()}
-    write_json(Path(out) / "adm_conversion.json", dict(source=str(checkpoint), sha256=digest.hexdigest(),
-                                                       architecture=info, num_timesteps=num_timesteps,
-                                                       noise_schedule=noise_schedule))
+    with atomic_directory(out) as tmp:
+        # save_diffusion_model writes its layout atomically too: here into the temporary directory.
+        save_diffusion_model(tmp, unet, adm_scheduler(num_timesteps, noise_schedule, arch.learn_sigma))
+        write_json(tmp / "adm_conversion.json", conversion_record(arch, checkpoint, digest.hexdigest(),
+                                                                  num_timesteps, noise_schedule))
     return arch
 
 
+def conversion_record(arch: ADMArchitecture, checkpoint, sha256: str, num_timesteps: int,
+                      noise_schedule: str) -> dict:
+    """What a converted directory was made from: the source file, every architecture flag under
+    guided-diffusion's own name (as its ``create_model_and_diffusion`` takes them), and which of
+    them the checkpoint's tensors determined or could not check."""
+    def text(values):
+        return ",".join(f"{v:g}" for v in values)
+
+    gd_flags = dict(image_size=arch.image_size, num_channels=arch.model_channels, num_res_blocks=arch.num_res_blocks,
+                    channel_mult=text(arch.channel_mult),
+                    attention_resolutions=text(sorted(arch.attention_resolutions, reverse=True)),
+                    num_heads=arch.num_heads, num_head_channels=arch.num_head_channels,
+                    num_heads_upsample=arch.num_heads_upsample, use_new_attention_order=arch.use_new_attention_order,
+                    use_scale_shift_norm=arch.use_scale_shift_norm, resblock_updown=arch.resblock_updown,
+                    learn_sigma=arch.learn_sigma, class_cond=False, diffusion_steps=num_timesteps,
+                    noise_schedule=noise_schedule)
+    info = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(arch).items()}
+    return dict(source=str(checkpoint), sha256=sha256, guided_diffusion_flags=gd_flags, architecture=info,
+                read_from_checkpoint=list(READ_FROM_CHECKPOINT), not_in_checkpoint=list(NOT_IN_CHECKPOINT),
+                num_timesteps=num_timesteps, noise_schedule=noise_schedule)
+
+
 def _ints(text: str) -> tuple:
-    return tuple(int(v) for v in text.split(",") if v.strip())
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 32,16,8, got {text!r}") from None
 
 
 def _mults(text: str) -> tuple:
-    return tuple(float(v) if "." in v else int(v) for v in text.split(",") if v.strip())
+    try:
+        return tuple(float(v) if "." in v else int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,1,2,2,4,4, "
+                                         f"got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``prog: error: message``, with exit code 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m ppap.models.convert_adm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="guided-diffusion .pt state dict")
     parser.add_argument("--out", required=True, help="diffusers directory to write (unet/ + scheduler/)")
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--num-res-blocks", type=int, default=2)
+    parser.add_argument("--image-size", type=_positive_int, default=256)
+    parser.add_argument("--num-res-blocks", type=_positive_int, default=2)
     parser.add_argument("--channel-mult", type=_mults, default=(), help="e.g. 1,1,2,2,4,4 (default: by image size)")
     parser.add_argument("--attention-resolutions", type=_ints, default=(32, 16, 8), help="e.g. 32,16,8")
     parser.add_argument("--num-head-channels", type=int, default=64, help="-1: use --num-heads")
-    parser.add_argument("--num-heads", type=int, default=4)
+    parser.add_argument("--num-heads", type=_positive_int, default=4)
+    parser.add_argument("--num-heads-upsample", type=int, default=-1,
+                        help="-1: --num-heads; another count is refused (diffusers cannot express it)")
     parser.add_argument("--use-new-attention-order", action="store_true")
-    parser.add_argument("--diffusion-steps", type=int, default=1000)
+    parser.add_argument("--diffusion-steps", type=_positive_int, default=1000)
     parser.add_argument("--noise-schedule", choices=("linear", "cosine"), default="linear")
     args = parser.parse_args(argv)
-    arch = convert_checkpoint(args.checkpoint, args.out, image_size=args.image_size,
-                              num_timesteps=args.diffusion_steps, noise_schedule=args.noise_schedule,
-                              num_res_blocks=args.num_res_blocks, channel_mult=args.channel_mult,
-                              attention_resolutions=args.attention_resolutions,
-                              num_head_channels=args.num_head_channels, num_heads=args.num_heads,
-                              use_new_attention_order=args.use_new_attention_order)
+    try:
+        arch = convert_checkpoint(args.checkpoint, args.out, image_size=args.image_size,
+                                  num_timesteps=args.diffusion_steps, noise_schedule=args.noise_schedule,
+                                  num_res_blocks=args.num_res_blocks, channel_mult=args.channel_mult,
+                                  attention_resolutions=args.attention_resolutions,
+                                  num_head_channels=args.num_head_channels, num_heads=args.num_heads,
+                                  num_heads_upsample=args.num_heads_upsample,
+                                  use_new_attention_order=args.use_new_attention_order)
+    except (CheckpointError, ValueError, OSError) as err:   # user errors: one line; anything else is a bug
+        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"wrote {args.out}: {arch}")
+    print(f"{', '.join(NOT_IN_CHECKPOINT)} shape no tensor, so the checkpoint cannot confirm them: they are "
+          f"the flags given (every flag is recorded in {Path(args.out) / 'adm_conversion.json'})")
 
 
 if __name__ == "__main__":

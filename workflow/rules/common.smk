@@ -2,25 +2,26 @@
 # must parse fast, and planning (-n) must work without loading any model.
 import os
 
+from dataclasses import asdict
+
+from ppap import grammar
 from ppap.config import (
-    GUIDE_SET_PATTERN,
-    SAMPLING_PATTERN,
     ablation_runs,
-    synthetic_shards,
-    unguided_sampling,
     check_config,
-    parse_guide_name,
-    parse_sampling,
+    expert_training,
+    synthetic_shards,
     table1_runs,
+    tuning_runs,
+    unguided_sampling,
 )
 
 check_config(config)
 
 
 wildcard_constraints:
-    guide_set=GUIDE_SET_PATTERN,
-    guide=f"none|off_the_shelf|{GUIDE_SET_PATTERN}",
-    sampling=SAMPLING_PATTERN,
+    guide_set=grammar.GUIDE_SET_PATTERN,
+    guide=grammar.GUIDE_PATTERN,
+    sampling=grammar.SAMPLING_PATTERN,
     index=r"\d+",
     ablation=r"[A-Za-z0-9_]+",
 
@@ -89,30 +90,19 @@ def base_guide_path():
 
 
 def expert_files(guide_set):
-    n_experts = parse_guide_name(guide_set)["n_experts"]
+    n_experts = grammar.parse_guide_set(guide_set).n_experts
     return [f"results/models/guides/{guide_set}/expert{i}.pt" for i in range(n_experts)]
 
 
-def expert_steps(guide_set):
-    """The total distillation budget is split evenly across a set's experts."""
-    return (
-        config["experts"]["train"]["total_steps"]
-        // parse_guide_name(guide_set)["n_experts"]
-    )
-
-
 def distill_settings(guide_set):
-    """Data-free set size and temperature of a set: its name's overrides, else the config's."""
-    parts = parse_guide_name(guide_set)
-    train = config["experts"]["train"]
-    return {
-        "synthetic_size": parts["synthetic_size"] or train["synthetic_size"],
-        "temperature": (
-            parts["temperature"]
-            if parts["temperature"] is not None
-            else train["temperature"]
-        ),
-    }
+    """What one expert job of a set uses (ppap.config.ExpertTraining), as params: a job reruns
+    when these change, not when an unrelated key of the experts section does."""
+    return expert_training(guide_set, config).as_params()
+
+
+def sampling_settings(sampling):
+    """A sampling name with every factor resolved (clip order, spacing) from the config."""
+    return asdict(grammar.resolve_sampling(sampling, config))
 
 
 def manifest_path(guide):
@@ -136,13 +126,14 @@ def run_inputs(runs):
     """Metric files of the runs, the manifests of their guide sets, and the base guide."""
     manifests = sorted(
         {
-            manifest_path(r.guide)
+            manifest_path(guide)
             for r in runs
-            if parse_guide_name(r.guide)["kind"] == "experts"
+            for guide in r.guides
+            if grammar.guide_kind(guide) == "experts"
         }
     )
     return {
-        "metrics": sorted({r.metrics_path for r in runs}),
+        "metrics": sorted({path for r in runs for path in r.metrics_paths}),
         "manifests": manifests,
         "guide": base_guide_path(),
     }
@@ -154,7 +145,7 @@ def runs_as_params(runs):
             label=r.label,
             method=r.method,
             value=r.value,
-            guide=r.guide,
+            guides=list(r.guides),
             sampling=r.sampling,
         )
         for r in runs

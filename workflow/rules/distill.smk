@@ -1,14 +1,21 @@
 # One job per expert: expert i of a set owns timesteps [i*T/N, (i+1)*T/N).
 # Data-free sets learn from the off-the-shelf guide on synthetic images (no labels); labeled sets
-# (the baselines) from ground truth on real training images.
+# (the baselines) from ground truth on real training images. With warm start (the original's
+# protocol) expert i starts from expert i-1's file, so a set's experts form a chain of jobs.
 
 
 def distill_inputs(wildcards):
+    settings = expert_training(wildcards.guide_set, config)
     inputs = {"guide": base_guide_path(), "scheduler": scheduler_dir()}
-    if parse_guide_name(wildcards.guide_set)["supervision"] == "datafree":
+    if settings.supervision == "datafree":
         inputs["synthetic"] = synthetic_shard_files()
     else:
         inputs["data"] = REAL_DATA
+    index = int(wildcards.index)
+    if settings.warm_start != "off" and index > 0:
+        inputs["previous"] = (
+            f"results/models/guides/{wildcards.guide_set}/expert{index - 1}.pt"
+        )
     return inputs
 
 
@@ -27,11 +34,7 @@ rule distill_expert:
         **rule_resources("distill_expert", mem_mb=4000, runtime=60, gpu=GPU),
         cpus_per_task=THREADS["train"],
     params:
-        **device_params(),
-        experts=config["experts"],
-        steps=lambda wc: expert_steps(wc.guide_set),
         settings=lambda wc: distill_settings(wc.guide_set),
-        ranges=lambda wc: config["experts"]["custom_ranges"].get(wc.guide_set),
         device=config["device"],
     script:
         "../scripts/distill_expert.py"
@@ -55,7 +58,7 @@ rule expert_manifest:
         cpus_per_task=THREADS["light"],
     params:
         accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
-        ranges=lambda wc: config["experts"]["custom_ranges"].get(wc.guide_set),
+        ranges=lambda wc: distill_settings(wc.guide_set)["ranges"],
         seed=config["seed"],
         device=config["device"],
     script:

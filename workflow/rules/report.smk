@@ -22,6 +22,52 @@ rule table1:
         "../scripts/table1.py"
 
 
+rule table1_trainings:
+    input:
+        **run_inputs(table1_runs(config, config["table1_trainings"])),
+    output:
+        csv=report(
+            "results/table1_trainings.csv",
+            caption="../report/table_trainings.rst",
+            category="Table 1",
+        ),
+        markdown="results/table1_trainings.md",
+    log:
+        "logs/table1_trainings.log",
+    benchmark:
+        "benchmarks/snakemake/table1_trainings.tsv"
+    threads: THREADS["light"]
+    resources:
+        **rule_resources("table1_trainings", mem_mb=1000, runtime=5),
+    params:
+        runs=runs_as_params(table1_runs(config, config["table1_trainings"])),
+    script:
+        "../scripts/table1.py"
+
+
+rule tune_learning_rates:
+    input:
+        manifests=[manifest_path(r.guide) for r in tuning_runs(config)],
+    output:
+        csv="results/tuning/learning_rates.csv",
+        markdown="results/tuning/learning_rates.md",
+    log:
+        "logs/tuning/learning_rates.log",
+    benchmark:
+        "benchmarks/snakemake/tuning/learning_rates.tsv"
+    threads: THREADS["light"]
+    resources:
+        **rule_resources("tune_learning_rates", mem_mb=1000, runtime=5),
+    params:
+        runs=runs_as_params(tuning_runs(config)),
+        configured={
+            "lora": config["experts"]["train"]["lr"],
+            "full": config["experts"]["train"]["full_lr"],
+        },
+    script:
+        "../scripts/tune_learning_rates.py"
+
+
 rule ablation:
     input:
         unpack(lambda wc: run_inputs(ablation_runs(config, wc.ablation))),
@@ -45,6 +91,7 @@ rule ablation:
     params:
         runs=lambda wc: runs_as_params(ablation_runs(config, wc.ablation)),
         spec=lambda wc: config["ablations"][wc.ablation],
+        factor=lambda wc: config["ablations"][wc.ablation].get("factor", wc.ablation),
     script:
         "../scripts/ablation.py"
 
@@ -53,13 +100,14 @@ def table1_guide_sets():
     """(method, manifest) of Table 1's trained guide sets."""
     pairs = []
     for run in table1_runs(config):
-        if parse_guide_name(run.guide)["kind"] == "experts":
+        if grammar.guide_kind(run.guide) == "experts":
             pairs.append((run.label, manifest_path(run.guide)))
     return pairs
 
 
 rule figures:
     input:
+        guide=base_guide_path(),
         guide_stats="results/models/guide.json",
         manifests=[path for _, path in table1_guide_sets()],
         grids=[
@@ -96,6 +144,7 @@ rule figures:
 rule report_notebook:
     input:
         table1="results/table1.csv",
+        table1_trainings="results/table1_trainings.csv",
         ablations=expand(
             "results/ablations/{ablation}.csv", ablation=config.get("ablations", {})
         ),

@@ -21,7 +21,7 @@ rule sample:
         cpus_per_task=THREADS["sample"],
     params:
         **device_params(config["sampling"]),
-        sampling=lambda wc: parse_sampling(wc.sampling),
+        sampling=lambda wc: sampling_settings(wc.sampling),
         num_samples=config["sampling"]["num_samples"],
         batch_size=config["sampling"]["batch_size"],
         eta=config["sampling"]["eta"],

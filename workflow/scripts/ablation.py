@@ -2,6 +2,7 @@
 import io
 
 from ppap import report
+from ppap.config import metrics_path
 from ppap.io import atomic_path, read_json, write_text
 from ppap.models import classifiers
 from ppap.runtime import rule_session
@@ -12,16 +13,18 @@ with rule_session(snakemake.log[0], snakemake.threads, "ablation") as log:
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
     rows = []
     for run in snakemake.params.runs:
-        metrics = read_json(f"results/metrics/{run['guide']}/{run['sampling']}.json")
-        rows.append(dict(ablation=name, value=run["value"], method=run["method"], guide=run["guide"],
+        metrics = [read_json(metrics_path(guide, run["sampling"])) for guide in run["guides"]]
+        rows.append(dict(ablation=name, value=run["value"], method=run["method"], guide=run["guides"][0],
                          sampling=run["sampling"],
-                         **report.run_row(run["guide"], metrics, base_params, manifests.get(run["guide"]))))
+                         **report.run_row(run["guides"], metrics, base_params, manifests.get(run["guides"][0]))))
     frame = report.ablation_table(rows)
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.6g")
     write_text(snakemake.output.csv, buffer.getvalue())
     write_text(snakemake.output.markdown, report.to_markdown(frame))
-    figure = report.plot_ablation(frame, name, unguided=read_json(snakemake.input.unguided))
+    num_classes = classifiers.read_guide_spec(snakemake.input.guide)["num_classes"]
+    figure = report.plot_ablation(frame, name, unguided=read_json(snakemake.input.unguided),
+                                  factor=snakemake.params.factor, chance=1.0 / num_classes)
     for key in ("png", "pdf"):
         with atomic_path(snakemake.output[key]) as tmp:
             figure.savefig(tmp, format=key, dpi=150)

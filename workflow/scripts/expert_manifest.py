@@ -5,30 +5,37 @@ accuracy per timestep of the routed guide is the data of the paper's motivating 
 """
 import torch
 
-from ppap import data, pipeline
+from ppap import data, grammar, pipeline
 from ppap.io import write_json
 from ppap.models import classifiers
 from ppap.runtime import resolve_device, rule_session
 from ppap.schedules import load_alphas_cumprod
 
 with rule_session(snakemake.log[0], snakemake.threads, "expert_manifest") as log:
-    spec = pipeline.ExpertSetSpec.parse(snakemake.wildcards.guide_set)
+    guide_set = snakemake.wildcards.guide_set
+    spec = grammar.parse_guide_set(guide_set)
     device = resolve_device(snakemake.params.device)
     alphas_cumprod = load_alphas_cumprod(snakemake.input.scheduler).float()
     num_timesteps = len(alphas_cumprod)
-    routed = pipeline.load_expert_set(spec, snakemake.input.guide, snakemake.input.experts, num_timesteps,
+    routed = pipeline.load_expert_set(guide_set, snakemake.input.guide, snakemake.input.experts, num_timesteps,
                                       snakemake.params.ranges).to(device)
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
-    accounting = pipeline.parameter_accounting(spec, base_params, snakemake.input.experts)
+    accounting = pipeline.parameter_accounting(guide_set, base_params, snakemake.input.experts)
     split = pipeline.load_digits_npz(snakemake.input.data)
-    x_test = data.to_float(split["test_images"]).to(device)
-    y_test = torch.as_tensor(split["test_labels"]).to(device)
     timesteps = snakemake.params.accuracy_timesteps
-    accuracy = pipeline.expert_set_accuracy(routed, x_test, y_test, alphas_cumprod.to(device), timesteps,
-                                            seed=snakemake.params.seed)
-    log.info("%s: %s; noisy accuracy %s", spec.guide_id, accounting, dict(zip(timesteps, accuracy)))
+    noisy = {}
+    # Validation accuracy is what tuning may look at; test accuracy is only reported.
+    for part in ("val", "test"):
+        if f"{part}_images" not in split:
+            continue
+        images = data.to_float(split[f"{part}_images"]).to(device)
+        labels = torch.as_tensor(split[f"{part}_labels"]).to(device)
+        noisy[f"noisy_{part}_accuracy"] = dict(timesteps=timesteps, accuracy=pipeline.expert_set_accuracy(
+            routed, images, labels, alphas_cumprod.to(device), timesteps, seed=snakemake.params.seed))
+        log.info("%s: noisy %s accuracy %s", guide_set, part, dict(zip(timesteps, noisy[f"noisy_{part}_accuracy"]["accuracy"])))
+    log.info("%s: %s", guide_set, accounting)
     write_json(snakemake.output[0], dict(
-        guide_set=spec.guide_id, supervision=spec.supervision, adapter=spec.adapter, rank=spec.rank,
+        guide_set=guide_set, supervision=spec.supervision, adapter=spec.adapter, rank=spec.rank,
         n_experts=spec.n_experts, ranges=[list(r) for r in routed.ranges],
         experts=list(snakemake.input.experts), base_guide=snakemake.input.guide, base_params=base_params,
-        noisy_test_accuracy=dict(timesteps=timesteps, accuracy=accuracy), **accounting))
+        **noisy, **accounting))

@@ -1,9 +1,7 @@
 """Rule figures: the motivating noisy-accuracy figure and the sample grids of Table 1's methods."""
-import numpy as np
-from PIL import Image
-
-from ppap import report
+from ppap import data, report
 from ppap.io import atomic_path, read_json
+from ppap.models import classifiers
 from ppap.runtime import rule_session
 
 
@@ -20,8 +18,10 @@ with rule_session(snakemake.log[0], snakemake.threads, "figures") as log:
         manifest = read_json(path)
         curves[f"{method} ({manifest['guide_set']})"] = manifest["noisy_test_accuracy"]
         boundaries[method] = [start for start, _ in manifest["ranges"][1:]]
-    save(report.plot_noisy_accuracy(curves, boundaries), [snakemake.output.accuracy_png, snakemake.output.accuracy_pdf])
-    grids = {method: np.asarray(Image.open(path))[..., None]
-             for method, path in zip(snakemake.params.grid_methods, snakemake.input.grids)}
-    save(report.plot_sample_grids(grids), [snakemake.output.samples_png, snakemake.output.samples_pdf])
+    chance = 1.0 / classifiers.read_guide_spec(snakemake.input.guide)["num_classes"]
+    save(report.plot_noisy_accuracy(curves, boundaries, chance=chance), [snakemake.output.accuracy_png, snakemake.output.accuracy_pdf])
+    grids, layouts = {}, {}  # each grid PNG records its rows, columns and target classes
+    for method, path in zip(snakemake.params.grid_methods, snakemake.input.grids):
+        grids[method], layouts[method] = data.load_sample_grid(path)
+    save(report.plot_sample_grids(grids, layouts), [snakemake.output.samples_png, snakemake.output.samples_pdf])
     log.info("figures written")

@@ -8,9 +8,10 @@ with rule_session(snakemake.log[0], snakemake.threads, "prepare_data") as log:
     if cfg["source"] == "folder":
         split = data.load_folder_split(cfg["train_dir"], cfg["image_size"], cfg.get("test_dir"),
                                        cfg.get("train_per_class"), cfg.get("test_per_class"),
-                                       cfg["test_fraction"], cfg["split_seed"])
+                                       cfg["test_fraction"], cfg["split_seed"], cfg["val_fraction"])
     else:
-        split = data.load_digits_split(cfg["image_size"], cfg["test_fraction"], cfg["split_seed"])
+        split = data.load_digits_split(cfg["image_size"], cfg["test_fraction"], cfg["split_seed"],
+                                       cfg["val_fraction"])
     for key, value in split.items():
         log.info("%s: %s %s", key, value.shape, value.dtype)
     save_npz(snakemake.output[0], **split)

@@ -19,8 +19,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
         guide = SingleGuide(classifiers.load_guide(snakemake.input.guide)).to(device).requires_grad_(False)
     elif guide_name != "none":
         manifest = read_json(snakemake.input.manifest)
-        spec = pipeline.ExpertSetSpec.parse(guide_name)
-        guide = pipeline.load_expert_set(spec, snakemake.input.guide, manifest["experts"], len(alphas_cumprod),
+        guide = pipeline.load_expert_set(guide_name, snakemake.input.guide, manifest["experts"], len(alphas_cumprod),
                                          manifest["ranges"]).to(device)
     if guide is not None:
         num_classes = classifiers.read_guide_spec(snakemake.input.guide)["num_classes"]
@@ -29,14 +28,15 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
         images, labels = pipeline.generate_samples(
             eps_model, alphas_cumprod, image_shape, snakemake.params.num_samples, batch_size,
             seed, device, sampler=setting["sampler"], steps=setting["steps"], eta=snakemake.params.eta,
-            guide=guide, guidance_scale=setting["scale"], num_classes=num_classes or 10, precision=precision)
+            guide=guide, guidance_scale=setting["scale"], num_classes=num_classes or 10, precision=precision,
+            clip=setting["clip"], spacing=setting["spacing"])
         data.save_samples(path, images, labels)
         if seed == snakemake.params.seeds[0]:
             first_images, first_labels = images, labels
     upscale = max(1, 32 // first_images.shape[1])  # 8 px digits x4; 256 px images as they are
-    if first_labels is not None:  # one row per target class (the first 10 classes)
-        grid = data.image_grid(data.class_rows(first_images, first_labels, 10, min(num_classes, 10)), nrow=10,
-                               upscale=upscale, padding=2)
-    else:
-        grid = data.image_grid(first_images[:100], nrow=10, upscale=upscale, padding=2)
-    data.save_png(snakemake.output.grid, grid)
+    # One row per target class (the first 10 classes), up to 10 per row, every cell a sample; an
+    # unguided grid has the same rows x columns, unlabeled. The PNG records the layout for figures.
+    rows = 10 if first_labels is None else min(num_classes, 10)
+    cells = data.class_rows(first_images, first_labels, 10, rows)
+    data.save_sample_grid(snakemake.output.grid, cells, rows, None if first_labels is None else list(range(rows)),
+                          upscale=upscale, padding=2)

@@ -2,6 +2,7 @@
 import io
 
 from ppap import report
+from ppap.config import metrics_path
 from ppap.io import read_json, write_text
 from ppap.models import classifiers
 from ppap.runtime import rule_session
@@ -11,9 +12,9 @@ with rule_session(snakemake.log[0], snakemake.threads, "table1") as log:
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
     rows = []
     for run in snakemake.params.runs:
-        metrics = read_json(f"results/metrics/{run['guide']}/{run['sampling']}.json")
-        rows.append(dict(method=run["label"], **report.run_row(run["guide"], metrics, base_params,
-                                                                manifests.get(run["guide"]))))
+        metrics = [read_json(metrics_path(guide, run["sampling"])) for guide in run["guides"]]
+        rows.append(dict(method=run["label"], **report.run_row(run["guides"], metrics, base_params,
+                                                                manifests.get(run["guides"][0]))))
     frame = report.table1(rows)
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.6g")

@@ -1,0 +1,296 @@
+"""The one place where guide-set and sampling names are parsed, formatted and validated.
+
+Every result file of the DAG is named by what produced it, so names are the factors of the study:
+
+* guides: ``none``, ``off_the_shelf``, or a trained guide set::
+
+      <labeled|datafree>_<full|lora<r>>_n<N>[_syn<M>][_tau<T>][_norm<frozen|trained>]
+                                          [_warm<off|weights|optimizer>][_lr<lr>][_rep<k>]
+
+  (N experts; ``_syn``/``_tau``: data-free set size and transfer temperature; ``_norm``: LoRA
+  experts' normalisation layers frozen at the clean statistics or trained per expert;
+  ``_warm``: each expert starts from scratch, from the previous expert's weights, or from its
+  weights and optimiser state; ``_lr``: learning rate; ``_rep``: independent training k,
+  i.e. other training seeds);
+* sampling settings: ``<ddim|ddpm><steps>_s<scale>[_clip<gd|after|none>][_sp<ddim|leading|trailing>]``.
+
+A suffix is optional; absent means "the config's value". :func:`canonical_guide` and
+:func:`canonical_sampling` drop suffixes equal to the config's values, so that cells that are the
+same computation share one name, and its files. A new factor is one field of :class:`GuideSet`
+(or :class:`Sampling`), its suffix in ``_GUIDE_SUFFIXES`` (``_SAMPLING_SUFFIXES``), and its
+default in :func:`guide_defaults` (:func:`sampling_defaults`).
+
+Imported by the Snakefile before any job runs: no torch here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+SUPERVISIONS = ("labeled", "datafree")
+NORM_MODES = ("trained", "frozen")
+WARM_STARTS = ("off", "weights", "optimizer")
+CLIP_MODES = ("guided_diffusion", "after_guidance", "none")
+SPACINGS = ("ddim", "leading", "trailing")
+SAMPLERS = ("ddim", "ddpm")
+_CLIP_TOKENS = {"guided_diffusion": "gd", "after_guidance": "after", "none": "none"}
+_CLIP_FROM_TOKEN = {token: mode for mode, token in _CLIP_TOKENS.items()}
+
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?(?:e-?[0-9]+)?"
+
+
+class GrammarError(ValueError):
+    """A name does not follow the grammar; the message says what is wrong."""
+
+
+def format_number(value: float) -> str:
+    """Canonical spelling of a number in a name: 1.0 -> 1, 0.50 -> 0.5, 0.0003 -> 0.0003."""
+    text = f"{float(value):.6g}"
+    if "e" in text:  # 3e-05 and the like: spell without the sign's zero padding
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
+
+# ------------------------------------------------------------------------------------ guide sets
+
+# suffix -> (field, regex of the value, parse, format); in the order names are written.
+_GUIDE_SUFFIXES: dict[str, tuple[str, str, Any, Any]] = {
+    "syn": ("synthetic_size", r"[1-9][0-9]*", int, str),
+    "tau": ("temperature", _NUMBER, float, format_number),
+    "norm": ("norm", "|".join(NORM_MODES), str, str),
+    "warm": ("warm_start", "|".join(WARM_STARTS), str, str),
+    "lr": ("lr", _NUMBER, float, format_number),
+    "rep": ("replicate", r"[0-9]+", int, str),
+}
+_GUIDE_HEAD = r"(?P<supervision>labeled|datafree)_(?P<adapter>full|lora[1-9][0-9]*)_n(?P<n>[1-9][0-9]*)"
+_GUIDE_TAIL = "".join(f"(?:_{key}(?P<{key}>{value}))?" for key, (_, value, _, _) in _GUIDE_SUFFIXES.items())
+GUIDE_SET = re.compile(f"^{_GUIDE_HEAD}{_GUIDE_TAIL}$")
+# The same grammar without named groups, for Snakemake's wildcard constraints.
+GUIDE_SET_PATTERN = (r"(labeled|datafree)_(full|lora[1-9][0-9]*)_n[1-9][0-9]*"
+                     + "".join(f"(_{key}({value}))?" for key, (_, value, _, _) in _GUIDE_SUFFIXES.items()))
+GUIDE_PATTERN = f"none|off_the_shelf|{GUIDE_SET_PATTERN}"
+# Zeros allowed, only to say precisely what is wrong with a rejected name.
+_LOOSE_HEAD = re.compile(r"^(labeled|datafree)_(full|lora(?P<rank>[0-9]+))_n(?P<n>[0-9]+)(?P<rest>(_.*)?)$")
+
+
+@dataclass(frozen=True)
+class GuideSet:
+    """A trained guide set: N experts over [0, T), each the off-the-shelf guide plus an adapter
+    (``rank``) or a fully fine-tuned copy (``rank=None``). Fields left None take the config's value
+    (:meth:`resolved`)."""
+
+    supervision: str                    # "labeled" (ground truth, real images) | "datafree" (teacher, synthetic)
+    rank: int | None                    # LoRA rank; None for full fine-tuning
+    n_experts: int
+    synthetic_size: int | None = None   # data-free images (the first M of the pool)
+    temperature: float | None = None    # knowledge-transfer temperature on the teacher
+    norm: str | None = None             # LoRA: normalisation layers "trained" per expert or "frozen"
+    warm_start: str | None = None       # "off" | "weights" | "optimizer" (weights and AdamW state)
+    lr: float | None = None             # learning rate (the config's per family: LoRA or full)
+    replicate: int = 0                  # independent training k (training seeds offset by k)
+
+    @property
+    def adapter(self) -> str:
+        return "full" if self.rank is None else f"lora{self.rank}"
+
+    @property
+    def name(self) -> str:
+        return format_guide_set(self)
+
+    def resolved(self, defaults: dict) -> "GuideSet":
+        """Every None field filled from `defaults` (:func:`guide_defaults`)."""
+        lr = self.lr if self.lr is not None else defaults["lr" if self.rank is not None else "full_lr"]
+        filled = {f.name: defaults[f.name] for f in fields(self)
+                  if getattr(self, f.name) is None and f.name in defaults and f.name != "lr"}
+        spec = replace(self, lr=float(lr), **filled)
+        if spec.rank is None:
+            spec = replace(spec, norm="trained")  # full fine-tuning trains everything, norms included
+        return spec
+
+
+def parse_guide_set(name: str) -> GuideSet:
+    """A guide-set name -> :class:`GuideSet` (unset suffixes are None); GrammarError if malformed."""
+    match = GUIDE_SET.match(str(name))
+    if not match:
+        loose = _LOOSE_HEAD.match(str(name))
+        if loose and int(loose["n"]) < 1:
+            raise GrammarError(f"guide {name!r}: the number of experts N (_n<N>) must be >= 1")
+        if loose and loose["rank"] is not None and int(loose["rank"]) < 1:
+            raise GrammarError(f"guide {name!r}: the LoRA rank (lora<rank>) must be >= 1")
+        hint = ""
+        if loose and loose["rest"]:
+            hint = (" (suffixes, in this order: " + " ".join(f"_{k}<{f}>" for k, (f, *_) in _GUIDE_SUFFIXES.items())
+                    + f"; norm in {NORM_MODES}, warm in {WARM_STARTS})")
+        raise GrammarError(f"unknown guide {name!r}: expected none, off_the_shelf or "
+                           f"<labeled|datafree>_<full|lora<rank>>_n<N>[suffixes], e.g. datafree_lora4_n5{hint}")
+    adapter = match["adapter"]
+    values = {}
+    for key, (field, _, parse, _) in _GUIDE_SUFFIXES.items():
+        if match[key] is not None:
+            values[field] = parse(match[key])
+    spec = GuideSet(match["supervision"], None if adapter == "full" else int(adapter[4:]), int(match["n"]), **values)
+    _validate_guide_set(spec, name)
+    return spec
+
+
+def _validate_guide_set(spec: GuideSet, name: str) -> None:
+    if spec.supervision == "labeled" and (spec.synthetic_size is not None or spec.temperature is not None):
+        raise GrammarError(f"guide {name!r}: _syn and _tau apply to data-free sets only")
+    if spec.temperature is not None and spec.temperature <= 0:
+        raise GrammarError(f"guide {name!r}: the temperature must be > 0")
+    if spec.lr is not None and spec.lr <= 0:
+        raise GrammarError(f"guide {name!r}: the learning rate must be > 0")
+    if spec.rank is None and spec.norm == "frozen":
+        raise GrammarError(f"guide {name!r}: _normfrozen applies to LoRA sets (full fine-tuning trains every layer)")
+
+
+def format_guide_set(spec: GuideSet) -> str:
+    out = f"{spec.supervision}_{spec.adapter}_n{spec.n_experts}"
+    for key, (field, _, _, fmt) in _GUIDE_SUFFIXES.items():
+        value = getattr(spec, field)
+        if value is not None and not (field == "replicate" and value == 0):
+            out += f"_{key}{fmt(value)}"
+    return out
+
+
+def guide_kind(name: str) -> str:
+    """"none", "off_the_shelf" or "experts" (a trained guide set); GrammarError otherwise."""
+    if name in ("none", "off_the_shelf"):
+        return name
+    parse_guide_set(name)
+    return "experts"
+
+
+def n_experts(name: str) -> int:
+    kind = guide_kind(name)
+    if kind != "experts":
+        return 0 if kind == "none" else 1
+    return parse_guide_set(name).n_experts
+
+
+def guide_defaults(config: dict) -> dict:
+    """The config's value of every optional factor of a guide set."""
+    experts, train = config["experts"], config["experts"]["train"]
+    return dict(synthetic_size=train["synthetic_size"], temperature=float(train["temperature"]),
+                norm=experts["norm"], warm_start=experts["warm_start"], lr=float(train["lr"]),
+                full_lr=float(train["full_lr"]), replicate=0)
+
+
+def resolve_guide_set(name: str, config: dict) -> GuideSet:
+    """The set with every factor filled in from the config."""
+    return parse_guide_set(name).resolved(guide_defaults(config))
+
+
+def canonical_guide(name: str, config: dict) -> str:
+    """The one name of a guide: suffixes equal to the config's values (or meaningless for the set)
+    dropped, numbers tidied, so that cells that are the same computation share their files."""
+    if guide_kind(name) != "experts":
+        return name
+    spec = parse_guide_set(name)
+    full = spec.resolved(guide_defaults(config))
+    defaults = GuideSet(spec.supervision, spec.rank, spec.n_experts).resolved(guide_defaults(config))
+    kept = {}
+    for field in ("synthetic_size", "temperature", "norm", "warm_start", "lr"):
+        if getattr(full, field) != getattr(defaults, field):
+            kept[field] = getattr(full, field)
+    if spec.n_experts == 1:
+        kept.pop("warm_start", None)  # one expert has no predecessor to start from
+    return format_guide_set(GuideSet(spec.supervision, spec.rank, spec.n_experts, replicate=spec.replicate, **kept))
+
+
+def replicate_of(name: str, replicate: int, config: dict) -> str:
+    """Independent training `replicate` of a guide (untrained guides have one)."""
+    if guide_kind(name) != "experts" or replicate == 0:
+        return canonical_guide(name, config)
+    return canonical_guide(format_guide_set(replace(parse_guide_set(name), replicate=replicate)), config)
+
+
+# ------------------------------------------------------------------------------------- sampling
+
+_SAMPLING_SUFFIXES: dict[str, tuple[str, str]] = {
+    "clip": ("clip", "|".join(_CLIP_TOKENS.values())),
+    "sp": ("spacing", "|".join(SPACINGS)),
+}
+_SAMPLING_HEAD = r"(?P<sampler>ddim|ddpm)(?P<steps>[1-9][0-9]*)_s(?P<scale>[0-9]+(?:\.[0-9]+)?)"
+SAMPLING = re.compile(f"^{_SAMPLING_HEAD}"
+                      + "".join(f"(?:_{key}(?P<{key}>{value}))?" for key, (_, value) in _SAMPLING_SUFFIXES.items())
+                      + "$")
+SAMPLING_PATTERN = (r"(ddim|ddpm)[1-9][0-9]*_s[0-9]+(\.[0-9]+)?"
+                    + "".join(f"(_{key}({value}))?" for key, (_, value) in _SAMPLING_SUFFIXES.items()))
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """A sampling setting. ``clip``: where x0 is clipped to [-1, 1] relative to guidance
+    (guided-diffusion's order clips the unguided x0, then guides); ``spacing``: which timesteps
+    a respaced sampler visits (``ddim`` = guided-diffusion's ``ddimN``)."""
+
+    sampler: str
+    steps: int
+    scale: float
+    clip: str | None = None
+    spacing: str | None = None
+
+    @property
+    def name(self) -> str:
+        return format_sampling(self)
+
+    def resolved(self, defaults: dict) -> "Sampling":
+        return replace(self, clip=self.clip or defaults["clip"], spacing=self.spacing or defaults["spacing"])
+
+
+def parse_sampling(name: str) -> Sampling:
+    match = SAMPLING.match(str(name))
+    if not match:
+        raise GrammarError(f"unknown sampling setting {name!r}: expected "
+                           "<ddim|ddpm><steps>_s<scale>[_clip<gd|after|none>][_sp<ddim|leading|trailing>], "
+                           "e.g. ddim25_s1")
+    spec = Sampling(match["sampler"], int(match["steps"]), float(match["scale"]),
+                    clip=_CLIP_FROM_TOKEN[match["clip"]] if match["clip"] else None, spacing=match["sp"])
+    if spec.sampler == "ddpm" and spec.clip == "after_guidance":
+        raise GrammarError(f"sampling {name!r}: clipping after guidance is defined for DDIM only "
+                           "(DDPM guidance shifts the mean of the clipped posterior)")
+    return spec
+
+
+def format_sampling(spec: Sampling) -> str:
+    out = f"{spec.sampler}{int(spec.steps)}_s{format_number(spec.scale)}"
+    if spec.clip is not None:
+        out += f"_clip{_CLIP_TOKENS[spec.clip]}"
+    if spec.spacing is not None:
+        out += f"_sp{spec.spacing}"
+    return out
+
+
+def sampling_defaults(config: dict) -> dict:
+    s = config["sampling"]
+    return dict(clip=s["clip"], spacing=s["spacing"])
+
+
+def resolve_sampling(name: str, config: dict) -> Sampling:
+    return parse_sampling(name).resolved(sampling_defaults(config))
+
+
+def default_sampling(config: dict) -> str:
+    s = config["sampling"]
+    return format_sampling(Sampling(s["sampler"], s["steps"], s["guidance_scale"]))
+
+
+def canonical_sampling(guide: str, name: str, config: dict) -> str:
+    """Suffixes equal to the config's dropped. Unguided sampling does not depend on the scale
+    (named s0), nor on whether x0 is clipped before or after a guidance that is absent."""
+
+    def unguided(clip: str) -> str:
+        return "guided_diffusion" if clip == "after_guidance" else clip
+
+    defaults = sampling_defaults(config)
+    full = parse_sampling(name).resolved(defaults)
+    if guide == "none":
+        full = replace(full, scale=0.0, clip=unguided(full.clip))
+        defaults = {**defaults, "clip": unguided(defaults["clip"])}
+    return format_sampling(Sampling(full.sampler, full.steps, full.scale,
+                                    clip=None if full.clip == defaults["clip"] else full.clip,
+                                    spacing=None if full.spacing == defaults["spacing"] else full.spacing))

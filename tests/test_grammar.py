@@ -1,0 +1,197 @@
+"""The guide-set and sampling grammar (ppap.grammar), the spacing (ppap.spacing), and the runs and
+job settings the config derives from them (ppap.config)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ppap import grammar
+from ppap.config import ConfigError, ablation_runs, check_config, expert_training, table1_runs, tuning_runs
+from ppap.grammar import GrammarError, GuideSet, Sampling
+from ppap.spacing import spaced_timesteps
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def config():
+    """The default preset as Snakemake would load it (schema defaults filled in)."""
+    from snakemake.utils import validate
+
+    cfg = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    validate(cfg, str(REPO / "config" / "schema.yaml"))
+    return cfg
+
+
+# ---------------------------------------------------------------------------------- names ----
+
+@pytest.mark.parametrize("name", [
+    "datafree_lora4_n5", "labeled_full_n1", "datafree_lora16_n10_syn250_tau0.1", "datafree_lora4_n5_normfrozen",
+    "datafree_lora4_n5_warmoff", "labeled_full_n5_warmweights_lr0.0003_rep2", "datafree_full_n3_lr3e-5",
+    "datafree_lora2_n2_syn64_tau1_normtrained_warmoptimizer_lr0.01_rep1",
+])
+def test_guide_set_names_round_trip_and_match_the_wildcard_pattern(name):
+    spec = grammar.parse_guide_set(name)
+    assert grammar.format_guide_set(spec) == name
+    assert re.fullmatch(grammar.GUIDE_SET_PATTERN, name)
+    assert re.fullmatch(grammar.GUIDE_PATTERN, name)
+
+
+def test_parsed_fields():
+    spec = grammar.parse_guide_set("datafree_lora4_n5_tau0.5_normfrozen_warmoff_lr0.001_rep2")
+    assert spec == GuideSet("datafree", 4, 5, None, 0.5, "frozen", "off", 0.001, 2)
+    assert spec.adapter == "lora4" and grammar.parse_guide_set("labeled_full_n1").adapter == "full"
+
+
+@pytest.mark.parametrize("name, message", [
+    ("datafree_lora4_n0", "number of experts"),
+    ("datafree_lora0_n2", "LoRA rank"),
+    ("labeled_full_n5_tau0.5", "data-free sets only"),
+    ("datafree_full_n5_normfrozen", "LoRA sets"),
+    ("datafree_lora4_n5_warmon", "suffixes, in this order"),
+    ("datafree_lora4_n5_rep1_lr0.1", "suffixes, in this order"),  # out of order
+    ("datafree_lora4_n5_lr0", "learning rate must be > 0"),
+    ("guide", "unknown guide"),
+])
+def test_bad_guide_names_say_what_is_wrong(name, message):
+    with pytest.raises(GrammarError, match=message):
+        grammar.parse_guide_set(name)
+    assert not re.fullmatch(grammar.GUIDE_SET_PATTERN, name) or message in ("data-free sets only", "LoRA sets",
+                                                                           "learning rate must be > 0")
+
+
+def test_untrained_guides():
+    assert grammar.guide_kind("none") == "none" and grammar.n_experts("none") == 0
+    assert grammar.guide_kind("off_the_shelf") == "off_the_shelf" and grammar.n_experts("off_the_shelf") == 1
+    assert grammar.n_experts("labeled_full_n5") == 5
+
+
+def test_canonical_names_drop_the_configs_values(config):
+    canonical = lambda name: grammar.canonical_guide(name, config)  # noqa: E731
+    assert canonical("datafree_lora4_n5_syn2000_tau0.25_normtrained_warmoptimizer") == "datafree_lora4_n5"
+    assert canonical("datafree_lora4_n5_lr0.003") == canonical("datafree_lora4_n5") == "datafree_lora4_n5"
+    assert canonical("datafree_lora4_n5_tau0.50") == "datafree_lora4_n5_tau0.5"
+    assert canonical("labeled_full_n5_lr0.001") == "labeled_full_n5"  # full fine-tuning's own rate
+    assert canonical("labeled_full_n5_lr0.003") == "labeled_full_n5_lr0.003"
+    assert canonical("datafree_lora4_n1_warmoff") == "datafree_lora4_n1"  # one expert: nothing to start from
+    assert canonical("datafree_lora4_n5_warmoff_rep0") == "datafree_lora4_n5_warmoff"
+    assert canonical("datafree_lora4_n5_rep2") == "datafree_lora4_n5_rep2"
+    other = copy.deepcopy(config)
+    other["experts"]["norm"] = "frozen"
+    assert grammar.canonical_guide("datafree_lora4_n5_normtrained", other) == "datafree_lora4_n5_normtrained"
+    assert grammar.canonical_guide("datafree_lora4_n5_normfrozen", other) == "datafree_lora4_n5"
+
+
+def test_resolved_sets_take_every_unset_factor_from_the_config(config):
+    lora = grammar.resolve_guide_set("datafree_lora4_n5_warmoff", config)
+    assert (lora.synthetic_size, lora.temperature, lora.norm, lora.warm_start, lora.lr) == (
+        config["experts"]["train"]["synthetic_size"], config["experts"]["train"]["temperature"],
+        config["experts"]["norm"], "off", config["experts"]["train"]["lr"])
+    full = grammar.resolve_guide_set("labeled_full_n5", config)
+    assert full.lr == config["experts"]["train"]["full_lr"] and full.norm == "trained"
+
+
+def test_sampling_names(config):
+    spec = grammar.parse_sampling("ddim25_s7.5_clipafter_sptrailing")
+    assert spec == Sampling("ddim", 25, 7.5, "after_guidance", "trailing")
+    assert spec.name == "ddim25_s7.5_clipafter_sptrailing"
+    assert re.fullmatch(grammar.SAMPLING_PATTERN, spec.name)
+    canonical = grammar.canonical_sampling
+    assert canonical("ppap", "ddim25_s1_clipgd_spddim", config) == "ddim25_s1"
+    assert canonical("ppap", "ddim25_s4_clipnone", config) == "ddim25_s4_clipnone"
+    # Unguided: no scale, and clipping before or after an absent guidance is the same step.
+    assert canonical("none", "ddim25_s4_clipafter", config) == "ddim25_s0"
+    assert canonical("none", "ddim25_s4_clipnone", config) == "ddim25_s0_clipnone"
+    with pytest.raises(GrammarError, match="DDIM only"):
+        grammar.parse_sampling("ddpm50_s1_clipafter")
+    with pytest.raises(GrammarError, match="unknown sampling"):
+        grammar.parse_sampling("ddim25_s1_clipsometimes")
+
+
+# -------------------------------------------------------------------------------- spacing ----
+
+def test_guided_diffusion_ddim_spacing():
+    assert spaced_timesteps(1000, 25, "ddim") == list(range(960, -1, -40))  # the paper's DDIM-25
+    assert spaced_timesteps(1000, 50, "ddim") == list(range(980, -1, -20))
+    # 30 steps: guided-diffusion's first stride with exactly 30 values is 34 (0, 34, ..., 986).
+    assert spaced_timesteps(1000, 30, "ddim") == list(range(0, 1000, 34))[::-1]
+    with pytest.raises(ValueError, match="ddim1 spacing does not exist"):
+        spaced_timesteps(1000, 1, "ddim")
+    for n in (10, 20, 25, 40, 50, 100):  # leading = ddimN whenever N divides T
+        assert spaced_timesteps(1000, n, "leading") == spaced_timesteps(1000, n, "ddim")
+
+
+def test_spacing_is_a_config_key_checked_before_any_job(config):
+    bad = copy.deepcopy(config)
+    bad["sampling"]["steps"] = 999  # no integer stride gives 999 steps over 1000
+    bad["ablations"] = {}
+    with pytest.raises(ConfigError, match="sampling.spacing.*ddim999"):
+        check_config(bad)
+    bad["sampling"]["spacing"] = "trailing"
+    check_config(bad)
+
+
+# ------------------------------------------------------------------------ runs and settings ----
+
+def test_table1_runs_with_independent_trainings(config):
+    one = {r.label: r for r in table1_runs(config)}
+    three = {r.label: r for r in table1_runs(config, 3)}
+    assert one["ppap"].guides == ("datafree_lora4_n5",)
+    assert three["ppap"].guides == ("datafree_lora4_n5", "datafree_lora4_n5_rep1", "datafree_lora4_n5_rep2")
+    assert three["off_the_shelf"].guides == ("off_the_shelf",)  # an untrained guide has one instance
+    assert three["unguided"].sampling == "ddim25_s0"
+    assert three["ppap"].metrics_paths[1] == "results/metrics/datafree_lora4_n5_rep1/ddim25_s1.json"
+
+
+def test_faithful_ablations_share_cells_with_table1(config):
+    norm = {r.label: r for r in ablation_runs(config, "norm")}
+    assert norm["5_normtrained"].guides[0] == "datafree_lora4_n5"
+    assert norm["5_normfrozen"].guides == tuple(f"datafree_lora4_n5_normfrozen{s}" for s in ("", "_rep1", "_rep2"))
+    warm = {r.label: r for r in ablation_runs(config, "warm_start")}
+    assert warm["10_warmoff"].guides[0] == "datafree_lora4_n10_warmoff"
+    clip = {r.label: r for r in ablation_runs(config, "clip")}
+    assert clip["s1_clipgd/ppap"].sampling == "ddim25_s1" and clip["s4_clipafter/ppap"].sampling == "ddim25_s4_clipafter"
+    assert len(clip) == 6 * 4
+
+
+def test_tuning_runs_name_each_rate(config):
+    runs = tuning_runs(config)
+    guides = [r.guide for r in runs]
+    assert "datafree_lora4_n5" in guides  # the configured rate is the plain set
+    assert any(g.startswith("datafree_lora4_n5_lr") for g in guides)
+    assert {r.method for r in runs} == {"lora", "full"}
+
+
+def test_expert_training_holds_only_what_a_job_uses(config):
+    settings = expert_training("datafree_lora4_n5_rep2", config)
+    assert settings.steps == config["experts"]["train"]["total_steps"] // 5
+    assert settings.seed == config["experts"]["train"]["seed"] + 2 * 1_000_000
+    assert settings.norm == "trained" and settings.warm_start == "optimizer"
+    assert settings.lora["rank"] == 4 and settings.lora["include"] == config["experts"]["lora"]["include"]
+    labeled = expert_training("labeled_full_n5", config)
+    assert labeled.lora is None and labeled.synthetic_size is None and labeled.temperature is None
+    assert expert_training("labeled_full_n1", config).warm_start == "off"
+    # A key this set does not use leaves its params (Snakemake's rerun trigger) unchanged.
+    other = copy.deepcopy(config)
+    other["experts"]["custom_ranges"] = {"datafree_lora4_n3": [[0, 100], [100, 400], [400, 1000]]}
+    other["experts"]["train"]["full_lr"] = 0.123
+    assert expert_training("datafree_lora4_n5", other).as_params() == expert_training("datafree_lora4_n5", config).as_params()
+    # Custom ranges of a set apply to its independent trainings too.
+    ranged = expert_training("datafree_lora4_n3_rep1", other)
+    assert ranged.ranges == [[0, 100], [100, 400], [400, 1000]]
+
+
+def test_the_default_preset_is_faithful_to_the_original(config):
+    """The defaults the README's fidelity table promises."""
+    assert config["sampling"]["clip"] == "guided_diffusion" and config["sampling"]["spacing"] == "ddim"
+    assert config["experts"]["norm"] == "trained" and config["experts"]["warm_start"] == "optimizer"
+    assert config["experts"]["train"]["weight_decay"] == 0.05
+    assert config["data"]["val_fraction"] > 0
+    paper = yaml.safe_load((REPO / "config" / "imagenet256.yaml").read_text())
+    assert paper["sampling"].get("spacing", "ddim") == "ddim"
+    assert paper["sampling"].get("clip", "guided_diffusion") == "guided_diffusion"

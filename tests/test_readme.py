@@ -1,0 +1,57 @@
+"""The README quotes only what the reference results say (ppap.readme)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ppap import readme
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "results" / "reference"
+
+
+def test_readme_is_true_to_the_reference_results():
+    problems = readme.check((REPO / "README.md").read_text(), REFERENCE)
+    assert not problems, "\n".join(problems)
+
+
+def test_readme_has_checked_results():
+    text = (REPO / "README.md").read_text()
+    assert text.count("<!-- ref: ") >= 20  # the findings quote the tables through checked references
+    assert "<!-- generated: table1.md -->" in text
+
+
+@pytest.fixture
+def reference(tmp_path):
+    (tmp_path / "t.csv").write_text("method,accuracy,fid\nppap,0.5134,8.27\noff_the_shelf,0.2061,14.1\n")
+    (tmp_path / "g.json").write_text('{"noisy": {"accuracy": [0.99, 0.55]}}')
+    (tmp_path / "t.md").write_text("| a |\n")
+    return tmp_path
+
+
+def test_checker_accepts_true_numbers_and_expressions(reference):
+    text = ("<!-- results:begin -->\nPPAP 0.513<!-- ref: t.csv[method=ppap].accuracy --> at FID "
+            "8.3<!-- ref: t.csv[method=ppap].fid -->, a gain of +0.31<!-- ref: t.csv[method=ppap].accuracy - "
+            "t.csv[method=off_the_shelf].accuracy -->; clean 99%<!-- ref: g.json:noisy.accuracy[0] -->; "
+            "scale 7.5<!-- ref: none -->.\n<!-- generated: t.md -->\n| a |\n<!-- /generated -->\n"
+            "<!-- results:end -->\n")
+    assert readme.check(text, reference) == []
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("PPAP 0.514<!-- ref: t.csv[method=ppap].accuracy -->", "README says 0.514"),
+    ("PPAP 0.5<!-- ref: t.csv[method=nope].accuracy -->", "selects 0 rows"),
+    ("PPAP 0.5<!-- ref: t.csv[method=ppap].nope -->", "no column"),
+    ("<!-- generated: t.md -->\n| b |\n<!-- /generated -->", "differs from the file"),
+    ("<!-- results:begin -->\nPPAP reaches 0.51 now.\n<!-- results:end -->", "unchecked number 0.51"),
+])
+def test_checker_catches_drift(reference, text, problem):
+    problems = readme.check(text, reference)
+    assert any(problem in p for p in problems), problems
+
+
+def test_update_rewrites_generated_blocks(reference):
+    text = "x\n<!-- generated: t.md -->\nold\n<!-- /generated -->\ny"
+    assert readme.update(text, reference) == "x\n<!-- generated: t.md -->\n| a |\n<!-- /generated -->\ny"
