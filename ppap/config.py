@@ -268,8 +268,6 @@ def check_config(config: dict) -> None:
         sampling = grammar.resolve_sampling(run.sampling, config)
         if sampling.steps > timesteps:
             raise ConfigError(f"{where}: {run.sampling} has more steps than diffusion.num_train_timesteps")
-        if sampling.sampler == "ddpm" and sampling.clip == "after_guidance":
-            raise ConfigError(f"sampling.clip: after_guidance is defined for DDIM only, {where} samples with DDPM")
         try:
             spaced_timesteps(timesteps, sampling.steps, sampling.spacing)
         except ValueError as err:

@@ -40,15 +40,25 @@ def check_ranges(ranges: Sequence[Range], num_timesteps: int) -> None:
         raise ValueError(f"ranges end at {expected_start}, not at T = {num_timesteps}")
 
 
-def expert_for_timestep(t: torch.Tensor, ranges: Sequence[Range]) -> torch.Tensor:
-    """Index of the expert owning each timestep in `t` (half-open ranges)."""
+ROUTINGS = ("owner", "lower")
+
+
+def expert_for_timestep(t: torch.Tensor, ranges: Sequence[Range], routing: str = "owner") -> torch.Tensor:
+    """Index of the expert for each timestep in `t`.
+
+    ``owner``: the expert whose half-open range holds t (the one that trained on it).
+    ``lower``: the original PPAP's router, with closed intervals searched from the bottom: a step on
+    a boundary (t = start of expert i > 0) goes to expert i - 1, which never trained on it.
+    """
+    if routing not in ROUTINGS:
+        raise ValueError(f"unknown routing {routing!r} (use one of {', '.join(ROUTINGS)})")
     t = torch.as_tensor(t)
     low, high = ranges[0][0], ranges[-1][1]
     if ((t < low) | (t >= high)).any():
         bad = t[(t < low) | (t >= high)].unique().tolist()
         raise ValueError(f"timestep(s) {bad} outside [{low}, {high}) covered by the experts")
     starts = torch.tensor([start for start, _ in ranges[1:]], device=t.device, dtype=t.dtype)
-    return torch.bucketize(t, starts, right=True)
+    return torch.bucketize(t, starts, right=routing == "owner")
 
 
 class RoutedGuide(nn.Module):
@@ -57,10 +67,13 @@ class RoutedGuide(nn.Module):
     Subclasses say how expert ``i`` runs: a separate module, or one backbone with adapter ``i``.
     """
 
-    def __init__(self, ranges: Sequence[Range]):
+    def __init__(self, ranges: Sequence[Range], routing: str = "owner"):
         super().__init__()
         self.ranges = [tuple(r) for r in ranges]
         check_ranges(self.ranges, self.ranges[-1][1])
+        if routing not in ROUTINGS:
+            raise ValueError(f"unknown routing {routing!r} (use one of {', '.join(ROUTINGS)})")
+        self.routing = routing
 
     @property
     def n_experts(self) -> int:
@@ -70,7 +83,7 @@ class RoutedGuide(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        owners = expert_for_timestep(t, self.ranges)
+        owners = expert_for_timestep(t, self.ranges, self.routing)
         present = owners.unique().tolist()
         if len(present) == 1:  # the usual case in sampling: one timestep per batch
             return self.run_expert(present[0], x, t)
@@ -85,8 +98,8 @@ class RoutedGuide(nn.Module):
 class ModuleExperts(RoutedGuide):
     """N separate guides, one per range (the fully fine-tuned labeled baseline)."""
 
-    def __init__(self, guides: Sequence[nn.Module], ranges: Sequence[Range]):
-        super().__init__(ranges)
+    def __init__(self, guides: Sequence[nn.Module], ranges: Sequence[Range], routing: str = "owner"):
+        super().__init__(ranges, routing)
         if len(guides) != len(self.ranges):
             raise ValueError(f"{len(guides)} guides for {len(self.ranges)} ranges")
         self.guides = nn.ModuleList(guides)
@@ -109,8 +122,8 @@ class AdapterExperts(RoutedGuide):
     """
 
     def __init__(self, peft_model: nn.Module, adapter_names: Sequence[str], ranges: Sequence[Range],
-                 merge: bool = False):
-        super().__init__(ranges)
+                 merge: bool = False, routing: str = "owner"):
+        super().__init__(ranges, routing)
         if len(adapter_names) != len(self.ranges):
             raise ValueError(f"{len(adapter_names)} adapters for {len(self.ranges)} ranges")
         self.model = peft_model
@@ -129,7 +142,7 @@ class AdapterExperts(RoutedGuide):
         return merged[-1] if merged else None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self._merge_now = self.merge and expert_for_timestep(t, self.ranges).unique().numel() == 1
+        self._merge_now = self.merge and expert_for_timestep(t, self.ranges, self.routing).unique().numel() == 1
         return super().forward(x, t)
 
     def run_expert(self, index, x, t):

@@ -12,7 +12,9 @@ Every result file of the DAG is named by what produced it, so names are the fact
   ``_warm``: each expert starts from scratch, from the previous expert's weights, or from its
   weights and optimiser state; ``_lr``: learning rate; ``_rep``: independent training k,
   i.e. other training seeds);
-* sampling settings: ``<ddim|ddpm><steps>_s<scale>[_clip<gd|after|none>][_sp<ddim|leading|trailing>]``.
+* sampling settings: ``<ddim|ddpm><steps>_s<scale>[_clip<gd|after|none>][_sp<ddim|leading|trailing>]
+  [_route<owner|lower>]`` (``_route``: a boundary timestep goes to the expert that owns it, or,
+  as in the original PPAP's router, to the expert below).
 
 A suffix is optional; absent means "the config's value". :func:`canonical_guide` and
 :func:`canonical_sampling` drop suffixes equal to the config's values, so that cells that are the
@@ -34,6 +36,7 @@ NORM_MODES = ("trained", "frozen")
 WARM_STARTS = ("off", "weights", "optimizer")
 CLIP_MODES = ("guided_diffusion", "after_guidance", "none")
 SPACINGS = ("ddim", "leading", "trailing")
+ROUTINGS = ("owner", "lower")
 SAMPLERS = ("ddim", "ddpm")
 _CLIP_TOKENS = {"guided_diffusion": "gd", "after_guidance": "after", "none": "none"}
 _CLIP_FROM_TOKEN = {token: mode for mode, token in _CLIP_TOKENS.items()}
@@ -213,6 +216,7 @@ def replicate_of(name: str, replicate: int, config: dict) -> str:
 _SAMPLING_SUFFIXES: dict[str, tuple[str, str]] = {
     "clip": ("clip", "|".join(_CLIP_TOKENS.values())),
     "sp": ("spacing", "|".join(SPACINGS)),
+    "route": ("routing", "|".join(ROUTINGS)),
 }
 _SAMPLING_HEAD = r"(?P<sampler>ddim|ddpm)(?P<steps>[1-9][0-9]*)_s(?P<scale>[0-9]+(?:\.[0-9]+)?)"
 SAMPLING = re.compile(f"^{_SAMPLING_HEAD}"
@@ -233,26 +237,27 @@ class Sampling:
     scale: float
     clip: str | None = None
     spacing: str | None = None
+    routing: str | None = None
 
     @property
     def name(self) -> str:
         return format_sampling(self)
 
     def resolved(self, defaults: dict) -> "Sampling":
-        return replace(self, clip=self.clip or defaults["clip"], spacing=self.spacing or defaults["spacing"])
+        return replace(self, clip=self.clip or defaults["clip"], spacing=self.spacing or defaults["spacing"],
+                       routing=self.routing or defaults["routing"])
 
 
 def parse_sampling(name: str) -> Sampling:
     match = SAMPLING.match(str(name))
     if not match:
         raise GrammarError(f"unknown sampling setting {name!r}: expected "
-                           "<ddim|ddpm><steps>_s<scale>[_clip<gd|after|none>][_sp<ddim|leading|trailing>], "
+                           "<ddim|ddpm><steps>_s<scale>[_clip<gd|after|none>][_sp<ddim|leading|trailing>]"
+                           "[_route<owner|lower>], "
                            "e.g. ddim25_s1")
     spec = Sampling(match["sampler"], int(match["steps"]), float(match["scale"]),
-                    clip=_CLIP_FROM_TOKEN[match["clip"]] if match["clip"] else None, spacing=match["sp"])
-    if spec.sampler == "ddpm" and spec.clip == "after_guidance":
-        raise GrammarError(f"sampling {name!r}: clipping after guidance is defined for DDIM only "
-                           "(DDPM guidance shifts the mean of the clipped posterior)")
+                    clip=_CLIP_FROM_TOKEN[match["clip"]] if match["clip"] else None, spacing=match["sp"],
+                    routing=match["route"])
     return spec
 
 
@@ -262,12 +267,14 @@ def format_sampling(spec: Sampling) -> str:
         out += f"_clip{_CLIP_TOKENS[spec.clip]}"
     if spec.spacing is not None:
         out += f"_sp{spec.spacing}"
+    if spec.routing is not None:
+        out += f"_route{spec.routing}"
     return out
 
 
 def sampling_defaults(config: dict) -> dict:
     s = config["sampling"]
-    return dict(clip=s["clip"], spacing=s["spacing"])
+    return dict(clip=s["clip"], spacing=s["spacing"], routing=s["routing"])
 
 
 def resolve_sampling(name: str, config: dict) -> Sampling:
@@ -281,16 +288,23 @@ def default_sampling(config: dict) -> str:
 
 def canonical_sampling(guide: str, name: str, config: dict) -> str:
     """Suffixes equal to the config's dropped. Unguided sampling does not depend on the scale
-    (named s0), nor on whether x0 is clipped before or after a guidance that is absent."""
+    (named s0), nor on whether x0 is clipped before or after a guidance that is absent; DDPM
+    guidance shifts the mean of the clipped posterior, so for DDPM "after guidance" is
+    guided-diffusion's order; sampling with one guide for every timestep does not depend on routing."""
 
-    def unguided(clip: str) -> str:
+    def same_step(clip: str) -> str:
         return "guided_diffusion" if clip == "after_guidance" else clip
 
     defaults = sampling_defaults(config)
     full = parse_sampling(name).resolved(defaults)
+    if guide == "none" or full.sampler == "ddpm":
+        full = replace(full, clip=same_step(full.clip))
+        defaults = {**defaults, "clip": same_step(defaults["clip"])}
     if guide == "none":
-        full = replace(full, scale=0.0, clip=unguided(full.clip))
-        defaults = {**defaults, "clip": unguided(defaults["clip"])}
+        full = replace(full, scale=0.0)
+    if guide in ("none", "off_the_shelf") or (guide_kind(guide) == "experts" and parse_guide_set(guide).n_experts == 1):
+        full = replace(full, routing=defaults["routing"])
     return format_sampling(Sampling(full.sampler, full.steps, full.scale,
                                     clip=None if full.clip == defaults["clip"] else full.clip,
-                                    spacing=None if full.spacing == defaults["spacing"] else full.spacing))
+                                    spacing=None if full.spacing == defaults["spacing"] else full.spacing,
+                                    routing=None if full.routing == defaults["routing"] else full.routing))

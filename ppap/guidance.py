@@ -75,7 +75,8 @@ def guided_model(eps_model: Callable, alphas_cumprod: torch.Tensor, sampler: str
     * ``guided_diffusion`` (Dhariwal & Nichol's code): DDIM predicts x0 from the *unguided* eps,
       clips it, re-derives eps, subtracts sqrt(1 - abar) s grad and clips no more; DDPM clips x0,
       forms the posterior mean and adds s Sigma grad.
-    * ``after_guidance`` (DDIM only): the sampler clips the x0 of the *guided* eps.
+    * ``after_guidance``: the DDIM sampler clips the x0 of the *guided* eps. DDPM guidance shifts
+      the mean of the clipped posterior, so there it is the same as ``guided_diffusion``.
     * ``none``: nothing is clipped.
     Without a guide the same clipping applies to the plain denoiser.
     """
@@ -83,11 +84,9 @@ def guided_model(eps_model: Callable, alphas_cumprod: torch.Tensor, sampler: str
         raise ValueError(f"unknown sampler {sampler!r} (use ddim or ddpm)")
     if clip not in ("guided_diffusion", "after_guidance", "none"):
         raise ValueError(f"unknown clip order {clip!r} (use guided_diffusion, after_guidance or none)")
-    if sampler == "ddpm" and clip == "after_guidance":
-        raise ValueError("clipping after guidance is defined for DDIM only")
     if sampler == "ddpm":
         shift = None if guide is None else classifier_mean_shift(guide, labels, scale)
-        return GuidedModel(eps_model, shift, clip == "guided_diffusion")
+        return GuidedModel(eps_model, shift, clip != "none")
     denoiser = clipped_eps(eps_model, alphas_cumprod) if clip == "guided_diffusion" else eps_model
     eps_fn = denoiser if guide is None else classifier_guided_eps(denoiser, guide, labels, alphas_cumprod, scale)
     return GuidedModel(eps_fn, None, clip == "after_guidance")

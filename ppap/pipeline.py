@@ -153,13 +153,15 @@ def expert_ranges(guide_set: str, n_experts: int, num_timesteps: int,
 
 
 def load_expert_set(guide_set: str, base_guide_path, expert_paths: Sequence, num_timesteps: int,
-                    ranges: Sequence[Sequence[int]] | None = None, merge: bool = False) -> experts.RoutedGuide:
+                    ranges: Sequence[Sequence[int]] | None = None, merge: bool = False,
+                    routing: str = "owner") -> experts.RoutedGuide:
     """The routed guide of a trained set: adapters on one backbone, or N full copies.
 
     Each expert file records the set, index and range it was trained for; a file of another
     kind (adapter vs full guide), set, index, rank or range is a :class:`CheckpointError` naming
     it, not a silently wrong guide. Every file loads with ``weights_only=True`` and strict keys;
     each adapter brings its own normalisation state, which the router selects with it.
+    ``routing`` (:func:`ppap.experts.expert_for_timestep`): ``owner`` or the original's ``lower``.
     """
     spec = grammar.parse_guide_set(guide_set)
     if len(expert_paths) != spec.n_experts:
@@ -170,7 +172,7 @@ def load_expert_set(guide_set: str, base_guide_path, expert_paths: Sequence, num
         payload = load_checkpoint(path, kind)
         _check_expert_file(path, payload, guide_set, spec.rank, index, ranges[index])
     if spec.rank is None:
-        return experts.ModuleExperts([classifiers.load_guide(p) for p in expert_paths], ranges).eval()
+        return experts.ModuleExperts([classifiers.load_guide(p) for p in expert_paths], ranges, routing).eval()
     guide = classifiers.load_guide(base_guide_path)
     first = adapters.read_adapter(expert_paths[0])["lora"]
     names = [f"expert{i}" for i in range(spec.n_experts)]
@@ -180,7 +182,7 @@ def load_expert_set(guide_set: str, base_guide_path, expert_paths: Sequence, num
         for name, path in zip(names, expert_paths):
             adapters.load_adapter(model, name, path)
     model.requires_grad_(False)
-    return experts.AdapterExperts(model, names, ranges, merge=merge).eval()
+    return experts.AdapterExperts(model, names, ranges, merge=merge, routing=routing).eval()
 
 
 def _check_expert_file(path, payload: dict, guide_set: str, rank: int | None, index: int,

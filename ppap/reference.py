@@ -18,7 +18,7 @@ Tolerances, for every method (row) of the reference:
   max(atol, sd_factor * sd), with atol = 0.05.
 * A metric that is NaN in the reference (the unguided row's accuracy) must be NaN in the run.
 * The descriptive columns (``n_experts``, ``adapter_rank``, ``supervision``, ``trainable_params``,
-  ``stored_params``, and ``seeds`` / ``samples_per_seed`` where both tables have them) must match
+  ``stored_params``, and ``seeds`` / ``samples_per_seed`` / ``trainings`` where both tables have them) must match
   exactly: a difference means another preset or config was run, and its metrics are not comparable.
 * A reference method missing from the run fails; extra methods in the run are listed, not checked.
 
@@ -50,7 +50,7 @@ DEFAULT_REFERENCE = REPO / "results" / "reference" / "table1.csv"
 RELATIVE_METRICS = ("fid", "is")                         # unbounded scores: relative tolerance
 ABSOLUTE_METRICS = ("precision", "recall", "accuracy")   # fractions: absolute tolerance
 EXACT_COLUMNS = ("n_experts", "adapter_rank", "supervision", "trainable_params", "stored_params",
-                 "seeds", "samples_per_seed")
+                 "seeds", "samples_per_seed", "trainings")
 RTOL, ATOL, SD_FACTOR = 0.15, 0.05, 3.0
 
 

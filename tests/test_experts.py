@@ -233,3 +233,14 @@ def test_merged_adapter_routing_gives_the_same_logits_and_gradients_as_unmerged(
     assert torch.allclose(plain(x, batches[-2]), got[-2][0], atol=1e-5)
     assert merged.merged_adapter is None
     assert not [w for w in recwarn if "merged" in str(w.message)]
+
+
+def test_lower_routing_is_the_original_closed_interval_router():
+    """PPAP's router searched closed intervals from the bottom: a boundary step went to the expert
+    below, which never trained on it. Kept as routing="lower" to measure what that costs."""
+    ranges = timestep_ranges(1000, 5)
+    t = torch.tensor([0, 199, 200, 201, 400, 800, 999])
+    assert expert_for_timestep(t, ranges).tolist() == [0, 0, 1, 1, 2, 4, 4]
+    assert expert_for_timestep(t, ranges, "lower").tolist() == [0, 0, 0, 1, 1, 3, 4]
+    with pytest.raises(ValueError, match="unknown routing"):
+        expert_for_timestep(t, ranges, "upper")

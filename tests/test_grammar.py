@@ -74,10 +74,11 @@ def test_untrained_guides():
 def test_canonical_names_drop_the_configs_values(config):
     canonical = lambda name: grammar.canonical_guide(name, config)  # noqa: E731
     assert canonical("datafree_lora4_n5_syn2000_tau0.25_normtrained_warmoptimizer") == "datafree_lora4_n5"
-    assert canonical("datafree_lora4_n5_lr0.003") == canonical("datafree_lora4_n5") == "datafree_lora4_n5"
+    lora_lr, full_lr = (grammar.format_number(config["experts"]["train"][k]) for k in ("lr", "full_lr"))
+    assert canonical(f"datafree_lora4_n5_lr{lora_lr}") == canonical("datafree_lora4_n5") == "datafree_lora4_n5"
     assert canonical("datafree_lora4_n5_tau0.50") == "datafree_lora4_n5_tau0.5"
-    assert canonical("labeled_full_n5_lr0.001") == "labeled_full_n5"  # full fine-tuning's own rate
-    assert canonical("labeled_full_n5_lr0.003") == "labeled_full_n5_lr0.003"
+    assert canonical(f"labeled_full_n5_lr{full_lr}") == "labeled_full_n5"  # full fine-tuning's own rate
+    assert canonical("labeled_full_n5_lr0.123") == "labeled_full_n5_lr0.123"
     assert canonical("datafree_lora4_n1_warmoff") == "datafree_lora4_n1"  # one expert: nothing to start from
     assert canonical("datafree_lora4_n5_warmoff_rep0") == "datafree_lora4_n5_warmoff"
     assert canonical("datafree_lora4_n5_rep2") == "datafree_lora4_n5_rep2"
@@ -102,13 +103,12 @@ def test_sampling_names(config):
     assert spec.name == "ddim25_s7.5_clipafter_sptrailing"
     assert re.fullmatch(grammar.SAMPLING_PATTERN, spec.name)
     canonical = grammar.canonical_sampling
-    assert canonical("ppap", "ddim25_s1_clipgd_spddim", config) == "ddim25_s1"
-    assert canonical("ppap", "ddim25_s4_clipnone", config) == "ddim25_s4_clipnone"
+    assert canonical("datafree_lora4_n5", "ddim25_s1_clipgd_spddim", config) == "ddim25_s1"
+    assert canonical("datafree_lora4_n5", "ddim25_s4_clipnone", config) == "ddim25_s4_clipnone"
     # Unguided: no scale, and clipping before or after an absent guidance is the same step.
     assert canonical("none", "ddim25_s4_clipafter", config) == "ddim25_s0"
     assert canonical("none", "ddim25_s4_clipnone", config) == "ddim25_s0_clipnone"
-    with pytest.raises(GrammarError, match="DDIM only"):
-        grammar.parse_sampling("ddpm50_s1_clipafter")
+    assert canonical("datafree_lora4_n5", "ddpm50_s1_clipafter", config) == "ddpm50_s1"  # DDPM: the same step
     with pytest.raises(GrammarError, match="unknown sampling"):
         grammar.parse_sampling("ddim25_s1_clipsometimes")
 
@@ -195,3 +195,12 @@ def test_the_default_preset_is_faithful_to_the_original(config):
     paper = yaml.safe_load((REPO / "config" / "imagenet256.yaml").read_text())
     assert paper["sampling"].get("spacing", "ddim") == "ddim"
     assert paper["sampling"].get("clip", "guided_diffusion") == "guided_diffusion"
+
+
+def test_routing_is_a_sampling_factor_only_where_experts_hand_over(config):
+    assert grammar.parse_sampling("ddim25_s1_routelower").routing == "lower"
+    assert grammar.canonical_sampling("datafree_lora4_n5", "ddim25_s1_routelower", config) == "ddim25_s1_routelower"
+    assert grammar.canonical_sampling("datafree_lora4_n5", "ddim25_s1_routeowner", config) == "ddim25_s1"
+    # One guide for every timestep: routing changes nothing, so the cell is shared.
+    assert grammar.canonical_sampling("labeled_full_n1", "ddim25_s1_routelower", config) == "ddim25_s1"
+    assert grammar.canonical_sampling("off_the_shelf", "ddim25_s1_routelower", config) == "ddim25_s1"

@@ -149,6 +149,7 @@ def test_unguided_clipping_is_the_same_step_in_either_place(case):
     torch.testing.assert_close(in_denoiser, in_sampler, rtol=1e-5, atol=1e-5)
 
 
-def test_ddpm_refuses_clipping_after_guidance(case):
-    with pytest.raises(ValueError, match="DDIM only"):
-        guided_model(toy_eps, case["abar"], "ddpm", "after_guidance", case["guide"], case["labels"], 1.0)
+def test_ddpm_after_guidance_is_guided_diffusions_order(case):
+    """DDPM guidance shifts the mean of the clipped posterior: no clip can come after it."""
+    after = guided_model(toy_eps, case["abar"], "ddpm", "after_guidance", case["guide"], case["labels"], 1.0)
+    assert after.clip_x0 and after.eps_fn is toy_eps

@@ -20,7 +20,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
     elif guide_name != "none":
         manifest = read_json(snakemake.input.manifest)
         guide = pipeline.load_expert_set(guide_name, snakemake.input.guide, manifest["experts"], len(alphas_cumprod),
-                                         manifest["ranges"]).to(device)
+                                         manifest["ranges"], routing=setting["routing"]).to(device)
     if guide is not None:
         num_classes = classifiers.read_guide_spec(snakemake.input.guide)["num_classes"]
     for seed, path in zip(snakemake.params.seeds, snakemake.output.samples):
