@@ -43,8 +43,12 @@ def test_smoke_workflow_produces_table1(smoke_run):
                       "stored_params", "fid", "is", "precision", "recall", "accuracy", "samples"]
     assert list(table.columns[:12]) == table1_columns
     # then a standard deviation over sampling seeds for every metric
-    assert list(table.columns[12:]) == ["fid_sd", "is_sd", "precision_sd", "recall_sd", "accuracy_sd",
-                                        "seeds", "samples_per_seed"]
+    assert list(table.columns[12:19]) == ["fid_sd", "is_sd", "precision_sd", "recall_sd", "accuracy_sd",
+                                          "seeds", "samples_per_seed"]
+    # then the number of independent trainings (one in the quick Table 1) and the spread over them
+    assert list(table.columns[19:]) == ["trainings", "fid_sd_train", "is_sd_train", "precision_sd_train",
+                                        "recall_sd_train", "accuracy_sd_train"]
+    assert (table["trainings"] == 1).all() and table["accuracy_sd_train"].isna().all()
     assert (table["seeds"] == 2).all() and (table["samples_per_seed"] == 40).all()
     assert list(table["method"]) == ["unguided", "off_the_shelf", "noise_aware_single", "multi_expert_labeled", "ppap"]
     rows = table.set_index("method")

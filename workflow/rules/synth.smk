@@ -28,6 +28,9 @@ rule synthesize:
         **device_params(config["synthetic"]),
         shard=lambda wc: synthetic_shard(int(wc.shard)),
         sampler_steps=config["synthetic"]["sampler_steps"],
+        # Unguided DDIM with the sampling section's timesteps and clipping (PPAP: DDIM-25, ddim25).
+        spacing=config["sampling"]["spacing"],
+        clip=config["sampling"]["clip"],
         batch_size=config["synthetic"]["batch_size"],
         device=config["device"],
     script:

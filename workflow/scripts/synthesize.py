@@ -12,7 +12,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "synthesize") as log:
     eps_model, alphas_cumprod, image_shape = load_eps_model(snakemake.input.model, device)
     images, _ = generate_samples(eps_model, alphas_cumprod, image_shape, shard["count"], batch_size,
                                  shard["seed"], device, sampler="ddim", steps=params.sampler_steps,
-                                 precision=params.get("precision", "fp32"))
+                                 precision=params.get("precision", "fp32"), clip=params.clip,
+                                 spacing=params.spacing)
     log.info("shard %s: synthesized %d images of shape %s (seed %d)", snakemake.wildcards.shard, len(images),
              images.shape[1:], shard["seed"])
     data.save_samples(snakemake.output[0], images)
