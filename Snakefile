@@ -7,7 +7,15 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
+from ppap.checks import (
+    check_overlays,
+    is_main_process,
+    overlays_of,
+    preset_name,
+    select_study,
+)
 from ppap.config import ConfigError, schema_error_message
+from ppap.locks import clear_stale_locks, forget_owner, record_owner
 
 min_version("9.0")
 
@@ -20,6 +28,32 @@ try:
     validate(config, os.path.join(workflow.basedir, "config/schema.yaml"))
 except WorkflowError as err:
     raise ConfigError(schema_error_message(err)) from None
+
+# `methods: {}` or `ablations: {}` in an overlay changes nothing (nested keys merge): say so.
+check_overlays(overlays_of(workflow), config)
+# `study: {ablations: [names]}` selects ablations (a list replaces; [] runs none).
+select_study(config)
+# Recorded with Table 1 (results/table1.preset.json) for `python -m ppap.reference`.
+config.setdefault("preset", preset_name(workflow.config_settings.configfiles))
+
+# A Snakemake killed with SIGKILL leaves its lock behind; remove it if its process is gone.
+if is_main_process(workflow):
+    clear_stale_locks()
+
+
+onstart:
+    record_owner(
+        workflow.persistence.path,
+        getattr(workflow.persistence, "_lockfile", {}).values(),
+    )
+
+
+onsuccess:
+    forget_owner(workflow.persistence.path)
+
+
+onerror:
+    forget_owner(workflow.persistence.path)
 
 
 include: "workflow/rules/common.smk"

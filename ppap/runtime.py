@@ -73,33 +73,132 @@ def set_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
+TAIL_LINES = 15  # lines of a failed job's log shown on the console
+
+
+def log_tail(log_path: str | os.PathLike, lines: int = TAIL_LINES) -> list[str]:
+    """The last non-empty lines of a log as a terminal shows them: a progress bar that redraws
+    itself with carriage returns is one line, its last state."""
+    try:
+        with open(log_path, errors="replace", newline="") as f:  # keep carriage returns
+            text = f.read()
+    except OSError:
+        return []
+    shown = []
+    for line in text.split("\n"):
+        drawn = [part for part in line.split("\r") if part.strip()]
+        if drawn:
+            shown.append(drawn[-1])
+    return shown[-lines:]
+
+
+def _console(text: str) -> None:
+    """Write to the console (the stderr the job was started with), whatever redirection is active."""
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(text)
+    stream.flush()
+
+
+_REPORTED: set[int] = set()  # ids of exceptions rule_session has already reported on the console
+
+
+def _quiet_excepthook(previous):
+    def hook(kind, value, tb):
+        if id(value) in _REPORTED:
+            return  # its cause and the log's last lines are on the console; the traceback is in the log
+        previous(kind, value, tb)
+
+    return hook
+
+
 @contextlib.contextmanager
 def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") -> Iterator[logging.Logger]:
     """Send stdout, stderr and logging of a rule's script to its log file; set its threads.
 
     An exception is written to the log with its traceback and re-raised, so Snakemake fails the
-    job and the reason is in ``logs/``.
+    job; the console gets one line with its cause and the log's last lines (:data:`TAIL_LINES`),
+    not the traceback. An interrupt (Ctrl-C sends SIGINT to every job) is one line on the console
+    saying what was interrupted, and no traceback anywhere.
     """
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     set_threads(threads)
     started = time.time()
-    with open(log_path, "w", buffering=1) as log_file, \
-            contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
-        handler = logging.StreamHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        logger = logging.getLogger(f"ppap.{name or 'rule'}")
-        logger.handlers[:] = [handler]
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-        logger.info("start %s (threads=%d, torch %s)", name, threads, torch.__version__)
-        if os.environ.get("SLURM_JOB_ID"):  # which cluster job ran it: the trail from logs/ to SLURM's
-            logger.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"],
-                        os.environ.get("SLURMD_NODENAME") or socket.gethostname())
-        try:
-            yield logger
-        except BaseException:
-            traceback.print_exc(file=log_file)
-            logger.error("failed after %.1f s", time.time() - started)
-            raise
-        logger.info("done in %.1f s", time.time() - started)
+    what = name or "rule"
+    try:
+        with open(log_path, "w", buffering=1) as log_file, \
+                contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
+            handler = logging.StreamHandler(log_file)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+            logger = logging.getLogger(f"ppap.{what}")
+            logger.handlers[:] = [handler]
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+            logger.info("start %s (threads=%d, torch %s)", name, threads, torch.__version__)
+            if os.environ.get("SLURM_JOB_ID"):  # which cluster job ran it: the trail from logs/ to SLURM's
+                logger.info("SLURM job %s on %s", os.environ["SLURM_JOB_ID"],
+                            os.environ.get("SLURMD_NODENAME") or socket.gethostname())
+            try:
+                yield logger
+            except KeyboardInterrupt:
+                logger.error("interrupted (SIGINT) after %.1f s; nothing was written", time.time() - started)
+                raise
+            except SystemExit as err:
+                if err.code not in (None, 0):
+                    logger.error("exited with status %s after %.1f s", err.code, time.time() - started)
+                raise
+            except BaseException:
+                traceback.print_exc(file=log_file)
+                logger.error("failed after %.1f s", time.time() - started)
+                raise
+            logger.info("done in %.1f s", time.time() - started)
+    except KeyboardInterrupt as err:
+        _console(f"{what} interrupted after {time.time() - started:.1f} s (log: {log_path})\n")
+        _REPORTED.add(id(err))
+        sys.excepthook = _quiet_excepthook(sys.excepthook)
+        raise
+    except SystemExit:
+        raise
+    except BaseException as err:
+        message = str(err).strip().splitlines()
+        tail = "".join(f"    | {line}\n" for line in log_tail(log_path))
+        _console(f"{what} failed after {time.time() - started:.1f} s: {type(err).__name__}: "
+                 f"{message[0] if message else ''}\n  last lines of {log_path}:\n{tail}")
+        _REPORTED.add(id(err))
+        sys.excepthook = _quiet_excepthook(sys.excepthook)
+        raise
     sys.stderr.flush()
+
+
+def describe_diffusion_model(model_dir: str | os.PathLike) -> str:
+    """One log line: which diffusion model a job loaded, its schedule and prediction type."""
+    from ppap.checks import diffusion_info
+
+    info = diffusion_info(model_dir)
+    return (f"diffusion model {os.path.abspath(model_dir)}: {info['unet_class'] or 'UNet2DModel'} "
+            f"{info['in_channels']}->{info['out_channels']} channels at {info['sample_size']} px, blocks "
+            f"{info['block_out_channels']}; {describe_schedule(model_dir)}")
+
+
+def describe_schedule(directory: str | os.PathLike) -> str:
+    """The training noise schedule of a scheduler directory (or a model directory's scheduler/)."""
+    import json
+    from pathlib import Path
+
+    directory = Path(directory)
+    if (directory / "scheduler").is_dir():
+        directory = directory / "scheduler"
+    config = json.loads((directory / "scheduler_config.json").read_text())
+    return (f"schedule {config.get('_class_name')} {config.get('beta_schedule')} beta "
+            f"{config.get('beta_start')}..{config.get('beta_end')}, T = {config.get('num_train_timesteps')}, "
+            f"prediction {config.get('prediction_type', 'epsilon')} ({os.path.abspath(directory)})")
+
+
+def describe_guide(path: str | os.PathLike) -> str:
+    """One log line: which guide a job loaded (architecture, classes, input channels and size)."""
+    from ppap.models.classifiers import read_guide_spec
+
+    spec = read_guide_spec(path)
+    kwargs = f" {spec['model_kwargs']}" if spec.get("model_kwargs") else ""
+    return (f"guide {os.path.abspath(path)}: {spec['arch']}{kwargs}, {spec['num_classes']} classes, "
+            f"{spec['in_chans']} input channel(s), input size {spec['input_size'] or 'as given'}, "
+            f"mean {spec['mean']} std {spec['std']}")

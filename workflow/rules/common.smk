@@ -5,6 +5,7 @@ import os
 from dataclasses import asdict
 
 from ppap import grammar
+from ppap.checks import check_files, is_main_process
 from ppap.config import (
     ablation_runs,
     check_config,
@@ -16,6 +17,10 @@ from ppap.config import (
 )
 
 check_config(config)
+# Every file the config names is opened and checked against the data (torch only if one is set);
+# once, in the Snakemake the user started (a cluster job's own Snakemake skips it).
+if is_main_process(workflow):
+    check_files(config)
 
 
 wildcard_constraints:
