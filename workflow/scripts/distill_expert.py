@@ -3,7 +3,7 @@ import torch
 
 from ppap import data, pipeline
 from ppap.config import ExpertTraining
-from ppap.runtime import resolve_device, rule_session
+from ppap.runtime import describe_guide, describe_schedule, resolve_device, rule_session
 from ppap.schedules import load_alphas_cumprod
 
 with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
@@ -12,6 +12,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
     device = resolve_device(snakemake.params.device)
     alphas_cumprod = load_alphas_cumprod(snakemake.input.scheduler).float()
     log.info("expert %d of %s: %s", index, settings.guide_set, settings)
+    log.info("%s; %s", describe_guide(snakemake.input.guide), describe_schedule(snakemake.input.scheduler))
     if settings.supervision == "datafree":
         # The shards are memory-mapped: only the batches drawn are read (500k images at 256 px).
         shards = [data.open_samples(path) for path in snakemake.input.synthetic]

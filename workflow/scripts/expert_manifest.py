@@ -8,7 +8,7 @@ import torch
 from ppap import data, grammar, pipeline
 from ppap.io import write_json
 from ppap.models import classifiers
-from ppap.runtime import resolve_device, rule_session
+from ppap.runtime import describe_guide, describe_schedule, resolve_device, rule_session
 from ppap.schedules import load_alphas_cumprod
 
 with rule_session(snakemake.log[0], snakemake.threads, "expert_manifest") as log:
@@ -17,6 +17,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "expert_manifest") as log
     device = resolve_device(snakemake.params.device)
     alphas_cumprod = load_alphas_cumprod(snakemake.input.scheduler).float()
     num_timesteps = len(alphas_cumprod)
+    log.info("%s; %s", describe_guide(snakemake.input.guide), describe_schedule(snakemake.input.scheduler))
     routed = pipeline.load_expert_set(guide_set, snakemake.input.guide, snakemake.input.experts, num_timesteps,
                                       snakemake.params.ranges).to(device)
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())

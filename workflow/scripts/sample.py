@@ -3,7 +3,7 @@ from ppap import data, pipeline
 from ppap.experts import SingleGuide
 from ppap.io import read_json
 from ppap.models import classifiers
-from ppap.runtime import batch_size_for, resolve_device, rule_session
+from ppap.runtime import batch_size_for, describe_diffusion_model, describe_guide, resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
     device = resolve_device(snakemake.params.device)
@@ -13,6 +13,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
     log.info("device %s, precision %s, batch size %d", device, precision, batch_size)
     setting = snakemake.params.sampling
     eps_model, alphas_cumprod, image_shape = pipeline.load_eps_model(snakemake.input.model, device)
+    log.info("%s (%d parameters)", describe_diffusion_model(snakemake.input.model),
+             sum(p.numel() for p in eps_model.parameters()))
     guide_name = snakemake.wildcards.guide
     guide, num_classes = None, None
     if guide_name == "off_the_shelf":
@@ -23,6 +25,9 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
                                          manifest["ranges"], routing=setting["routing"]).to(device)
     if guide is not None:
         num_classes = classifiers.read_guide_spec(snakemake.input.guide)["num_classes"]
+        log.info("%s; as %s", describe_guide(snakemake.input.guide),
+                 "itself (off the shelf)" if guide_name == "off_the_shelf" else
+                 f"the backbone of {guide_name}: experts {manifest['experts']}, ranges {manifest['ranges']}")
     for seed, path in zip(snakemake.params.seeds, snakemake.output.samples):
         log.info("guide %s, %s (scale %s), seed %d", guide_name, snakemake.wildcards.sampling, setting["scale"], seed)
         images, labels = pipeline.generate_samples(

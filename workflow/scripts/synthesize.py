@@ -1,7 +1,7 @@
 """Rule synthesize: one shard of the unlabeled data-free transfer set, sampled from the base model."""
 from ppap import data
 from ppap.pipeline import generate_samples, load_eps_model
-from ppap.runtime import batch_size_for, resolve_device, rule_session
+from ppap.runtime import batch_size_for, describe_diffusion_model, resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "synthesize") as log:
     params = snakemake.params
@@ -10,6 +10,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "synthesize") as log:
     batch_size = batch_size_for({"batch_size": params.batch_size,
                                  "batch_size_by_device": params.get("batch_size_by_device")}, device)
     eps_model, alphas_cumprod, image_shape = load_eps_model(snakemake.input.model, device)
+    log.info("%s (%d parameters)", describe_diffusion_model(snakemake.input.model),
+             sum(p.numel() for p in eps_model.parameters()))
     images, _ = generate_samples(eps_model, alphas_cumprod, image_shape, shard["count"], batch_size,
                                  shard["seed"], device, sampler="ddim", steps=params.sampler_steps,
                                  precision=params.get("precision", "fp32"), clip=params.clip,
