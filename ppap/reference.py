@@ -2,6 +2,7 @@
 
     python -m ppap.reference --results DIR [--reference FILE] [--rtol 0.15] [--atol 0.05] [--sd-factor 3]
     python -m ppap.reference --run [--cores N] [--scratch DIR] [--configfile FILE ...] [...]
+    [--any-preset]
 
 ``--results DIR`` reads ``DIR/results/table1.csv`` (a workflow directory) or ``DIR/table1.csv``
 (or DIR itself if it is a CSV file). ``--run`` first runs ``snakemake results/table1.csv --cores N``
@@ -22,6 +23,14 @@ Tolerances, for every method (row) of the reference:
   exactly: a difference means another preset or config was run, and its metrics are not comparable.
 * A reference method missing from the run fails; extra methods in the run are listed, not checked.
 
+Presets: the table1 rule writes ``table1.preset.json`` beside ``table1.csv``: the preset's name
+(the ``--configfile`` names, or the ``preset`` key) and a SHA-256 of the config that can change
+Table 1 (everything but ``threads``, ``resources``, ``device``, ``ablations``, ``ablation_center``,
+``tuning``, ``table1_trainings``, ``study`` and ``preset``). When both tables have this record and the hashes
+differ, the check refuses in one line naming the presets and the first differing keys (exit 2;
+``--any-preset`` compares anyway). A table without the record is compared as before, with one
+line saying that its preset is not known.
+
 Why these widths: the same code, config and seeds on the same machine reproduce Table 1 bit for
 bit (the tests check this), so a same-machine rerun passes with zero difference. Another CPU, BLAS,
 torch build or a GPU changes the trained networks by rounding, which acts like a different training
@@ -29,12 +38,15 @@ seed: differences of a few seed standard deviations, or ~10% of FID / IS, are ex
 broken sampler, guide or metric moves a metric by much more.
 
 Prints one line per check (method, metric, reference, measured, tolerance, ok) and exits 0 when
-every check passes, 1 when any is out of tolerance or missing, 2 on bad input or a failed run.
+every check passes, 1 when any is out of tolerance or missing, 2 on bad input, a failed run or a
+run of another preset.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
 import subprocess
@@ -52,6 +64,71 @@ ABSOLUTE_METRICS = ("precision", "recall", "accuracy")   # fractions: absolute t
 EXACT_COLUMNS = ("n_experts", "adapter_rank", "supervision", "trainable_params", "stored_params",
                  "seeds", "samples_per_seed", "trainings")
 RTOL, ATOL, SD_FACTOR = 0.15, 0.05, 3.0
+# Config sections that cannot change Table 1 beyond rounding (where and how it is scheduled), the
+# rest of the study, and the record itself.
+NOT_TABLE1 = ("threads", "resources", "device", "ablations", "ablation_center", "tuning", "table1_trainings", "study",
+              "preset")
+RECORD_SUFFIX = ".preset.json"
+
+
+def record_path(table: str | os.PathLike) -> Path:
+    """``table1.csv`` -> ``table1.preset.json`` (the same folder)."""
+    table = Path(table)
+    return table.with_name(table.stem + RECORD_SUFFIX)
+
+
+def preset_record(config: dict) -> dict:
+    """The preset's name and a SHA-256 of the config sections that can change Table 1 (and the
+    sections themselves, so that a refusal can name the keys that differ)."""
+    relevant = {key: value for key, value in config.items() if key not in NOT_TABLE1}
+    text = json.dumps(relevant, sort_keys=True, separators=(",", ":"), default=str)
+    return dict(preset=config.get("preset", "default"), config_sha256=hashlib.sha256(text.encode()).hexdigest(),
+                config=json.loads(text))
+
+
+def write_preset_record(table: str | os.PathLike, config: dict) -> dict:
+    """Write ``<table>.preset.json`` beside a Table 1 CSV (atomically); returns the record."""
+    from ppap.io import write_json
+
+    record = preset_record(config)
+    write_json(record_path(table), record)
+    return record
+
+
+def read_preset_record(table: str | os.PathLike) -> dict | None:
+    path = record_path(table)
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    if not isinstance(record, dict) or "config_sha256" not in record:
+        raise ValueError(f"{path}: not a preset record (no config_sha256)")
+    return record
+
+
+def _flat(node, prefix=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _flat(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, node
+
+
+def differing_keys(a: dict, b: dict) -> list[str]:
+    flat_a, flat_b = dict(_flat(a)), dict(_flat(b))
+    return sorted(key for key in set(flat_a) | set(flat_b) if flat_a.get(key, "<unset>") != flat_b.get(key, "<unset>"))
+
+
+def preset_mismatch(measured: dict, reference: dict) -> str | None:
+    """One line saying why two records are not comparable, or None if they are the same preset."""
+    if measured["config_sha256"] == reference["config_sha256"]:
+        return None
+    keys = differing_keys(measured.get("config", {}), reference.get("config", {}))
+    listed = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+    return (f"the run used preset {measured.get('preset')!r} (config sha256 {measured['config_sha256'][:12]}), the "
+            f"reference preset {reference.get('preset')!r} ({reference['config_sha256'][:12]})"
+            + (f"; they differ in {listed}" if keys else "")
+            + ": not comparable (--any-preset compares anyway)")
 
 
 def find_table(results: str | os.PathLike) -> Path:
@@ -147,7 +224,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="--run: snakemake --cores")
     parser.add_argument("--scratch", help="--run: workflow directory (default: a new temporary directory)")
     parser.add_argument("--configfile", nargs="+", default=[], help="--run: extra config files (e.g. a preset)")
+    parser.add_argument("--any-preset", action="store_true",
+                        help="compare even if the run and the reference record different presets")
     args = parser.parse_args(argv)
+
+    try:
+        reference_record = read_preset_record(args.reference)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.run and reference_record is not None and not args.any_preset:
+        from ppap.checks import preset_name
+
+        name = preset_name(args.configfile)
+        if name != reference_record.get("preset"):
+            print(f"error: --configfile {' '.join(args.configfile) or '(none)'} is preset {name!r}, the reference "
+                  f"{args.reference} was made with preset {reference_record.get('preset')!r}: not comparable "
+                  "(--any-preset runs and compares anyway)", file=sys.stderr)
+            return 2
 
     if args.run:
         scratch = Path(args.scratch or tempfile.mkdtemp(prefix="ppap-reference-")).resolve()
@@ -165,9 +259,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         measured_path = find_table(args.results)
         reference = read_table(args.reference)
         measured = read_table(measured_path)
+        measured_record = read_preset_record(measured_path)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if reference_record is None:
+        print(f"note: {args.reference} has no {record_path(args.reference).name} beside it: which preset made the "
+              "reference is not recorded, so the preset is not checked")
+    elif measured_record is None:
+        print(f"note: {measured_path} has no {record_path(measured_path).name} beside it (made before presets were "
+              "recorded): the preset is not checked")
+    elif not args.any_preset:
+        mismatch = preset_mismatch(measured_record, reference_record)
+        if mismatch:
+            print(f"error: {mismatch}", file=sys.stderr)
+            return 2
 
     checks = compare_tables(reference, measured, args.rtol, args.atol, args.sd_factor)
     print(f"reference: {args.reference}\nmeasured:  {measured_path}\n")

@@ -1,10 +1,12 @@
-"""Rule table1: results/table1.csv and its Markdown copy, from the metric files."""
+"""Rule table1: results/table1.csv and its Markdown copy, from the metric files; beside them
+<table>.preset.json, the preset and config they were made with (``python -m ppap.reference``)."""
 import io
 
 from ppap import report
 from ppap.config import metrics_path
 from ppap.io import read_json, write_text
 from ppap.models import classifiers
+from ppap.reference import write_preset_record
 from ppap.runtime import rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "table1") as log:
@@ -20,4 +22,6 @@ with rule_session(snakemake.log[0], snakemake.threads, "table1") as log:
     frame.to_csv(buffer, index=False, float_format="%.6g")
     write_text(snakemake.output.csv, buffer.getvalue())
     write_text(snakemake.output.markdown, report.to_markdown(frame))
+    record = write_preset_record(snakemake.output.csv, snakemake.config)
+    log.info("preset %s, config sha256 %s", record["preset"], record["config_sha256"])
     log.info("\n%s", frame.to_string())
