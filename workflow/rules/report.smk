@@ -156,7 +156,10 @@ rule report_notebook:
     output:
         summary="results/report/summary.md",
     log:
-        notebook="results/report/study.ipynb",
+        # papermill writes the notebook cell by cell: a log, which render_report publishes whole
+        notebook="logs/report/study.ipynb",
+    benchmark:
+        "benchmarks/snakemake/report_notebook.tsv"
     threads: THREADS["light"]
     resources:
         **rule_resources("report_notebook", mem_mb=1000, runtime=10),
@@ -169,12 +172,15 @@ rule render_report:
         summary="results/report/summary.md",
     output:
         html="results/report/study.html",
+        notebook="results/report/study.ipynb",
     log:
         "logs/render_report.log",
+    benchmark:
+        "benchmarks/snakemake/render_report.tsv"
     threads: THREADS["light"]
     resources:
         **rule_resources("render_report", mem_mb=1000, runtime=5),
     params:
-        notebook="results/report/study.ipynb",  # the executed notebook (report_notebook's log)
+        executed="logs/report/study.ipynb",  # report_notebook's log: the executed notebook
     script:
         "../scripts/render_report.py"
