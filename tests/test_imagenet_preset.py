@@ -30,11 +30,21 @@ def snakemake(workdir: Path, target: str, *options: str, env: dict | None = None
 
 
 def placeholders(root: Path, skip: str | None = None) -> None:
-    for d in PLACEHOLDER_DIRS:
-        (root / d).mkdir(parents=True, exist_ok=True)
+    """Tiny files of the kinds the preset names, valid enough for the checks before any job
+    (ppap.checks opens every named file): a 256 px RGB UNet with a 6-channel output and a 1000-step
+    schedule, a 1000-class RGB guide, 1000 class folders, a reference batch, Inception tensors."""
+    from pretrained_files import (write_class_folders, write_diffusion_dir, write_guide, write_inception_weights,
+                                  write_reference_npz)
+
+    for d in PLACEHOLDER_DIRS[2:]:
+        write_class_folders(root / d, 1000)
+    write_diffusion_dir(root / "pretrained/adm256_uncond", sample_size=256, channels=3, out_channels=6)
+    writers = {"pretrained/resnet50_guide.pt": lambda p: write_guide(p, 1000, 3, 224),
+               "pretrained/pt_inception-2015-12-05-6726825d.pth": write_inception_weights,
+               "pretrained/VIRTUAL_imagenet256_labeled.npz": lambda p: write_reference_npz(p, 1, 256, 3)}
     for f in PLACEHOLDER_FILES:
         if f != skip:
-            (root / f).touch()
+            writers[f](root / f)
 
 
 def planned_jobs(stdout: str) -> dict[str, int]:
@@ -73,8 +83,9 @@ def test_preset_paths_can_be_overridden_and_a_missing_one_is_named(tmp_path):
     assert result.returncode != 0
     assert "evaluation.reference: no such file or directory: pretrained/VIRTUAL_imagenet256_labeled.npz" in (
         result.stderr + result.stdout)
-    elsewhere = tmp_path / "ref.npz"
-    elsewhere.touch()
+    from pretrained_files import write_reference_npz
+
+    elsewhere = write_reference_npz(tmp_path / "ref.npz", 1, 256, 3)
     result = snakemake(tmp_path, "results/table1.csv", "-n", "--cores", "1", "--configfile", str(PRESET),
                        "--config", f"evaluation={{reference: {elsewhere}}}")  # nested keys merge
     assert result.returncode == 0, result.stderr
