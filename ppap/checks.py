@@ -267,7 +267,10 @@ def check_diffusion_dir(key: str, path: str, data: DataShape, num_train_timestep
     if info["in_channels"] != data.channels or info["out_channels"] not in (data.channels, 2 * data.channels):
         raise ConfigError(f"{key}: {directory / 'unet'} maps {info['in_channels']} to {info['out_channels']} channels, "
                           f"the data ({data.name}) has {_plural(data.channels, 'channel')}")
-    if info["sample_size"] != data.image_size:
+    size = info["sample_size"]
+    if isinstance(size, (list, tuple)) and len(set(size)) == 1:
+        size = info["sample_size"] = size[0]
+    if size != data.image_size:
         raise ConfigError(f"{key}: {directory / 'unet'} makes {info['sample_size']} px images, data.image_size is "
                           f"{data.image_size}")
     _check_unet_weights(key, directory / "unet")
@@ -281,9 +284,17 @@ def _check_unet_weights(key: str, unet_dir: Path) -> None:
     from diffusers import UNet2DModel
 
     weights = unet_dir / "diffusion_pytorch_model.safetensors"
+    index = unet_dir / "diffusion_pytorch_model.safetensors.index.json"
     try:
         if weights.is_file():
             shapes = _safetensors_shapes(weights)
+        elif index.is_file():  # a large model saved in shards
+            weights = index
+            shapes = {}
+            for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+                weights = unet_dir / shard
+                shapes.update(_safetensors_shapes(weights))
+            weights = index
         else:
             weights = unet_dir / "diffusion_pytorch_model.bin"
             if not weights.is_file():

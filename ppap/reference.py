@@ -26,10 +26,11 @@ Tolerances, for every method (row) of the reference:
 Presets: the table1 rule writes ``table1.preset.json`` beside ``table1.csv``: the preset's name
 (the ``--configfile`` names, or the ``preset`` key) and a SHA-256 of the config that can change
 Table 1 (everything but ``threads``, ``resources``, ``device``, ``ablations``, ``ablation_center``,
-``tuning``, ``table1_trainings``, ``study`` and ``preset``). When both tables have this record and the hashes
-differ, the check refuses in one line naming the presets and the first differing keys (exit 2;
-``--any-preset`` compares anyway). A table without the record is compared as before, with one
-line saying that its preset is not known.
+``tuning``, ``table1_trainings``, ``study`` and ``preset``), with that config. When both tables have
+this record and the presets' names differ, or a key both configs have differs, the check refuses
+in one line naming the presets and the first differing keys (exit 2; ``--any-preset`` compares
+anyway); keys only one of them has (a schema key added since) are noted, not refused. A table
+without the record is compared as before, with one line saying that its preset is not known.
 
 Why these widths: the same code, config and seeds on the same machine reproduce Table 1 bit for
 bit (the tests check this), so a same-machine rerun passes with zero difference. Another CPU, BLAS,
@@ -114,23 +115,26 @@ def _flat(node, prefix=""):
         yield prefix, node
 
 
-def differing_keys(a: dict, b: dict) -> list[str]:
-    flat_a, flat_b = dict(_flat(a)), dict(_flat(b))
-    return sorted(key for key in set(flat_a) | set(flat_b) if flat_a.get(key, "<unset>") != flat_b.get(key, "<unset>"))
-
-
-def preset_mismatch(measured: dict, reference: dict) -> str | None:
-    """One line saying why two records are not comparable, or None if they are the same preset."""
+def compare_records(measured: dict, reference: dict) -> tuple[str | None, str | None]:
+    """(refusal, note) for two preset records: a refusal when the presets' names differ or a config
+    key both records have differs; only a note when they differ only in keys one of them lacks (a
+    config key added to or removed from the schema since one of them was made)."""
     if measured["config_sha256"] == reference["config_sha256"]:
-        return None
-    keys = differing_keys(measured.get("config", {}), reference.get("config", {}))
-    listed = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
-    return (f"the run used preset {measured.get('preset')!r} (config sha256 {measured['config_sha256'][:12]}), the "
-            f"reference preset {reference.get('preset')!r} ({reference['config_sha256'][:12]})"
-            + (f"; they differ in {listed}" if keys else "")
-            + ": not comparable (--any-preset compares anyway)")
+        return None, None
+    ours, theirs = dict(_flat(measured.get("config", {}))), dict(_flat(reference.get("config", {})))
+    differ = sorted(key for key in set(ours) & set(theirs) if ours[key] != theirs[key])
+    lacking = sorted(set(ours) ^ set(theirs))
 
+    def listed(keys):
+        return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
 
+    if differ or measured.get("preset") != reference.get("preset"):
+        return (f"the run used preset {measured.get('preset')!r} (config sha256 {measured['config_sha256'][:12]}), "
+                f"the reference preset {reference.get('preset')!r} ({reference['config_sha256'][:12]})"
+                + (f"; they differ in {listed(differ)}" if differ else "")
+                + ": not comparable (--any-preset compares anyway)"), None
+    return None, (f"the preset records differ only in keys one of them lacks ({listed(lacking)}): a config key "
+                  "added or removed since one was made; compared as the same preset")
 def find_table(results: str | os.PathLike) -> Path:
     """DIR/results/table1.csv, DIR/table1.csv, or DIR itself if it is a file."""
     results = Path(results)
@@ -270,10 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {measured_path} has no {record_path(measured_path).name} beside it (made before presets were "
               "recorded): the preset is not checked")
     elif not args.any_preset:
-        mismatch = preset_mismatch(measured_record, reference_record)
-        if mismatch:
-            print(f"error: {mismatch}", file=sys.stderr)
+        refusal, note = compare_records(measured_record, reference_record)
+        if refusal:
+            print(f"error: {refusal}", file=sys.stderr)
             return 2
+        if note:
+            print(f"note: {note}")
 
     checks = compare_tables(reference, measured, args.rtol, args.atol, args.sd_factor)
     print(f"reference: {args.reference}\nmeasured:  {measured_path}\n")

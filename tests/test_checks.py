@@ -243,6 +243,24 @@ def test_a_diffusion_model_must_fit_the_data_and_the_schedule(files, tmp_path):
            "has 1 channel")
 
 
+def test_a_sharded_unet_is_read_shard_by_shard(files, tmp_path):
+    import shutil
+
+    from diffusers import UNet2DModel
+
+    model = tmp_path / "sharded"
+    shutil.copytree(files["model"], model)
+    unet = UNet2DModel.from_pretrained(model / "unet")
+    shutil.rmtree(model / "unet")
+    unet.save_pretrained(model / "unet", max_shard_size="20KB")
+    assert (model / "unet" / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    assert checks.check_files(merged({"diffusion": {"pretrained": str(model)}}))["diffusion.pretrained"]
+    shard = sorted((model / "unet").glob("*-of-*.safetensors"))[-1]
+    shard.write_bytes(shard.read_bytes()[:-8])
+    expect(merged({"diffusion": {"pretrained": str(model)}}), "diffusion.pretrained", shard.name,
+           "truncated or damaged")
+
+
 def png_folder(folder: Path, count: int = 3, size: int = 8) -> Path:
     folder.mkdir(parents=True)
     for i in range(count):

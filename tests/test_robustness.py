@@ -1,9 +1,11 @@
-"""Robustness: bad configs fail naming the key; a killed job resumes to the same bytes as an
-uninterrupted run (determinism); non-finite values stop a rule; checkpoint loaders refuse bad files;
-reference image sets; the reference-results check (``python -m ppap.reference``)."""
+"""Robustness: bad configs and damaged named files fail naming the key; a killed job, and a killed
+Snakemake, resume to the same bytes as an uninterrupted run (determinism); non-finite values stop a
+rule; checkpoint loaders refuse bad files; reference image sets; the reference-results check
+(``python -m ppap.reference``) and the preset it records."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +23,7 @@ import torch
 from PIL import Image
 
 from conftest import expert_training
+from pretrained_files import write_diffusion_dir, write_guide
 from ppap import adapters, data, pipeline, reference
 from ppap.guidance import NonFiniteError
 from ppap.models import classifiers
@@ -75,6 +78,11 @@ BAD_CONFIGS = {
     "too-many-shards": ("synthetic: {shards: 1000}", ["synthetic.shards", "1000 shards for 128 images"]),
     "shard-seed-clash": ("sampling: {seeds: [0, 41]}", ["sampling.seeds [41]", "synthetic shards"]),
     "unknown-resource-rule": ("resources: {distil_expert: {mem_mb: 100}}", ["resources.distil_expert", "not a rule"]),
+    # an empty mapping in an overlay cannot empty the preset's (Snakemake merges key by key)
+    "empty-methods": ("methods: {}", ["methods: the empty mapping in", "changes nothing", "table1: [names]"]),
+    "empty-ablations": ("ablations: {}", ["ablations: the empty mapping in", "study: {ablations: []}"]),
+    "unknown-study-ablation": ("study: {ablations: [sampler, samplr]}", ["study.ablations: ['samplr']"]),
+    "empty-table1": ("table1: []", ["config key table1", "should be non-empty"]),
 }
 
 
@@ -97,6 +105,51 @@ def test_bad_config_fails_with_one_message_naming_the_key(tmp_path, name):
     assert not (workdir / "results").exists()
 
 
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The message of the one error Snakemake printed while parsing (the line after "<Error> in file")."""
+    out = result.stdout + result.stderr
+    errors = [line for line in out.splitlines() if re.search(r"Error in file", line)]
+    assert len(errors) == 1, out
+    assert "Traceback" not in out, out
+    return out.split(errors[0], 1)[1].strip().splitlines()[0]
+
+
+def test_an_empty_mapping_in_config_is_named_too(tmp_path):
+    result = run_snakemake(tmp_path, TABLE1, "-n", "--cores", "1", "--configfile", SMOKE, "--config", "ablations={}")
+    assert result.returncode != 0
+    assert one_error_line(result).startswith("ablations: the empty mapping in --config changes nothing")
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def damaged_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("damaged")
+    model = write_diffusion_dir(root / "model")
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    guide = write_guide(root / "guide.pt")
+    (root / "truncated_guide.pt").write_bytes(guide.read_bytes()[:1000])
+    return dict(guide1000=write_guide(root / "guide1000.pt", num_classes=1000),
+                truncated_guide=root / "truncated_guide.pt", model=model)
+
+
+@pytest.mark.parametrize("case, overlay, expected", [
+    # a 1000-class guide on the 10-class digits: once found only at evaluate, minutes later
+    ("guide1000", "guide: {{pretrained: {guide1000}}}", ["guide.pretrained: ", "1000-class", "has 10 classes"]),
+    ("truncated-guide", "guide: {{pretrained: {truncated_guide}}}", ["guide.pretrained: ", "cannot read checkpoint"]),
+    ("truncated-unet", "diffusion: {{pretrained: {model}}}", ["diffusion.pretrained: ", "truncated or damaged"]),
+])
+def test_a_damaged_or_mismatched_named_file_fails_before_any_job(tmp_path, damaged_files, case, overlay, expected):
+    config = tmp_path / f"{case}.yaml"
+    config.write_text(overlay.format(**damaged_files) + "\n")
+    result = run_snakemake(tmp_path, TABLE1, "-n", "--cores", "1", "--configfile", SMOKE, str(config))
+    assert result.returncode != 0
+    message = one_error_line(result)
+    for text in expected:
+        assert text in message, message
+    assert not (tmp_path / "results").exists()
+
+
 def test_reference_images_are_an_input_of_evaluate(tmp_path):
     folder = tmp_path / "reference"
     folder.mkdir()
@@ -117,10 +170,12 @@ def test_reference_images_are_an_input_of_evaluate(tmp_path):
 
 # ---------------------------------------------------------------- determinism, kill and resume ----
 
-def kill_a_running_job(process: subprocess.Popen, script_names: tuple[str, ...], timeout: float) -> Path:
+def kill_a_running_job(process: subprocess.Popen, script_names: tuple[str, ...], timeout: float,
+                       everything: bool = False) -> Path:
     """SIGKILL a job process of `process` (a Snakemake run) whose command line runs one of the
     scripts, once it has opened its log (it is past start-up, in the rule's own code) and before
-    it has finished; returns the job's log file."""
+    it has finished; returns the job's log file. ``everything``: SIGKILL Snakemake itself first,
+    then every process it started (as a crash or ``kill -9`` of the whole run would)."""
     snakemake = psutil.Process(process.pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -132,7 +187,12 @@ def kill_a_running_job(process: subprocess.Popen, script_names: tuple[str, ...],
                     continue
                 logs = [Path(f.path) for f in child.open_files() if "/logs/" in f.path]
                 if logs and "done in" not in logs[0].read_text():
-                    child.send_signal(signal.SIGKILL)
+                    victims = [snakemake, *snakemake.children(recursive=True)] if everything else [child]
+                    for victim in victims:
+                        try:
+                            victim.send_signal(signal.SIGKILL)
+                        except psutil.NoSuchProcess:
+                            pass
                     return logs[0]
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError):
                 continue  # it ended meanwhile: wait for the next one
@@ -141,26 +201,34 @@ def kill_a_running_job(process: subprocess.Popen, script_names: tuple[str, ...],
 
 
 @pytest.mark.slow
-def test_killed_job_resumes_to_the_same_bytes_as_an_uninterrupted_run(smoke_run, tmp_path):
-    """SIGKILL one job (not Snakemake) mid-run; Snakemake fails the job and stops. Rerunning the same
-    command finishes the DAG, and Table 1, the metric files and every sample .npz are byte-identical
-    to the uninterrupted run's: the workflow is deterministic and a killed job leaves nothing that a
-    rerun could mistake for a finished output. No --rerun-incomplete is needed: Snakemake itself was
-    not killed, so it removed the failed job's output and incomplete marker."""
+def test_killed_job_and_killed_snakemake_resume_to_the_same_bytes_as_an_uninterrupted_run(smoke_run, tmp_path):
+    """1. SIGKILL one job (not Snakemake) mid-run; Snakemake fails the job and stops.
+    2. Rerun the same command: no flag is needed (Snakemake itself was not killed, so it removed the
+       failed job's output and incomplete marker). Mid-run, SIGKILL Snakemake itself and its jobs:
+       its lock and incomplete markers stay behind.
+    3. Rerun the same command with the one documented flag, --rerun-incomplete (the local profile
+       sets it): the lock of the dead Snakemake is removed by the Snakefile (ppap.locks), the DAG
+       completes, and Table 1, the metric files and every sample .npz are byte-identical to the
+       uninterrupted run's: the workflow is deterministic and a killed job leaves nothing that a
+       rerun could mistake for a finished output."""
     workdir = tmp_path / "killed"
     workdir.mkdir()
     # Another hash seed than the uninterrupted run: nothing may depend on Python's hash order.
     env = {**os.environ, "PYTHONHASHSEED": "1"}
     options = ["--cores", "2", "--configfile", SMOKE]
-    with open(tmp_path / "first.out", "w") as out:
-        process = subprocess.Popen(snakemake_cmd(workdir, TABLE1, *options), stdout=out, stderr=subprocess.STDOUT,
-                                   env=env)
-        try:
-            victim = kill_a_running_job(process, ("distill_expert.py", "sample.py"), timeout=600)
-            returncode = process.wait(timeout=900)
-        finally:
-            if process.poll() is None:
-                process.kill()
+
+    def start(name: str, *extra: str) -> subprocess.Popen:
+        out = open(tmp_path / f"{name}.out", "w")
+        return subprocess.Popen(snakemake_cmd(workdir, TABLE1, *options, *extra), stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
+
+    process = start("first")
+    try:
+        victim = kill_a_running_job(process, ("distill_expert.py", "sample.py"), timeout=600)
+        returncode = process.wait(timeout=900)
+    finally:
+        if process.poll() is None:
+            process.kill()
     first = (tmp_path / "first.out").read_text()
     assert returncode != 0, first
     assert re.search(r"Error in rule (distill_expert|sample)", first), first
@@ -169,12 +237,26 @@ def test_killed_job_resumes_to_the_same_bytes_as_an_uninterrupted_run(smoke_run,
     assert "done in" not in victim.read_text()
     assert not (workdir / TABLE1).exists()
 
-    second = subprocess.run(snakemake_cmd(workdir, TABLE1, *options), capture_output=True, text=True, timeout=900,
-                            env=env)
-    assert second.returncode == 0, second.stderr[-4000:] + job_logs(workdir)
-    second_out = second.stdout + second.stderr
-    assert f"rule {rule}:" in second_out and f"log: {killed_log}" in second_out  # the killed job ran again
-    assert "done in" in victim.read_text()
+    process = start("second")
+    try:
+        crashed = kill_a_running_job(process, ("sample.py", "evaluate.py"), timeout=600, everything=True)
+        returncode = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    second = (tmp_path / "second.out").read_text()
+    assert returncode == -signal.SIGKILL, second
+    assert list((workdir / ".snakemake" / "locks").glob("*.lock")), "the killed Snakemake left no lock"
+    assert "done in" not in crashed.read_text()
+
+    third = subprocess.run(snakemake_cmd(workdir, TABLE1, *options, "--rerun-incomplete"), capture_output=True,
+                           text=True, timeout=900, env=env)
+    assert third.returncode == 0, third.stderr[-4000:] + job_logs(workdir)
+    third_out = third.stdout + third.stderr
+    assert "Removed the lock left by a Snakemake run that was killed" in third_out, third_out
+    assert f"rule {rule}:" in second + third_out and f"log: {killed_log}" in second + third_out  # ran again
+    assert "done in" in victim.read_text() and "done in" in crashed.read_text()
+    assert not list((workdir / ".snakemake" / "locks").glob("*.lock"))
 
     ours, theirs = run_outputs(workdir), run_outputs(smoke_run)
     assert sorted(ours) == sorted(theirs)
@@ -545,3 +627,96 @@ def test_reference_check_run_option_runs_the_workflow_first(smoke_run, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Nothing to be done" in result.stdout + result.stderr
     assert f"measured:  {scratch / TABLE1}" in result.stdout
+
+
+# -------------------------------------------------------------------- the preset of a table ----
+
+@pytest.mark.slow
+def test_table1_records_its_preset(smoke_run):
+    record = reference.read_preset_record(smoke_run / TABLE1)
+    assert record["preset"] == "smoke" and re.fullmatch(r"[0-9a-f]{64}", record["config_sha256"])
+    assert record["config"]["sampling"]["num_samples"] == 40
+    assert not set(reference.NOT_TABLE1) & set(record["config"])  # threads, ablations, ...: not Table 1's
+
+
+def preset_table(folder: Path, preset: str, **sampling) -> Path:
+    """A Table 1 CSV and its preset record, as the table1 rule writes them (config: the smoke preset's)."""
+    import yaml
+
+    from test_checks import merged
+
+    config = merged(yaml.safe_load(Path(SMOKE).read_text()), {"sampling": sampling, "preset": preset})
+    folder.mkdir(parents=True, exist_ok=True)
+    table = folder / "table1.csv"
+    table.write_text("method,fid,accuracy\nunguided,5.0,\nppap,9.0,0.3\n")
+    reference.write_preset_record(table, config)
+    return table
+
+
+def test_reference_check_refuses_another_preset_in_one_line(tmp_path, capsys):
+    measured = preset_table(tmp_path / "run", "smoke")
+    other = preset_table(tmp_path / "ref", "default", num_samples=500, steps=25)
+    assert reference.main(["--results", str(measured), "--reference", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "preset 'smoke'" in err[0] and "preset 'default'" in err[0], err
+    assert "sampling.num_samples" in err[0] and "sampling.steps" in err[0] and "--any-preset" in err[0]
+    assert reference.main(["--results", str(measured), "--reference", str(other), "--any-preset"]) == 0
+    same = preset_table(tmp_path / "same", "smoke")
+    assert reference.main(["--results", str(measured), "--reference", str(same)]) == 0
+    assert "OK: all" in capsys.readouterr().out
+
+
+def test_reference_without_a_record_is_compared_with_one_note(tmp_path, capsys):
+    measured = preset_table(tmp_path / "run", "smoke")
+    old = tmp_path / "old" / "table1.csv"
+    old.parent.mkdir()
+    shutil.copy(measured, old)  # made before tables recorded their preset
+    assert reference.main(["--results", str(measured), "--reference", str(old)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "table1.preset.json" in notes[0] and "not checked" in notes[0]
+
+
+def test_reference_run_of_another_preset_is_refused_before_it_runs(tmp_path, capsys):
+    default = preset_table(tmp_path / "ref", "default")
+    scratch = tmp_path / "scratch"
+    assert reference.main(["--run", "--scratch", str(scratch), "--configfile", SMOKE, "--reference", str(default)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is preset 'smoke'" in err[0] and "preset 'default'" in err[0], err
+    assert not scratch.exists() or not any(scratch.iterdir())
+
+
+# ------------------------------------------------------------------- the report notebook ----
+
+def rule_bodies() -> dict[str, str]:
+    bodies = {}
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for match in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)+)", path.read_text(), flags=re.M):
+            bodies[match.group(1)] = match.group(2)
+    return bodies
+
+
+def test_every_rule_has_a_benchmark_and_the_notebook_is_published_whole():
+    bodies = rule_bodies()
+    assert {"report_notebook", "render_report"} <= set(bodies)
+    assert [name for name, body in bodies.items() if "benchmark:" not in body] == []
+    # papermill writes the executed notebook cell by cell: into logs/, never into results/ ...
+    notebook_log = re.search(r'log:\n(?:\s*#.*\n)*\s*notebook="([^"]+)"', bodies["report_notebook"]).group(1)
+    assert notebook_log.startswith("logs/")
+    # ... and render_report publishes it whole (ppap.io.write_text: a temporary file, then a rename).
+    assert 'notebook="results/report/study.ipynb"' in bodies["render_report"].split("log:")[0]
+    assert f'executed="{notebook_log}"' in bodies["render_report"]
+    script = (REPO / "workflow" / "scripts" / "render_report.py").read_text()
+    assert "write_text(snakemake.output.notebook" in script and "snakemake.params.executed" in script
+
+
+def test_reference_records_that_differ_only_in_a_key_one_lacks_are_compared_with_a_note(tmp_path, capsys):
+    measured = preset_table(tmp_path / "run", "smoke")
+    older = preset_table(tmp_path / "ref", "smoke")
+    record = reference.read_preset_record(older)
+    del record["config"]["sampling"]["routing"]  # a key the schema did not have when the reference was made
+    record["config_sha256"] = "0" * 64
+    reference.record_path(older).write_text(json.dumps(record))
+    assert reference.main(["--results", str(measured), "--reference", str(older)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "sampling.routing" in notes[0], notes

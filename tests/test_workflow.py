@@ -133,3 +133,61 @@ def test_snakemake_report_collects_table1_with_its_caption(smoke_run, tmp_path):
     html = report.read_text()
     assert "table1.csv" in html and "Table 1" in html  # the file, under its category
     assert "standard deviation over the sampling seeds" in html  # its caption (workflow/report/table.rst)
+
+
+def planned_jobs(stdout: str) -> dict[str, int]:
+    table = stdout.split("Job stats:")[1].split("total")[0]
+    return {parts[0]: int(parts[1]) for parts in (line.split() for line in table.splitlines())
+            if len(parts) == 2 and parts[1].isdigit()}
+
+
+def test_study_selects_ablations_from_an_overlay_or_the_command_line(tmp_path):
+    smoke = str(REPO / "config" / "smoke.yaml")
+    every = planned_jobs(run_snakemake(tmp_path, "all", "-n", "--cores", "1", "--configfile", smoke).stdout)
+    assert every["ablation"] == 11
+    none = tmp_path / "none.yaml"
+    none.write_text("study: {ablations: []}\n")  # an empty list means none
+    result = run_snakemake(tmp_path, "all", "-n", "--cores", "1", "--configfile", smoke, str(none))
+    assert result.returncode == 0, result.stderr
+    jobs = planned_jobs(result.stdout)
+    assert "ablation" not in jobs and jobs["table1"] == 1 and jobs["render_report"] == 1
+    result = run_snakemake(tmp_path, "all", "-n", "--cores", "1", "--configfile", smoke,
+                           "--config", "study={ablations: [sampler, temperature]}")
+    assert result.returncode == 0, result.stderr
+    assert planned_jobs(result.stdout)["ablation"] == 2
+    assert "ablation=sampler" in result.stdout and "ablation=temperature" in result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_default_preset_plans_without_importing_torch(tmp_path):
+    """No config key names a file: the pre-run checks stay light (torch only when one is set)."""
+    cmd = [sys.executable, "-X", "importtime", "-m", "snakemake", "results/table1.csv", "-n", "--cores", "1",
+           "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "ppap.checks" in imported and "torch" not in imported and "timm" not in imported
+
+
+@pytest.mark.slow
+def test_logs_say_what_was_loaded(smoke_run):
+    logs = smoke_run / "logs"
+    model = f"diffusion model {smoke_run / 'results/models/diffusion'}: UNet2DModel 1->1 channels at 8 px"
+    schedule = "schedule DDPMScheduler linear beta 0.0001..0.02, T = 1000, prediction epsilon"
+    guide = f"guide {smoke_run / 'results/models/guide.pt'}: resnet10t"
+    for log in ("synthesize/shard0.log", "sample/none/ddim4_s0.log", "sample/datafree_lora2_n2/ddim4_s1.log"):
+        text = (logs / log).read_text()
+        assert model in text and schedule in text, log
+    for log in ("sample/datafree_lora2_n2/ddim4_s1.log", "sample/off_the_shelf/ddim4_s1.log",
+                "distill/datafree_lora2_n2/expert1.log", "distill/datafree_lora2_n2/manifest.log"):
+        text = (logs / log).read_text()
+        assert guide in text and "10 classes, 1 input channel(s), input size 16" in text, log
+    for log in ("distill/labeled_full_n2/expert0.log", "distill/labeled_full_n2/manifest.log"):
+        assert schedule in (logs / log).read_text(), log
+
+
+def test_readme_shows_the_smoke_command_and_how_to_build_one_ablation():
+    readme = (REPO / "README.md").read_text()
+    assert "snakemake --cores 2 results/table1.csv --configfile config/smoke.yaml" in readme
+    assert "snakemake --cores 8 results/ablations/<name>.csv --configfile my_ablation.yaml" in readme
+    assert "study: {ablations: [" in readme and "table1: [" in readme
