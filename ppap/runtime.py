@@ -140,7 +140,7 @@ def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") 
             try:
                 yield logger
             except KeyboardInterrupt:
-                logger.error("interrupted (SIGINT) after %.1f s; nothing was written", time.time() - started)
+                logger.error("interrupted (SIGINT) after %.1f s", time.time() - started)
                 raise
             except SystemExit as err:
                 if err.code not in (None, 0):
