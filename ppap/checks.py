@@ -122,7 +122,7 @@ class DataShape:
     """What the images of the study are: the data set's classes, channels and side."""
 
     name: str
-    classes: int | None     # None: not known without reading the data
+    classes: int
     channels: int
     image_size: int
 
@@ -164,14 +164,9 @@ def check_files(config: Mapping) -> dict[str, dict]:
     found: dict[str, dict] = {}
     if "guide.pretrained" in named:
         found["guide.pretrained"] = check_guide_file("guide.pretrained", named["guide.pretrained"], data)
-    if "evaluation.accuracy_classifier" in named:
-        spec = check_guide_file("evaluation.accuracy_classifier", named["evaluation.accuracy_classifier"], data)
-        guide = found.get("guide.pretrained")
-        if guide is not None and guide["num_classes"] != spec["num_classes"]:
-            raise ConfigError(f"evaluation.accuracy_classifier: {named['evaluation.accuracy_classifier']} has "
-                              f"{spec['num_classes']} classes, the guide (guide.pretrained) "
-                              f"{guide['num_classes']}: accuracy would score the wrong labels")
-        found["evaluation.accuracy_classifier"] = spec
+    if "evaluation.accuracy_classifier" in named:  # it scores the guide's target labels: the data's classes too
+        found["evaluation.accuracy_classifier"] = check_guide_file(
+            "evaluation.accuracy_classifier", named["evaluation.accuracy_classifier"], data)
     if "diffusion.pretrained" in named:
         found["diffusion.pretrained"] = check_diffusion_dir("diffusion.pretrained", named["diffusion.pretrained"],
                                                             data, config["diffusion"]["num_train_timesteps"])
@@ -200,7 +195,7 @@ def check_guide_file(key: str, path: str, data: DataShape) -> dict:
         raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from None
     except Exception as err:  # no spec, a spec timm cannot build, ...
         raise ConfigError(f"{key}: cannot build the guide recorded in {path}: {_first_line(err)}") from None
-    if data.classes is not None and spec["num_classes"] != data.classes:
+    if spec["num_classes"] != data.classes:
         raise ConfigError(f"{key}: {path} is a {spec['num_classes']}-class {spec['arch']}, the data ({data.name}) "
                           f"has {data.classes} classes")
     if spec["in_chans"] != data.channels:

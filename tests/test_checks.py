@@ -184,7 +184,7 @@ def test_a_damaged_guide_file_is_named(files, tmp_path, damage, text):
         expect(merged(config), key, "bad_guide.pt", text)
 
 
-def test_an_accuracy_classifier_must_count_the_guides_classes(files, tmp_path):
+def test_an_accuracy_classifier_must_count_the_datas_classes(files, tmp_path):
     train = write_class_folders(tmp_path / "train", 10)
     config = merged({"data": {"source": "folder", "train_dir": str(train), "image_size": 8},
                      "guide": {"pretrained": str(write_guide(tmp_path / "g.pt", 10, 3))},
