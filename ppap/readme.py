@@ -8,6 +8,10 @@ Two mechanisms, both over ``results/reference/`` (paths in the README are relati
       ...the file's contents...
       <!-- /generated -->
 
+  or, from a table's CSV, the Markdown of some of its columns (metrics "mean ± sd")::
+
+      <!-- generated: table1_trainings.csv columns=method,adapter_rank,fid,accuracy -->
+
   ``python -m ppap.readme --update`` rewrites each block from the file; :func:`check` reports a
   block that differs from it.
 * **Checked numbers**: a number quoted in prose is followed by an HTML comment (invisible when
@@ -39,7 +43,8 @@ from pathlib import Path
 
 from ppap.io import write_text
 
-GENERATED = re.compile(r"<!-- generated: (?P<file>[^ ]+) -->\n(?P<body>.*?)<!-- /generated -->", re.S)
+GENERATED = re.compile(r"<!-- generated: (?P<file>[^ ]+)(?: columns=(?P<columns>[^ ]+))? -->\n(?P<body>.*?)"
+                       r"<!-- /generated -->", re.S)
 REF = re.compile(r"(?P<number>[-+]?[0-9][0-9,]*(?:\.[0-9]+)?)(?P<percent>%?)(?P<unit>[a-zA-Z]*)"
                  r"<!-- ref: (?P<expr>.*?) -->")
 CSV_TOKEN = re.compile(r"(?P<file>[\w./-]+\.csv)\[(?P<keys>[^\]]*)\]\.(?P<column>\w+)")
@@ -138,7 +143,7 @@ def check(readme: str, reference: Path) -> list[str]:
         path = reference / block["file"]
         if not path.is_file():
             problems.append(f"generated block: {block['file']} does not exist")
-        elif block["body"] != path.read_text():
+        elif block["body"] != render(block, reference):
             problems.append(f"generated block {block['file']} differs from the file (python -m ppap.readme --update)")
     for ref in REF.finditer(readme):
         if ref["expr"].strip() == "none":
@@ -163,10 +168,26 @@ def check(readme: str, reference: Path) -> list[str]:
     return problems
 
 
+def render(block, reference: Path) -> str:
+    """What a generated block holds: the file itself, or chosen columns of a CSV table."""
+    path = reference / block["file"]
+    if not block["columns"]:
+        return path.read_text()
+    import pandas as pd
+
+    from ppap import report
+
+    frame = pd.read_csv(path, dtype={"adapter_rank": str, "value": str}, keep_default_na=False,
+                        na_values={c: [""] for c in pd.read_csv(path, nrows=0).columns
+                                   if c.split("_sd")[0] in report.METRICS + report.EXTRA_METRICS})
+    return report.to_markdown(frame, columns=block["columns"].split(","))
+
+
 def update(readme: str, reference: Path) -> str:
     """The README with every generated block rewritten from its file."""
     def fill(block):
-        return f"<!-- generated: {block['file']} -->\n{(reference / block['file']).read_text()}<!-- /generated -->"
+        options = f" columns={block['columns']}" if block["columns"] else ""
+        return f"<!-- generated: {block['file']}{options} -->\n{render(block, reference)}<!-- /generated -->"
 
     return GENERATED.sub(fill, readme)
 

@@ -96,13 +96,17 @@ def ablation_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     return frame[first + rest]
 
 
-def to_markdown(frame: pd.DataFrame, with_sd: bool = True) -> str:
+def to_markdown(frame: pd.DataFrame, with_sd: bool = True, columns: Sequence[str] | None = None) -> str:
     """A GitHub Markdown table; with `with_sd`, metrics read "mean ± sd" (sd over sampling seeds)
-    and, where several trainings were averaged, "mean ± sd (± sd_train over trainings)"; the sd
-    columns are folded in."""
+    and, where several trainings were averaged, "mean ± sd (trainings ± sd_train)"; the sd
+    columns are folded in. `columns` picks (and orders) the columns shown."""
     formats = dict(fid="{:.2f}", **{"is": "{:.2f}"}, precision="{:.3f}", recall="{:.3f}", accuracy="{:.3f}",
                    density="{:.3f}", coverage="{:.3f}")
-    columns = [c for c in frame.columns if not (with_sd and (c.endswith("_sd") or c.endswith("_sd_train")))]
+    if columns is None:
+        columns = [c for c in frame.columns if not (with_sd and (c.endswith("_sd") or c.endswith("_sd_train")))]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"no columns {missing} in the table")
 
     def cell(row, column):
         value = row[column]

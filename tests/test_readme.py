@@ -55,3 +55,11 @@ def test_checker_catches_drift(reference, text, problem):
 def test_update_rewrites_generated_blocks(reference):
     text = "x\n<!-- generated: t.md -->\nold\n<!-- /generated -->\ny"
     assert readme.update(text, reference) == "x\n<!-- generated: t.md -->\n| a |\n<!-- /generated -->\ny"
+
+
+def test_generated_columns_of_a_csv(reference):
+    text = "<!-- generated: t.csv columns=method,accuracy -->\nstale\n<!-- /generated -->"
+    updated = readme.update(text, reference)
+    assert "| method | accuracy |" in updated and "| ppap | 0.513 |" in updated
+    assert readme.check(updated, reference) == []
+    assert any("differs" in p for p in readme.check(text, reference))
