@@ -45,7 +45,8 @@ from ppap.io import write_text
 
 GENERATED = re.compile(r"<!-- generated: (?P<file>[^ ]+)(?: columns=(?P<columns>[^ ]+))? -->\n(?P<body>.*?)"
                        r"<!-- /generated -->", re.S)
-REF = re.compile(r"(?P<number>[-+]?[0-9][0-9,]*(?:\.[0-9]+)?)(?P<percent>%?)(?P<unit>[a-zA-Z]*)"
+# A sign belongs to the number only where it cannot be a range's dash ("0.003-0.010", "...-->-0.010").
+REF = re.compile(r"(?P<number>(?:(?<![\w>.])[-+])?[0-9][0-9,]*(?:\.[0-9]+)?)(?P<percent>%?)(?P<unit>[a-zA-Z]*)"
                  r"<!-- ref: (?P<expr>.*?) -->")
 CSV_TOKEN = re.compile(r"(?P<file>[\w./-]+\.csv)\[(?P<keys>[^\]]*)\]\.(?P<column>\w+)")
 JSON_TOKEN = re.compile(r"(?P<file>[\w./-]+\.json):(?P<path>[\w.\[\]]+)")

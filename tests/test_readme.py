@@ -20,7 +20,8 @@ def test_readme_is_true_to_the_reference_results():
 def test_readme_has_checked_results():
     text = (REPO / "README.md").read_text()
     assert text.count("<!-- ref: ") >= 20  # the findings quote the tables through checked references
-    assert "<!-- generated: table1.md -->" in text
+    assert "<!-- generated: table1.csv " in text and "<!-- generated: table1_trainings.csv " in text
+    assert text.count("<!-- results:begin -->") >= 2  # Table 1's findings and the full study's
 
 
 @pytest.fixture
@@ -46,6 +47,9 @@ def test_checker_accepts_true_numbers_and_expressions(reference):
     ("PPAP 0.5<!-- ref: t.csv[method=ppap].nope -->", "no column"),
     ("<!-- generated: t.md -->\n| b |\n<!-- /generated -->", "differs from the file"),
     ("<!-- results:begin -->\nPPAP reaches 0.51 now.\n<!-- results:end -->", "unchecked number 0.51"),
+    # a range's dash is not a minus sign: 0.2-0.6 quotes 0.6, not -0.6
+    ("from 0.206<!-- ref: t.csv[method=off_the_shelf].accuracy -->-0.6<!-- ref: t.csv[method=ppap].accuracy -->",
+     "README says 0.6 but"),
 ])
 def test_checker_catches_drift(reference, text, problem):
     problems = readme.check(text, reference)

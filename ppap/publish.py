@@ -1,0 +1,150 @@
+"""Copy a finished run into ``results/reference/``: the files the README quotes and the tests check.
+
+    python -m ppap.publish --run RUN_DIR [--timed TIMED_RUN_DIR] [--tuning TUNE_RUN_DIR]
+                           [--legacy LEGACY_RUN_DIR] [--to results/reference]
+
+``RUN_DIR`` is a working directory of ``snakemake all`` (``-d``): its tables, ablations, figures,
+report, tuning results, each Table 1 guide set's manifest (``guides/<set>.json``, with the noisy
+accuracies), the off-the-shelf guide's and the evaluator's records and the Table 1 sample grids are
+copied, with Snakemake's per-rule benchmark files (``benchmarks/snakemake/``). A long study often
+shares its machine, so ``--timed`` adds the benchmark files of a run timed on a quiet machine (e.g. a
+fresh ``results/table1.csv``) under ``benchmarks/timed/``; ``benchmarks/summary.csv`` sums them per
+rule (jobs, total and median wall seconds, peak memory), which the README quotes. The learning-rate
+search (``snakemake tune``) is taken from ``--tuning`` (default ``RUN_DIR``). ``--legacy`` adds a
+``legacy/`` folder with that run's Table 1 and ablations (the old-protocol overlay).
+
+The reference folder is rebuilt whole in a temporary sibling and renamed into place, so a failed
+copy leaves the previous reference untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ppap.io import atomic_directory
+
+TABLES = ("table1.csv", "table1.md", "table1.preset.json", "table1_trainings.csv", "table1_trainings.md")
+REPORT = ("report/study.html", "report/summary.md")
+TUNING = ("tuning/learning_rates.csv", "tuning/learning_rates.md")
+
+
+def table1_guides(table1_csv: Path) -> dict[str, str]:
+    """Guide folder -> sample folder of every Table 1 row, from its ``samples`` column
+    (``results/samples/<guide>/<sampling>/seed0.npz``)."""
+    table = pd.read_csv(table1_csv)
+    guides = {}
+    for sample in table["samples"]:
+        parts = Path(sample).parts
+        guides[parts[-3]] = str(Path(*parts[:-1]))
+    return guides
+
+
+def _copy(source: Path, target: Path, required: bool = True) -> bool:
+    if not source.exists():
+        if required:
+            raise FileNotFoundError(f"{source} is missing: is the run finished?")
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, target)
+    return True
+
+
+def _copy_tree(source: Path, target: Path, pattern: str) -> int:
+    count = 0
+    for path in sorted(source.rglob(pattern)):
+        if path.is_file():
+            _copy(path, target / path.relative_to(source))
+            count += 1
+    return count
+
+
+def rule_of(benchmark: Path, root: Path) -> str:
+    """The rule a benchmark file belongs to, from its place under ``benchmarks/snakemake``."""
+    parts = benchmark.relative_to(root).parts
+    if len(parts) == 1:
+        return benchmark.stem
+    if parts[0] == "distill":
+        return "expert_manifest" if benchmark.stem == "manifest" else "distill_expert"
+    return parts[0]
+
+
+def summarize_benchmarks(folders: dict[str, Path]) -> pd.DataFrame:
+    """One row per (run, rule): jobs, total and median wall seconds, peak resident memory (MB)."""
+    rows = []
+    for run, root in folders.items():
+        for path in sorted(root.rglob("*.tsv")):
+            last = pd.read_csv(path, sep="\t").iloc[-1]
+            rows.append(dict(run=run, rule=rule_of(path, root), s=float(last["s"]), max_rss=float(last["max_rss"])))
+    if not rows:
+        return pd.DataFrame(columns=["run", "rule", "jobs", "wall_s", "median_s", "max_rss_mb"])
+    frame = pd.DataFrame(rows)
+    per_rule = frame.groupby(["run", "rule"], sort=False).agg(jobs=("s", "size"), wall_s=("s", "sum"),
+                                                              median_s=("s", "median"), max_rss_mb=("max_rss", "max"))
+    totals = frame.groupby("run", sort=False).agg(jobs=("s", "size"), wall_s=("s", "sum"), median_s=("s", "median"),
+                                                  max_rss_mb=("max_rss", "max"))
+    totals.index = pd.MultiIndex.from_tuples([(run, "all rules") for run in totals.index], names=["run", "rule"])
+    return pd.concat([per_rule, totals]).reset_index().round(1)
+
+
+def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None = None,
+            legacy: Path | None = None) -> list[str]:
+    """Rebuild ``to`` from the run folder(s); returns the copied paths relative to ``to``."""
+    run, to = Path(run), Path(to)
+    results = run / "results"
+    with atomic_directory(to) as out:
+        for name in TABLES:
+            _copy(results / name, out / name, required=name != "table1.preset.json")
+        for name in REPORT:
+            _copy(results / name, out / name)
+        for name in TUNING:
+            _copy(Path(tuning or run) / "results" / name, out / name, required=tuning is not None)
+        _copy_tree(results / "ablations", out / "ablations", "*")
+        _copy_tree(results / "figures", out / "figures", "*")
+        _copy(results / "models" / "guide.json", out / "guides" / "off_the_shelf.json")
+        _copy(results / "models" / "evaluator.json", out / "guides" / "evaluator.json")
+        for guide, samples in table1_guides(results / "table1.csv").items():
+            if guide not in ("none", "off_the_shelf"):
+                _copy(results / "models" / "guides" / guide / "manifest.json", out / "guides" / f"{guide}.json")
+            _copy(run / samples / "grid.png", out / "samples" / f"{guide}.png")
+        _copy_tree(run / "benchmarks" / "snakemake", out / "benchmarks" / "snakemake", "*.tsv")
+        folders = {"study": out / "benchmarks" / "snakemake"}
+        if timed is not None:
+            _copy_tree(Path(timed) / "benchmarks" / "snakemake", out / "benchmarks" / "timed", "*.tsv")
+            folders["timed"] = out / "benchmarks" / "timed"
+        summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
+        if legacy is not None:
+            legacy_results = Path(legacy) / "results"
+            for name in ("table1.csv", "table1.md"):
+                _copy(legacy_results / name, out / "legacy" / name)
+            _copy_tree(legacy_results / "ablations", out / "legacy" / "ablations", "*.csv")
+            _copy_tree(legacy_results / "ablations", out / "legacy" / "ablations", "*.md")
+        copied = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    return copied
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ppap.publish", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="working directory of a finished `snakemake all`")
+    parser.add_argument("--timed", help="working directory of a run timed on a quiet machine: its "
+                                        "benchmark files go to benchmarks/timed/")
+    parser.add_argument("--tuning", help="working directory of `snakemake tune` (default: --run)")
+    parser.add_argument("--legacy", help="working directory of a run with config/legacy_protocol.yaml")
+    parser.add_argument("--to", default="results/reference", help="reference folder to rebuild")
+    args = parser.parse_args(argv)
+    try:
+        copied = publish(Path(args.run), Path(args.to), args.timed and Path(args.timed),
+                         args.tuning and Path(args.tuning), args.legacy and Path(args.legacy))
+    except FileNotFoundError as error:
+        print(f"ppap.publish: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.to}: {len(copied)} files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

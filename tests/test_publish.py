@@ -1,0 +1,74 @@
+"""ppap.publish: a finished run becomes results/reference/, whole or not at all."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ppap import publish
+
+GUIDES = {"none": "ddim25_s0", "off_the_shelf": "ddim25_s1", "datafree_lora4_n5": "ddim25_s1"}
+
+
+def fake_run(root: Path, with_benchmarks: bool = True) -> Path:
+    results = root / "results"
+    rows = [dict(method=guide, samples=f"results/samples/{guide}/{sampling}/seed0.npz")
+            for guide, sampling in GUIDES.items()]
+    for name in ("table1.csv", "table1_trainings.csv"):
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(results / name, index=False)
+    for name in ("table1.md", "table1_trainings.md", "report/study.html", "report/summary.md",
+                 "ablations/norm.csv", "ablations/norm.png", "figures/samples.png",
+                 "models/guide.json", "models/evaluator.json", "models/guides/datafree_lora4_n5/manifest.json"):
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / name).write_text(name)
+    for guide, sampling in GUIDES.items():
+        grid = results / "samples" / guide / sampling / "grid.png"
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        grid.write_text(guide)
+    if with_benchmarks:
+        tsv = root / "benchmarks" / "snakemake" / "sample" / "none" / "ddim25_s0.tsv"
+        tsv.parent.mkdir(parents=True)
+        tsv.write_text("s\tmax_rss\n1.5\t100\n")
+    return root
+
+
+def test_publish_copies_what_the_readme_quotes(tmp_path):
+    run = fake_run(tmp_path / "run", with_benchmarks=False)
+    timed = fake_run(tmp_path / "timed")
+    copied = publish.publish(run, tmp_path / "reference", timed=timed)
+    assert {"table1.csv", "table1_trainings.csv", "report/summary.md", "ablations/norm.png",
+            "guides/off_the_shelf.json", "guides/evaluator.json", "guides/datafree_lora4_n5.json",
+            "samples/none.png", "samples/datafree_lora4_n5.png",
+            "benchmarks/timed/sample/none/ddim25_s0.tsv"} <= set(copied)
+    assert not [name for name in copied if name.startswith("benchmarks/snakemake/")]  # the run had none
+    assert "table1.preset.json" not in copied  # optional: an older run has no preset record
+    assert (tmp_path / "reference" / "samples" / "off_the_shelf.png").read_text() == "off_the_shelf"
+    summary = pd.read_csv(tmp_path / "reference" / "benchmarks" / "summary.csv")
+    assert summary.to_dict("records") == [
+        dict(run="timed", rule="sample", jobs=1, wall_s=1.5, median_s=1.5, max_rss_mb=100.0),
+        dict(run="timed", rule="all rules", jobs=1, wall_s=1.5, median_s=1.5, max_rss_mb=100.0)]
+
+
+def test_benchmarks_are_summed_per_rule(tmp_path):
+    root = tmp_path / "snakemake"
+    for name, seconds in [("distill/a_n2/expert0.tsv", 10), ("distill/a_n2/expert1.tsv", 30),
+                          ("distill/a_n2/manifest.tsv", 2), ("train_guide.tsv", 5)]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(f"s\tmax_rss\n{seconds}\t{seconds * 10}\n")
+    summary = publish.summarize_benchmarks({"study": root}).set_index("rule")
+    assert summary.loc["distill_expert", "jobs"] == 2 and summary.loc["distill_expert", "wall_s"] == 40
+    assert summary.loc["distill_expert", "median_s"] == 20 and summary.loc["expert_manifest", "jobs"] == 1
+    assert summary.loc["all rules", "wall_s"] == 47 and summary.loc["all rules", "max_rss_mb"] == 300
+
+
+def test_a_missing_file_leaves_the_old_reference(tmp_path):
+    reference = tmp_path / "reference"
+    publish.publish(fake_run(tmp_path / "good"), reference)
+    broken = fake_run(tmp_path / "broken")
+    (broken / "results" / "report" / "summary.md").unlink()
+    with pytest.raises(FileNotFoundError, match="summary.md"):
+        publish.publish(broken, reference)
+    assert (reference / "report" / "summary.md").exists()
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
+    assert publish.main(["--run", str(broken), "--to", str(reference)]) == 2
