@@ -6,7 +6,7 @@
 ``RUN_DIR`` is a working directory of ``snakemake all`` (``-d``): its tables, ablations, figures,
 report, tuning results, each Table 1 guide set's manifest (``guides/<set>.json``, with the noisy
 accuracies), the off-the-shelf guide's and the evaluator's records and the Table 1 sample grids are
-copied, with Snakemake's per-rule benchmark files (``benchmarks/snakemake/``). A long study often
+copied, with any diagnostics a script wrote into ``results/diagnostics/`` and Snakemake's per-rule benchmark files (``benchmarks/snakemake/``). A long study often
 shares its machine, so ``--timed`` adds the benchmark files of a run timed on a quiet machine (e.g. a
 fresh ``results/table1.csv``) under ``benchmarks/timed/``; ``benchmarks/summary.csv`` sums them per
 rule (jobs, total and median wall seconds, peak memory), which the README quotes. The learning-rate
@@ -105,6 +105,8 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
             _copy(Path(tuning or run) / "results" / name, out / name, required=tuning is not None)
         _copy_tree(results / "ablations", out / "ablations", "*")
         _copy_tree(results / "figures", out / "figures", "*")
+        if (results / "diagnostics").is_dir():  # e.g. benchmarks/routing_gradients.py
+            _copy_tree(results / "diagnostics", out / "diagnostics", "*.csv")
         _copy(results / "models" / "guide.json", out / "guides" / "off_the_shelf.json")
         _copy(results / "models" / "evaluator.json", out / "guides" / "evaluator.json")
         for guide, samples in table1_guides(results / "table1.csv").items():

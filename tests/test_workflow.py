@@ -191,3 +191,23 @@ def test_readme_shows_the_smoke_command_and_how_to_build_one_ablation():
     assert "snakemake --cores 2 results/table1.csv --configfile config/smoke.yaml" in readme
     assert "snakemake --cores 8 results/ablations/<name>.csv --configfile my_ablation.yaml" in readme
     assert "study: {ablations: [" in readme and "table1: [" in readme
+
+
+def test_routing_gradients_diagnostic_on_the_smoke_run(smoke_run, tmp_path):
+    """benchmarks/routing_gradients.py: away from a boundary both routers pick the same expert (the
+    same numbers exactly); at the boundary the original's router picks the expert below."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("routing_gradients", REPO / "benchmarks" / "routing_gradients.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "routing.csv"
+    assert module.main(["--run", str(smoke_run), "--sets", "datafree_lora2_n2", "labeled_full_n2",
+                        "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert sorted(set(table["t"])) == [499, 500, 501] and len(table) == 6
+    away = table[~table["boundary"]]
+    assert (away["grad_norm_lower"] == away["grad_norm_owner"]).all()
+    assert (away["accuracy_lower"] == away["accuracy_owner"]).all()
+    at_boundary = table[table["boundary"]]
+    assert (at_boundary["grad_norm_lower"] != at_boundary["grad_norm_owner"]).all()
