@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from ppap.models.classifiers import ClassifierGuide
@@ -66,6 +68,23 @@ def alphas_cumprod() -> torch.Tensor:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def merged_config(*overlays: dict) -> dict:
+    """config/default.yaml with overlays merged key by key, as Snakemake merges config files."""
+
+    def merge(base, update):
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+        return base
+
+    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    for overlay in overlays:
+        merge(config, overlay)
+    return config
 
 
 def expert_training(guide_set: str, **overrides):

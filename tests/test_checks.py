@@ -4,7 +4,6 @@ or interrupted job (ppap.runtime.rule_session)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import merged_config
 from pretrained_files import (write_class_folders, write_diffusion_dir, write_guide, write_inception_weights,
                               write_reference_npz)
 from ppap import checks, locks
@@ -28,19 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def merged(*overlays: dict) -> dict:
     """default.yaml with overlays merged key by key, as Snakemake merges config files."""
-
-    def merge(base, update):
-        for key, value in update.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = copy.deepcopy(value)
-        return base
-
-    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
-    for overlay in overlays:
-        merge(config, overlay)
-    return config
+    return merged_config(*overlays)
 
 
 # ------------------------------------------------------------------------ overlays, selection ----

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import subprocess
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from conftest import merged_config
 
 from ppap.config import ConfigError, check_config
 
@@ -93,19 +94,7 @@ def test_preset_paths_can_be_overridden_and_a_missing_one_is_named(tmp_path):
 
 def merged_preset(*extra: Path) -> dict:
     """default.yaml updated by the preset (Snakemake merges nested keys the same way)."""
-
-    def merge(base, update):
-        for key, value in update.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = copy.deepcopy(value)
-        return base
-
-    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
-    for path in (PRESET, *extra):
-        merge(config, yaml.safe_load(path.read_text()))
-    return config
+    return merged_config(*(yaml.safe_load(path.read_text()) for path in (PRESET, *extra)))
 
 
 @pytest.mark.parametrize("arch, overlay, expected", [
