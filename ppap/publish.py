@@ -7,8 +7,9 @@
 report, tuning results, each Table 1 guide set's manifest (``guides/<set>.json``, with the noisy
 accuracies), the off-the-shelf guide's and the evaluator's records and the Table 1 sample grids are
 copied, with any diagnostics a script wrote into ``results/diagnostics/`` and Snakemake's per-rule
-benchmark files (``benchmarks/snakemake/``). A long study often shares its machine, so ``--timed`` adds the benchmark files of a run timed on a quiet machine (e.g. a
-fresh ``results/table1.csv``) under ``benchmarks/timed/``; ``benchmarks/summary.csv`` sums them per
+benchmark files (``benchmarks/snakemake/``). A long study often shares its machine, so ``--timed``
+adds the benchmark files of a run timed on a quiet machine (e.g. a fresh ``results/table1.csv``)
+under ``benchmarks/timed/``; ``benchmarks/summary.csv`` sums them per
 rule (jobs, total and median wall seconds, peak memory), which the README quotes. The learning-rate
 search (``snakemake tune``) is taken from ``--tuning`` (default ``RUN_DIR``). ``--legacy`` adds a
 ``legacy/`` folder with that run's Table 1 and ablations (the old-protocol overlay).
