@@ -22,12 +22,12 @@ import torch
 
 from ppap import pipeline
 from ppap.io import atomic_path, read_json
+from ppap.schedules import load_alphas_cumprod
 
 
 def probe(run: Path, guide_set: str, seed: int) -> list[dict]:
     results = run / "results"
-    _, alphas_cumprod, _ = pipeline.load_eps_model(results / "models" / "diffusion", torch.device("cpu"))
-    abar = torch.as_tensor(alphas_cumprod, dtype=torch.float32)
+    abar = load_alphas_cumprod(results / "models" / "scheduler").float()
     digits = np.load(results / "data" / "digits.npz")
     x0 = torch.as_tensor(digits["val_images"]).float().permute(0, 3, 1, 2) / 127.5 - 1  # uint8 NHWC -> [-1, 1]
     labels = torch.as_tensor(digits["val_labels"]).long()

@@ -135,6 +135,8 @@ def compare_records(measured: dict, reference: dict) -> tuple[str | None, str | 
                 + ": not comparable (--any-preset compares anyway)"), None
     return None, (f"the preset records differ only in keys one of them lacks ({listed(lacking)}): a config key "
                   "added or removed since one was made; compared as the same preset")
+
+
 def find_table(results: str | os.PathLike) -> Path:
     """DIR/results/table1.csv, DIR/table1.csv, or DIR itself if it is a file."""
     results = Path(results)

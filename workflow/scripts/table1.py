@@ -22,6 +22,6 @@ with rule_session(snakemake.log[0], snakemake.threads, "table1") as log:
     frame.to_csv(buffer, index=False, float_format="%.6g")
     write_text(snakemake.output.csv, buffer.getvalue())
     write_text(snakemake.output.markdown, report.to_markdown(frame))
-    record = write_preset_record(snakemake.output.csv, snakemake.config)
+    record = write_preset_record(snakemake.output.csv, snakemake.config)  # -> snakemake.output.preset
     log.info("preset %s, config sha256 %s", record["preset"], record["config_sha256"])
     log.info("\n%s", frame.to_string())
