@@ -1,7 +1,8 @@
 # ppap-bench: plug-and-play diffusion guidance (PPAP, Go et al., CVPR 2023) as one Snakemake DAG.
 #   snakemake --cores 8 results/table1.csv     Table 1
 #   snakemake --cores 8 all                    Table 1, every ablation, figures and the report
-#   snakemake --cores 8 tune                   learning rates chosen on the validation split
+#   snakemake --cores 8 tune                   learning rates, guidance scales and training-free variants
+#                                              chosen on the validation split
 import os
 
 from snakemake.exceptions import WorkflowError
@@ -64,6 +65,7 @@ include: "workflow/rules/distill.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/guidance.smk"
 
 
 rule all:
@@ -72,6 +74,7 @@ rule all:
         "results/table1.csv",
         "results/table1.md",
         "results/table1_trainings.csv",
+        "results/guidance_methods.csv",
         expand("results/ablations/{ablation}.csv", ablation=config.get("ablations", {})),
         "results/figures/noisy_accuracy.png",
         "results/figures/samples.png",
@@ -81,3 +84,4 @@ rule all:
 rule tune:
     input:
         "results/tuning/learning_rates.csv",
+        "results/tuning/guidance.csv",

@@ -137,11 +137,79 @@ def tuning_runs(config: dict) -> list[Run]:
     return runs
 
 
+def _sampling_at(config: dict, scale: float) -> str:
+    s = config["sampling"]
+    return grammar.format_sampling(grammar.Sampling(s["sampler"], s["steps"], float(scale)))
+
+
+def guidance_scale(config: dict, method: str) -> float:
+    """The scale of `method`'s row in results/guidance_methods.csv (chosen on validation)."""
+    section = config.get("guidance_methods") or {}
+    return float((section.get("scales") or {}).get(method, config["sampling"]["guidance_scale"]))
+
+
+def guidance_sweep(config: dict, method: str) -> list[float]:
+    """The scales of `method`'s trade-off curve and of its tuning grid."""
+    sweeps = (config.get("guidance_methods") or {}).get("sweeps") or {}
+    return [float(v) for v in sweeps.get(method, sweeps.get("default", [config["sampling"]["guidance_scale"]]))]
+
+
+def guidance_method_runs(config: dict) -> list[Run]:
+    """The rows of results/guidance_methods.csv: each method at its chosen scale."""
+    section = config.get("guidance_methods")
+    if not section:
+        return []
+    runs = []
+    for method in section["methods"]:
+        scale = guidance_scale(config, method)
+        runs.append(_run(config, method, method, grammar.format_number(scale), config["methods"][method],
+                         _sampling_at(config, scale), 1))
+    return runs
+
+
+def guidance_sweep_runs(config: dict) -> list[Run]:
+    """Every guided method of results/guidance_methods.csv over its sweep (the trade-off curves)."""
+    runs = []
+    for method in (config.get("guidance_methods") or {}).get("methods", []):
+        guide = config["methods"][method]
+        if guide == "none":
+            continue
+        for scale in guidance_sweep(config, method):
+            runs.append(_run(config, f"{grammar.format_number(scale)}/{method}", method, grammar.format_number(scale),
+                             guide, _sampling_at(config, scale), 1))
+    return runs
+
+
+def guidance_tuning_runs(config: dict) -> list[Run]:
+    """The validation grid of tuning.guidance: unguided once, then every guided method of
+    guidance_methods as each of its variants (default: its own guide) x its sweep's scales.
+    The label is the method; ``value`` the scale."""
+    tuning = (config.get("tuning") or {}).get("guidance")
+    section = config.get("guidance_methods")
+    if not tuning or not section:
+        return []
+    runs = [_run(config, "unguided", "unguided", 0, "none", default_sampling(config), 1)]
+    variants = tuning.get("variants") or {}
+    for method in section["methods"]:
+        guide = config["methods"][method]
+        if guide == "none":
+            continue
+        for variant in variants.get(method, [guide]):
+            for scale in guidance_sweep(config, method):
+                runs.append(_run(config, method, method, grammar.format_number(scale), variant,
+                                 _sampling_at(config, scale), 1))
+    return runs
+
+
+def tuning_metrics_path(guide: str, sampling: str) -> str:
+    return f"results/tuning/guidance/{guide}/{sampling}.json"
+
+
 def all_runs(config: dict) -> list[Run]:
     runs = table1_runs(config, config.get("table1_trainings", 1))
     for name in config.get("ablations", {}):
         runs.extend(ablation_runs(config, name))
-    return runs
+    return runs + guidance_method_runs(config) + guidance_sweep_runs(config) + guidance_tuning_runs(config)
 
 
 @dataclass(frozen=True)
@@ -218,7 +286,8 @@ def synthetic_shards(num_samples: int, shards: int, seed: int) -> list[tuple[int
 # Rules whose resources (mem_mb, runtime, gpu, ...) a preset may size in its `resources:` section.
 RESOURCE_RULES = ("prepare_data", "noise_schedule", "train_diffusion", "train_guide", "train_evaluator",
                   "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate", "table1", "table1_trainings",
-                  "ablation", "figures", "report_notebook", "render_report", "tune_learning_rates")
+                  "ablation", "figures", "report_notebook", "render_report", "tune_learning_rates",
+                  "score_on_validation", "tune_guidance", "guidance_methods")
 
 
 def check_config(config: dict) -> None:
@@ -252,6 +321,7 @@ def check_config(config: dict) -> None:
     for ablation in config.get("ablations", {}):
         ablation_runs(config, ablation)  # raises with the ablation's name
     _check_tuning(config)
+    _check_guidance_methods(config)
     for run in all_runs(config) + tuning_runs(config):
         where = f"methods, ablations or tuning ({run.label})"
         for guide in run.guides:
@@ -313,6 +383,41 @@ def _check_tuning(config: dict) -> None:
         if (spec.rank is None) != (family == "full"):
             raise ConfigError(f"{key}: the {family!r} family's rate is tuned on "
                               f"{'a full fine-tuning' if family == 'full' else 'a LoRA'} set, not {entry['guide']!r}")
+
+
+def _check_guidance_methods(config: dict) -> None:
+    section = config.get("guidance_methods")
+    if not section:
+        return
+    for method in section["methods"]:
+        if method not in config["methods"]:
+            raise ConfigError(f"guidance_methods.methods: {method!r} is not a key of methods")
+    for key in ("scales", "sweeps"):
+        for method in section.get(key) or {}:
+            if method not in section["methods"] and not (key == "sweeps" and method == "default"):
+                raise ConfigError(f"guidance_methods.{key}.{method}: not one of guidance_methods.methods")
+    tuning = (config.get("tuning") or {}).get("guidance") or {}
+    for method, variants in (tuning.get("variants") or {}).items():
+        where = f"tuning.guidance.variants.{method}"
+        if method not in section["methods"]:
+            raise ConfigError(f"{where}: {method!r} is not one of guidance_methods.methods")
+        own = config["methods"][method]
+        for variant in variants:
+            kind = guide_kind(variant, where)
+            if kind != grammar.guide_kind(own) or (
+                    kind == "training_free"
+                    and grammar.parse_training_free(variant).method != grammar.parse_training_free(own).method):
+                raise ConfigError(f"{where}: {variant!r} is not a variant of {method}'s guide {own!r}")
+    seeds = set(config["sampling"]["seeds"]) | {seed for _, seed in synthetic_shards(
+        config["synthetic"]["num_samples"], config["synthetic"].get("shards", 1), config["synthetic"]["seed"])}
+    if tuning and tuning["seed"] in seeds:
+        raise ConfigError(f"tuning.guidance.seed {tuning['seed']} is also a sampling seed or a synthetic shard's: "
+                          "validation cells must not repeat the noise of scored samples or of the transfer set")
+    for run in guidance_method_runs(config) + guidance_sweep_runs(config) + guidance_tuning_runs(config):
+        try:
+            grammar.canonical_sampling(run.guide, run.sampling, config)
+        except GrammarError as err:
+            raise ConfigError(f"guidance_methods ({run.label}): {err}") from None
 
 
 def _check_data_source(data: dict) -> None:

@@ -2,7 +2,14 @@
 
 Every result file of the DAG is named by what produced it, so names are the factors of the study:
 
-* guides: ``none``, ``off_the_shelf``, or a trained guide set::
+* guides: ``none``, ``off_the_shelf``, ``classifier_free`` (the labeled upper bound: a
+  class-conditional diffusion model), a training-free guide (the off-the-shelf guide on x0_hat)::
+
+      trainingfree_<dps|freedom|mpgd|tfg>[_mu<mean>][_rec<r>][_it<k>][_sm<gamma>][_smn<K>]
+                                          [_sch<constant|increase|decrease>]
+
+  (TFG's hyperparameters, :mod:`ppap.training_free`; each applies to the methods that have it),
+  or a trained guide set::
 
       <labeled|datafree>_<full|lora<r>>_n<N>[_syn<M>][_tau<T>][_norm<frozen|trained>]
                                           [_warm<off|weights|optimizer>][_lr<lr>][_rep<k>]
@@ -74,7 +81,27 @@ GUIDE_SET = re.compile(f"^{_GUIDE_HEAD}{_GUIDE_TAIL}$")
 # The same grammar without named groups, for Snakemake's wildcard constraints.
 GUIDE_SET_PATTERN = (r"(labeled|datafree)_(full|lora[1-9][0-9]*)_n[1-9][0-9]*"
                      + "".join(f"(_{key}({value}))?" for key, (_, value, _, _) in _GUIDE_SUFFIXES.items()))
-GUIDE_PATTERN = f"none|off_the_shelf|{GUIDE_SET_PATTERN}"
+# Training-free guidance with the off-the-shelf guide (ppap.training_free): the method, then TFG's
+# hyperparameters that differ from the config's training_free.<method> section.
+TRAINING_FREE_METHODS = ("dps", "freedom", "mpgd", "tfg")
+TF_SCHEDULES = ("constant", "increase", "decrease")
+# suffix -> (field, regex, parse, format, methods it applies to); in the order names are written.
+_TF_SUFFIXES: dict[str, tuple[str, str, Any, Any, tuple[str, ...]]] = {
+    "mu": ("mean", _NUMBER, float, format_number, ("tfg",)),
+    "rec": ("recurrence", r"[1-9][0-9]*", int, str, ("freedom", "tfg")),
+    "it": ("iterations", r"[1-9][0-9]*", int, str, ("mpgd", "tfg")),
+    "sm": ("smoothing", _NUMBER, float, format_number, ("tfg",)),
+    "smn": ("smoothing_samples", r"[1-9][0-9]*", int, str, ("tfg",)),
+    "sch": ("schedule", "|".join(TF_SCHEDULES), str, str, TRAINING_FREE_METHODS),
+}
+TRAINING_FREE = re.compile(r"^trainingfree_(?P<method>" + "|".join(TRAINING_FREE_METHODS) + ")"
+                           + "".join(f"(?:_{key}(?P<{key}>{value}))?" for key, (_, value, *_) in _TF_SUFFIXES.items())
+                           + "$")
+TRAINING_FREE_PATTERN = (r"trainingfree_(" + "|".join(TRAINING_FREE_METHODS) + ")"
+                         + "".join(f"(_{key}({value}))?" for key, (_, value, *_) in _TF_SUFFIXES.items()))
+# The labeled upper bound: a class-conditional diffusion model, classifier-free guided.
+CLASSIFIER_FREE = "classifier_free"
+GUIDE_PATTERN = f"none|off_the_shelf|{CLASSIFIER_FREE}|{TRAINING_FREE_PATTERN}|{GUIDE_SET_PATTERN}"
 # Zeros allowed, only to say precisely what is wrong with a rejected name.
 _LOOSE_HEAD = re.compile(r"^(labeled|datafree)_(full|lora(?P<rank>[0-9]+))_n(?P<n>[0-9]+)(?P<rest>(_.*)?)$")
 
@@ -160,18 +187,96 @@ def format_guide_set(spec: GuideSet) -> str:
 
 
 def guide_kind(name: str) -> str:
-    """"none", "off_the_shelf" or "experts" (a trained guide set); GrammarError otherwise."""
-    if name in ("none", "off_the_shelf"):
+    """"none", "off_the_shelf", "classifier_free", "training_free" or "experts" (a trained guide
+    set); GrammarError otherwise."""
+    if name in ("none", "off_the_shelf", CLASSIFIER_FREE):
         return name
+    if str(name).startswith("trainingfree_"):
+        parse_training_free(name)
+        return "training_free"
     parse_guide_set(name)
     return "experts"
 
 
 def n_experts(name: str) -> int:
+    """Guide networks the sampler routes between: 0 (no guide), 1, or the set's N."""
     kind = guide_kind(name)
     if kind != "experts":
-        return 0 if kind == "none" else 1
+        return 0 if kind in ("none", CLASSIFIER_FREE) else 1
     return parse_guide_set(name).n_experts
+
+
+# ------------------------------------------------------------------------------ training-free
+
+
+@dataclass(frozen=True)
+class TrainingFree:
+    """A training-free guide: the method and the TFG hyperparameters its name sets (None: the
+    config's ``training_free.<method>`` value)."""
+
+    method: str
+    mean: float | None = None
+    recurrence: int | None = None
+    iterations: int | None = None
+    smoothing: float | None = None
+    smoothing_samples: int | None = None
+    schedule: str | None = None
+
+    @property
+    def name(self) -> str:
+        out = f"trainingfree_{self.method}"
+        for key, (field, _, _, fmt, _) in _TF_SUFFIXES.items():
+            value = getattr(self, field)
+            if value is not None:
+                out += f"_{key}{fmt(value)}"
+        return out
+
+
+def parse_training_free(name: str) -> TrainingFree:
+    match = TRAINING_FREE.match(str(name))
+    if not match:
+        raise GrammarError(
+            f"unknown training-free guide {name!r}: expected trainingfree_<{'|'.join(TRAINING_FREE_METHODS)}>"
+            "[suffixes], suffixes in this order: " + " ".join(f"_{k}<{f}>" for k, (f, *_) in _TF_SUFFIXES.items())
+            + f" (schedule in {TF_SCHEDULES})")
+    method = match["method"]
+    values = {}
+    for key, (field, _, parse, _, methods) in _TF_SUFFIXES.items():
+        if match[key] is not None:
+            if method not in methods:
+                raise GrammarError(f"guide {name!r}: _{key} ({field}) does not apply to {method} "
+                                   f"(it applies to {', '.join(methods)})")
+            values[field] = parse(match[key])
+    return TrainingFree(method, **values)
+
+
+def training_free_settings(name: str, config: dict) -> dict:
+    """Every TFG hyperparameter of a training-free guide (ppap.training_free.TrainingFreeSettings's
+    fields): the method's structure (which terms it uses), the config's section, then the name's."""
+    spec = parse_training_free(name)
+    section = (config.get("training_free") or {}).get(spec.method, {})
+    settings = dict(variance=1.0, mean=0.0, recurrence=1, iterations=1, smoothing=0.0, smoothing_samples=1,
+                    schedule="constant")
+    settings.update({key: section[key] for key in settings if key in section})
+    settings.update({field: getattr(spec, field) for field, *_ in _TF_SUFFIXES.values()
+                     if getattr(spec, field) is not None})
+    # the method fixes which of TFG's terms it has (DPS: variance only; MPGD: mean only; ...)
+    settings.update({"dps": dict(variance=1.0, mean=0.0, recurrence=1, iterations=1, smoothing=0.0,
+                                 smoothing_samples=1),
+                     "freedom": dict(variance=1.0, mean=0.0, iterations=1, smoothing=0.0, smoothing_samples=1),
+                     "mpgd": dict(variance=0.0, mean=1.0, recurrence=1, smoothing=0.0, smoothing_samples=1),
+                     "tfg": dict(variance=1.0)}[spec.method])
+    return settings
+
+
+def canonical_training_free(name: str, config: dict) -> str:
+    """Suffixes equal to the config's value (or the method's fixed one) dropped."""
+    spec = parse_training_free(name)
+    defaults = training_free_settings(f"trainingfree_{spec.method}", config)
+    full = training_free_settings(name, config)
+    kept = {field: full[field] for field, *_ , methods in _TF_SUFFIXES.values()
+            if spec.method in methods and full[field] != defaults[field]}
+    return TrainingFree(spec.method, **kept).name
 
 
 def guide_defaults(config: dict) -> dict:
@@ -190,7 +295,10 @@ def resolve_guide_set(name: str, config: dict) -> GuideSet:
 def canonical_guide(name: str, config: dict) -> str:
     """The one name of a guide: suffixes equal to the config's values (or meaningless for the set)
     dropped, numbers tidied, so that cells that are the same computation share their files."""
-    if guide_kind(name) != "experts":
+    kind = guide_kind(name)
+    if kind == "training_free":
+        return canonical_training_free(name, config)
+    if kind != "experts":
         return name
     spec = parse_guide_set(name)
     full = spec.resolved(guide_defaults(config))
@@ -290,19 +398,25 @@ def canonical_sampling(guide: str, name: str, config: dict) -> str:
     """Suffixes equal to the config's dropped. Unguided sampling does not depend on the scale
     (named s0), nor on whether x0 is clipped before or after a guidance that is absent; DDPM
     guidance shifts the mean of the clipped posterior, so for DDPM "after guidance" is
-    guided-diffusion's order; sampling with one guide for every timestep does not depend on routing."""
+    guided-diffusion's order; sampling with one guide for every timestep does not depend on routing.
+    Classifier-free guidance has no guidance term to clip around (as unguided sampling); training-free
+    guidance runs on DDIM only, with x0 clipped (gd) or not (none)."""
 
     def same_step(clip: str) -> str:
         return "guided_diffusion" if clip == "after_guidance" else clip
 
     defaults = sampling_defaults(config)
     full = parse_sampling(name).resolved(defaults)
-    if guide == "none" or full.sampler == "ddpm":
+    kind = guide_kind(guide)
+    if kind == "training_free" and (full.sampler != "ddim" or full.clip == "after_guidance"):
+        raise GrammarError(f"{guide} with {name}: training-free guidance runs on the ddim sampler, "
+                           "clipping the denoiser's x0 (clip gd) or never (clip none)")
+    if guide in ("none", CLASSIFIER_FREE) or full.sampler == "ddpm":
         full = replace(full, clip=same_step(full.clip))
         defaults = {**defaults, "clip": same_step(defaults["clip"])}
     if guide == "none":
         full = replace(full, scale=0.0)
-    if guide in ("none", "off_the_shelf") or (guide_kind(guide) == "experts" and parse_guide_set(guide).n_experts == 1):
+    if kind != "experts" or parse_guide_set(guide).n_experts == 1:
         full = replace(full, routing=defaults["routing"])
     return format_sampling(Sampling(full.sampler, full.steps, full.scale,
                                     clip=None if full.clip == defaults["clip"] else full.clip,

@@ -6,17 +6,22 @@ Kept here (not in the scripts) so every step is importable and unit-tested.
 from __future__ import annotations
 
 import copy
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ppap import adapters, data, diffusion, distill, experts, grammar, guidance, schedules
+from ppap.classifier_free import classifier_free_eps
+from ppap.compute import SamplingCost
 from ppap.config import ExpertTraining
 from ppap.models import classifiers, unet as unet_models
 from ppap.models.checkpoints import CheckpointError, load_checkpoint, load_state_dict_strict
 from ppap.runtime import autocast_context
+from ppap.training_free import TrainingFreeSettings, sample_ddim_training_free
 from ppap.training import load_optimizer_moments, noisy_accuracy, optimizer_moments
 
 
@@ -106,18 +111,22 @@ def train_expert(
             raise CheckpointError(f"{previous_expert} holds no optimizer state to continue from "
                                   "(warm_start: optimizer)")
         load_optimizer_moments(optimizer, previous["optimizer_moments"])
+    batch_size = (settings.batch_size if settings.batch_size_by_device is None
+                  else settings.batch_size_by_device.get(device.type, settings.batch_size))
     with autocast_context(device, settings.precision):
         losses = distill.fit_noise_aware(
-            model, params, images, ranges[index], alphas_cumprod.to(device), settings.steps,
-            settings.batch_size if settings.batch_size_by_device is None
-            else settings.batch_size_by_device.get(device.type, settings.batch_size),
+            model, params, images, ranges[index], alphas_cumprod.to(device), settings.steps, batch_size,
             settings.lr, generator, labels=None if teacher_logits is not None else labels.to(device),
             teacher_logits=teacher_logits, temperature=settings.temperature or 1.0,
             weight_decay=settings.weight_decay, show_progress=show_progress,
             desc=f"{settings.guide_set}[{index}]", optimizer=optimizer)
     model.eval()
     window = max(1, min(20, len(losses) // 10))  # short runs: the windows must not overlap
+    # guide passes of the training (per image in a batch): each step a forward and a backward,
+    # and data-free transfer's one teacher forward per clean image
+    passes = settings.steps * batch_size
     stats = dict(t_range=list(ranges[index]), trainable_params=trainable, steps=settings.steps,
+                 guide_forward=passes + (len(images) if teacher_logits is not None else 0), guide_backward=passes,
                  first_loss=float(np.mean(losses[:window])), final_loss=float(np.mean(losses[-window:])),
                  loss_window=window, warm_started_from=str(previous_expert) if warm else None,
                  norm=settings.norm if settings.rank is not None else "trained", warm_start=settings.warm_start,
@@ -202,6 +211,24 @@ def _check_expert_file(path, payload: dict, guide_set: str, rank: int | None, in
         raise CheckpointError(f"{path} holds a rank-{payload['lora']['rank']} adapter, {guide_set} has rank {rank}")
 
 
+def expert_stats(path, rank: int | None) -> dict:
+    """What :func:`save_expert` recorded about an expert's training (``stats``)."""
+    if rank is not None:
+        return dict(adapters.read_adapter(path)["stats"])
+    return dict(load_checkpoint(path, classifiers.GUIDE_KIND).get("stats", {}))
+
+
+def training_cost(guide_set: str, expert_paths: Sequence) -> dict:
+    """The one-time cost of a trained set: its experts' training wall-seconds and guide passes
+    (None where an expert file predates the record)."""
+    spec = grammar.parse_guide_set(guide_set)
+    stats = [expert_stats(path, spec.rank) for path in expert_paths]
+    def total(key):
+        return None if any(key not in s for s in stats) else float(sum(s[key] for s in stats))
+    return dict(training_wall_s=total("wall_s"), training_guide_forward=total("guide_forward"),
+                training_guide_backward=total("guide_backward"))
+
+
 def parameter_accounting(guide_set: str | None, base_params: int, expert_paths: Sequence = ()) -> dict:
     """Trainable parameters (trained for guidance) and stored parameters (on disk, guide included).
 
@@ -253,6 +280,9 @@ def generate_samples(
     precision: str = "fp32",            # fp32 | bf16 | auto: bf16 autocast for the UNet and the guide
     clip: str = "guided_diffusion",     # guided_diffusion | after_guidance | none (see below)
     spacing: str = "ddim",              # ddim (guided-diffusion's ddimN) | leading | trailing
+    training_free: TrainingFreeSettings | None = None,  # the guide on x0_hat (ppap.training_free)
+    classifier_free: int | None = None, # the null label: eps_model(x, t, y) is class-conditional
+    cost: SamplingCost | None = None,   # passes through the denoiser and the guide are added here
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw samples batch by batch; batch b uses a generator seeded (seed, b), so runs are
     reproducible and any batch can be regenerated alone. Returns uint8 NHWC images and labels.
@@ -264,22 +294,45 @@ def generate_samples(
     (DDIM only) clips the x0 predicted from the guided epsilon, which removes the part of the push
     that leaves [-1, 1]. ``none`` never clips.
 
+    With ``training_free`` the guide is applied to the denoiser's x0 estimate instead (DPS,
+    FreeDoM, MPGD, TFG; DDIM only; ``clip`` guided_diffusion or none). With ``classifier_free``
+    (the null label) ``eps_model(x, t, y)`` is a class-conditional model sampled with classifier-free
+    guidance at ``guidance_scale`` (w = 0: the conditional model). ``cost`` counts every pass.
+
     Under bf16 the networks run in autocast; x_t, the guidance gradient and the sampler's update
     stay float32 (the epsilon model and ``grad_log_prob`` return float32)."""
     from ppap.training import progress
 
+    if training_free is not None and (sampler != "ddim" or clip == "after_guidance" or guide is None):
+        raise ValueError("training-free guidance needs a guide, the ddim sampler and clip guided_diffusion or none")
     timesteps = schedules.respaced_timesteps(len(alphas_cumprod), steps, spacing)
     label_generator = torch.Generator().manual_seed(seed)
-    labels = balanced_labels(num_samples, num_classes, label_generator) if guide is not None else None
+    conditional = guide is not None or classifier_free is not None
+    labels = balanced_labels(num_samples, num_classes, label_generator) if conditional else None
     alphas_cumprod = alphas_cumprod.to(device)
+    if cost is not None:
+        eps_model = cost.denoiser.wrap(eps_model)
+        guide = cost.guide.wrap(guide) if guide is not None else None
     images = []
     batches = list(range(0, num_samples, batch_size))
     for b, start in enumerate(progress(batches, total=len(batches), desc="sampling", enabled=show_progress)):
         n = min(batch_size, num_samples - start)
         generator = torch.Generator().manual_seed(seed * 100_003 + b)
         x_T = diffusion.randn((n, *image_shape), generator, torch.empty(0, device=device))
-        y = labels[start:start + n].to(device) if guide is not None else None
-        model = guidance.guided_model(eps_model, alphas_cumprod, sampler, clip, guide, y, guidance_scale)
+        y = labels[start:start + n].to(device) if conditional else None
+        if training_free is not None:
+            with torch.no_grad(), autocast_context(device, precision):
+                x = sample_ddim_training_free(eps_model, guide, y, x_T, timesteps, alphas_cumprod, training_free,
+                                              guidance_scale, clip_x0=clip != "none", eta=eta, generator=generator)
+            images.append(data.to_uint8(x))
+            if cost is not None:
+                cost.samples += n
+            continue
+        if classifier_free is not None:
+            denoiser = classifier_free_eps(eps_model, y, classifier_free, guidance_scale)
+            model = guidance.guided_model(denoiser, alphas_cumprod, sampler, clip)
+        else:
+            model = guidance.guided_model(eps_model, alphas_cumprod, sampler, clip, guide, y, guidance_scale)
         with torch.no_grad(), autocast_context(device, precision):
             if sampler == "ddim":
                 x = diffusion.sample_ddim(model.eps_fn, x_T, timesteps, alphas_cumprod, eta=eta, generator=generator,
@@ -290,7 +343,62 @@ def generate_samples(
             else:
                 raise ValueError(f"unknown sampler {sampler!r} (use ddim or ddpm)")
         images.append(data.to_uint8(x))
+        if cost is not None:
+            cost.samples += n
     return np.concatenate(images), (labels.numpy() if labels is not None else None)
+
+
+@dataclass
+class Guidance:
+    """How a named guide steers sampling: what :func:`generate_samples` is given besides the
+    sampling settings (the denoiser, and a guide on x_t, a guide on x0_hat, or a null label)."""
+
+    eps_model: Callable                             # eps(x, t), or eps(x, t, y) with classifier_free
+    guide: torch.nn.Module | None = None            # guide(x, t) -> logits
+    num_classes: int = 10
+    training_free: TrainingFreeSettings | None = None
+    classifier_free: int | None = None              # the null label of a class-conditional model
+    description: str = "unguided"
+
+    def sampling_kwargs(self) -> dict:
+        return dict(guide=self.guide, num_classes=self.num_classes, training_free=self.training_free,
+                    classifier_free=self.classifier_free)
+
+
+def load_guidance(guide_name: str, eps_model, num_timesteps: int, device: torch.device, guide_path=None,
+                  manifest: dict | None = None, conditional_model_dir=None, training_free: dict | None = None,
+                  routing: str = "owner") -> Guidance:
+    """The :class:`Guidance` of a guide name (:mod:`ppap.grammar`): none, the off-the-shelf guide on
+    x_t or (training-free) on x0_hat, a trained guide set (its manifest's experts and ranges), or
+    the class-conditional model at ``conditional_model_dir`` (classifier-free)."""
+    kind = grammar.guide_kind(guide_name)
+    if kind == "none":
+        return Guidance(eps_model)
+    if kind == "classifier_free":
+        model, null_label = unet_models.load_conditional_eps_model(conditional_model_dir, device)
+        return Guidance(model, num_classes=null_label, classifier_free=null_label,
+                        description=f"class-conditional model {conditional_model_dir} (null label {null_label})")
+    num_classes = classifiers.read_guide_spec(guide_path)["num_classes"]
+    if kind in ("off_the_shelf", "training_free"):
+        guide = experts.SingleGuide(classifiers.load_guide(guide_path)).to(device).requires_grad_(False)
+        settings = TrainingFreeSettings(**training_free) if kind == "training_free" else None
+        return Guidance(eps_model, guide, num_classes, settings,
+                        description=f"{guide_path} off the shelf" + (f", on x0_hat: {settings}" if settings else ""))
+    guide = load_expert_set(guide_name, guide_path, manifest["experts"], num_timesteps, manifest["ranges"],
+                            routing=routing).to(device)
+    return Guidance(eps_model, guide, num_classes,
+                    description=f"{guide_name} on {guide_path}: experts {manifest['experts']}, ranges {manifest['ranges']}")
+
+
+def sample_with_cost(guidance: Guidance, alphas_cumprod: torch.Tensor, image_shape, num_samples: int,
+                     batch_size: int, seed: int, device: torch.device, **settings):
+    """:func:`generate_samples` with the guidance's parts; returns (images, labels, passes counted,
+    wall-seconds)."""
+    cost = SamplingCost()
+    start = time.perf_counter()
+    images, labels = generate_samples(guidance.eps_model, alphas_cumprod, image_shape, num_samples, batch_size,
+                                      seed, device, cost=cost, **guidance.sampling_kwargs(), **settings)
+    return images, labels, cost, time.perf_counter() - start
 
 
 def load_eps_model(model_dir, device: torch.device):

@@ -23,6 +23,9 @@ TABLE1_COLUMNS = ["method", "n_experts", "adapter_rank", "supervision", "trainab
                   "fid", "is", "precision", "recall", "accuracy", "samples"]
 SD_COLUMNS = [f"{m}_sd" for m in METRICS] + ["seeds", "samples_per_seed"]
 TRAINING_COLUMNS = ["trainings"] + [f"{m}_sd_train" for m in METRICS]
+# per sample, from the sampling jobs' compute records (ppap.compute); wall-seconds on `machine`
+COMPUTE_COLUMNS = ["denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward", "wall_s",
+                   "threads", "machine"]
 
 
 def summarize_seeds(per_seed: Sequence[Mapping]) -> dict:
@@ -54,9 +57,10 @@ def guide_description(guide: str, base_params: int, manifest: Mapping | None) ->
 
 
 def run_row(guides: str | Sequence[str], metrics: Mapping | Sequence[Mapping], base_params: int,
-            manifest: Mapping | None) -> dict:
+            manifest: Mapping | None, compute: Sequence[Mapping] | None = None) -> dict:
     """Description, means and spreads of one evaluated cell: one metric file per independent
-    training of the guide (``guides`` and ``metrics`` in the same order)."""
+    training of the guide (``guides`` and ``metrics`` in the same order); with ``compute`` (their
+    sampling jobs' records, same order) the per-sample passes and wall-seconds, averaged."""
     if isinstance(guides, str):
         guides, metrics = [guides], [metrics]
     if len(guides) != len(metrics) or not guides:
@@ -75,6 +79,13 @@ def run_row(guides: str | Sequence[str], metrics: Mapping | Sequence[Mapping], b
     row["seeds"] = seeds.pop()
     row["samples_per_seed"] = int(metrics[0]["mean"].get("num_fake", 0))
     row["trainings"] = len(metrics)
+    if compute is not None:
+        if len(compute) != len(metrics):
+            raise ValueError(f"{len(compute)} compute records for {len(metrics)} trainings")
+        for key in COMPUTE_COLUMNS[:5]:
+            row[key] = float(np.mean([c["per_sample"][key] for c in compute]))
+        row["threads"] = int(compute[0]["threads"])
+        row["machine"] = compute[0]["machine"]
     return row
 
 
@@ -85,7 +96,8 @@ def table1(rows: Sequence[Mapping]) -> pd.DataFrame:
     missing = [c for c in TABLE1_COLUMNS + SD_COLUMNS + TRAINING_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"rows lack columns {missing}")
-    return frame[TABLE1_COLUMNS + SD_COLUMNS + TRAINING_COLUMNS]
+    compute = [c for c in COMPUTE_COLUMNS if c in frame.columns]
+    return frame[TABLE1_COLUMNS + SD_COLUMNS + TRAINING_COLUMNS + compute]
 
 
 def ablation_table(rows: Sequence[Mapping]) -> pd.DataFrame:

@@ -114,13 +114,34 @@ def manifest_path(guide):
     return f"results/models/guides/{guide}/manifest.json"
 
 
+CONDITIONAL_MODEL = "results/models/conditional_diffusion"
+
+
 def guide_inputs(wildcards):
     """What sampling with a guide needs besides the diffusion model."""
-    if wildcards.guide == "none":
+    kind = grammar.guide_kind(wildcards.guide)
+    if kind == "none":
         return {}
-    if wildcards.guide == "off_the_shelf":
+    if kind == "classifier_free":
+        return {"conditional_model": CONDITIONAL_MODEL}
+    if kind in ("off_the_shelf", "training_free"):
         return {"guide": base_guide_path()}
     return {"guide": base_guide_path(), "manifest": manifest_path(wildcards.guide)}
+
+
+def training_free_params():
+    """TFG's hyperparameters of a training-free guide, as a param (None for other guides)."""
+
+    def settings(wildcards):
+        if grammar.guide_kind(wildcards.guide) != "training_free":
+            return None
+        return grammar.training_free_settings(wildcards.guide, config)
+
+    return {"training_free": settings}
+
+
+def compute_file(guide, sampling):
+    return f"results/samples/{guide}/{sampling}/compute.json"
 
 
 def sample_files(guide, sampling):
@@ -139,6 +160,7 @@ def run_inputs(runs):
     )
     return {
         "metrics": sorted({path for r in runs for path in r.metrics_paths}),
+        "compute": sorted({compute_file(guide, r.sampling) for r in runs for guide in r.guides}),
         "manifests": manifests,
         "guide": base_guide_path(),
     }

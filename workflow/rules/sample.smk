@@ -1,5 +1,6 @@
-# Guided sampling: the expert that owns each sample's timestep supplies grad log p(y | x_t).
-# One job draws every sampling seed of one (guide, sampling setting) cell.
+# Guided sampling: the expert that owns each sample's timestep supplies grad log p(y | x_t); a
+# training-free guide applies the off-the-shelf guide to x0_hat; classifier_free samples the
+# class-conditional model. One job draws every sampling seed of one (guide, sampling setting) cell.
 
 
 rule sample:
@@ -11,6 +12,8 @@ rule sample:
             f"results/samples/{{guide}}/{{sampling}}/seed{seed}.npz" for seed in SEEDS
         ],
         grid="results/samples/{guide}/{sampling}/grid.png",
+        # passes per sample through the denoiser and the guide, and wall-seconds (ppap.compute)
+        compute="results/samples/{guide}/{sampling}/compute.json",
     log:
         "logs/sample/{guide}/{sampling}.log",
     benchmark:
@@ -22,6 +25,7 @@ rule sample:
     params:
         **device_params(config["sampling"]),
         sampling=lambda wc: sampling_settings(wc.sampling),
+        **training_free_params(),
         num_samples=config["sampling"]["num_samples"],
         batch_size=config["sampling"]["batch_size"],
         eta=config["sampling"]["eta"],

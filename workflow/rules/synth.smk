@@ -14,7 +14,8 @@ rule synthesize:
     input:
         model=diffusion_model_dir(),
     output:
-        "results/data/synthetic/shard{shard}.npz",
+        shard="results/data/synthetic/shard{shard}.npz",
+        compute="results/data/synthetic/shard{shard}.compute.json",
     log:
         "logs/synthesize/shard{shard}.log",
     benchmark:

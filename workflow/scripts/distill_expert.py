@@ -1,7 +1,10 @@
 """Rule distill_expert: train expert i of a guide set (data-free LoRA transfer or a labeled baseline)."""
+import time
+
 import torch
 
 from ppap import data, pipeline
+from ppap.compute import machine_description
 from ppap.config import ExpertTraining
 from ppap.runtime import describe_guide, describe_schedule, resolve_device, rule_session
 from ppap.schedules import load_alphas_cumprod
@@ -25,9 +28,12 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
         split = pipeline.load_digits_npz(snakemake.input.data)
         images, labels = data.ImagePool([split["train_images"]]), torch.as_tensor(split["train_labels"])
     generator = torch.Generator(device).manual_seed(settings.seed + 1000 * index)
+    start = time.perf_counter()
     model, stats, moments = pipeline.train_expert(
         settings, index, snakemake.input.guide, alphas_cumprod, images, labels, generator, device,
         previous_expert=snakemake.input.get("previous"))
-    stats.update(synthetic_size=settings.synthetic_size, temperature=settings.temperature)
+    # the one-time cost of the expert (results/guidance_methods.csv): seconds here, with these threads
+    stats.update(synthetic_size=settings.synthetic_size, temperature=settings.temperature,
+                 wall_s=time.perf_counter() - start, threads=snakemake.threads, machine=machine_description(device))
     log.info("expert %d of %s: %s", index, settings.guide_set, stats)
     pipeline.save_expert(snakemake.output[0], model.cpu(), settings, index, stats, snakemake.input.guide, moments)

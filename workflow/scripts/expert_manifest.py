@@ -35,8 +35,10 @@ with rule_session(snakemake.log[0], snakemake.threads, "expert_manifest") as log
             routed, images, labels, alphas_cumprod.to(device), timesteps, seed=snakemake.params.seed))
         log.info("%s: noisy %s accuracy %s", guide_set, part, dict(zip(timesteps, noisy[f"noisy_{part}_accuracy"]["accuracy"])))
     log.info("%s: %s", guide_set, accounting)
+    cost = pipeline.training_cost(guide_set, snakemake.input.experts)
+    log.info("%s: training cost %s", guide_set, cost)
     write_json(snakemake.output[0], dict(
         guide_set=guide_set, supervision=spec.supervision, adapter=spec.adapter, rank=spec.rank,
         n_experts=spec.n_experts, ranges=[list(r) for r in routed.ranges],
         experts=list(snakemake.input.experts), base_guide=snakemake.input.guide, base_params=base_params,
-        **noisy, **accounting))
+        **noisy, **accounting, **cost))

@@ -1,5 +1,9 @@
 """Rule synthesize: one shard of the unlabeled data-free transfer set, sampled from the base model."""
+import time
+
 from ppap import data
+from ppap.compute import SamplingCost, cost_record
+from ppap.io import write_json
 from ppap.pipeline import generate_samples, load_eps_model
 from ppap.runtime import batch_size_for, describe_diffusion_model, resolve_device, rule_session
 
@@ -12,10 +16,14 @@ with rule_session(snakemake.log[0], snakemake.threads, "synthesize") as log:
     eps_model, alphas_cumprod, image_shape = load_eps_model(snakemake.input.model, device)
     log.info("%s (%d parameters)", describe_diffusion_model(snakemake.input.model),
              sum(p.numel() for p in eps_model.parameters()))
+    cost, start = SamplingCost(), time.perf_counter()
     images, _ = generate_samples(eps_model, alphas_cumprod, image_shape, shard["count"], batch_size,
                                  shard["seed"], device, sampler="ddim", steps=params.sampler_steps,
                                  precision=params.get("precision", "fp32"), clip=params.clip,
-                                 spacing=params.spacing)
+                                 spacing=params.spacing, cost=cost)
+    # part of data-free PPAP's one-time cost (results/guidance_methods.csv)
+    write_json(snakemake.output.compute, cost_record([(shard["seed"], cost, time.perf_counter() - start)],
+                                                     snakemake.threads, device))
     log.info("shard %s: synthesized %d images of shape %s (seed %d)", snakemake.wildcards.shard, len(images),
              images.shape[1:], shard["seed"])
-    data.save_samples(snakemake.output[0], images)
+    data.save_samples(snakemake.output.shard, images)

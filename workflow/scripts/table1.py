@@ -15,8 +15,9 @@ with rule_session(snakemake.log[0], snakemake.threads, "table1") as log:
     rows = []
     for run in snakemake.params.runs:
         metrics = [read_json(metrics_path(guide, run["sampling"])) for guide in run["guides"]]
+        compute = [read_json(f"results/samples/{guide}/{run['sampling']}/compute.json") for guide in run["guides"]]
         rows.append(dict(method=run["label"], **report.run_row(run["guides"], metrics, base_params,
-                                                                manifests.get(run["guides"][0]))))
+                                                                manifests.get(run["guides"][0]), compute)))
     frame = report.table1(rows)
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.6g")

@@ -1,0 +1,182 @@
+"""Guidance methods side by side: results/guidance_methods.csv, the validation choices behind it,
+and its two figures (accuracy against FID over each method's scales; accuracy against compute).
+
+Every guided row is at the scale (and, for training-free methods, the variant) chosen on the
+validation split by :func:`choose_on_validation`; the test digits only score. Compute is what the
+sampling job counted (:mod:`ppap.compute`), per sample, plus each trained method's one-time cost
+(synthetic set and distillation, or the class-conditional model's training), from which
+:func:`break_even_samples` says after how many samples a trained method has paid for itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ppap import grammar
+from ppap.compute import PASS_KINDS
+from ppap.report import EXTRA_METRICS, METRICS
+
+COMPUTE_COLUMNS = list(PASS_KINDS) + ["wall_s"]
+CRITERION = ("the highest validation accuracy among cells whose validation FID is at most "
+             "max_fid_ratio x the unguided cell's (none qualifying: the lowest FID)")
+
+
+def guide_family(guide: str) -> str:
+    """How a guide was obtained: what a reader weighs against its numbers."""
+    kind = grammar.guide_kind(guide)
+    if kind == "experts":
+        spec = grammar.parse_guide_set(guide)
+        return f"{'data-free' if spec.supervision == 'datafree' else 'labeled'} {spec.adapter} x{spec.n_experts}"
+    return {"none": "unguided", "off_the_shelf": "off the shelf (on x_t)", "training_free": "training-free (on x0_hat)",
+            "classifier_free": "labeled conditional model (CFG)"}[kind]
+
+
+def compute_columns(record: Mapping) -> dict:
+    """Per-sample passes and wall-seconds of a sampling job's compute record."""
+    return {key: float(record["per_sample"][key]) for key in COMPUTE_COLUMNS}
+
+
+def metric_columns(metrics: Mapping) -> dict:
+    row = {}
+    for metric in METRICS + EXTRA_METRICS:
+        row[metric] = float(metrics["mean"].get(metric, math.nan))
+        row[f"{metric}_sd"] = float(metrics["sd"].get(metric, math.nan))
+    row["seeds"] = len(metrics["seeds"])
+    row["samples_per_seed"] = int(metrics["mean"].get("num_fake", 0))
+    return row
+
+
+def synthetic_cost(shard_records: Sequence[Mapping], synthetic_size: int) -> float:
+    """Wall-seconds of the part of the synthetic pool a data-free set uses (its first M images)."""
+    total_images = sum(r["samples"] for r in shard_records)
+    total_s = sum(r["per_sample"]["wall_s"] * r["samples"] for r in shard_records)
+    return total_s * min(synthetic_size, total_images) / total_images
+
+
+def one_time_cost(guide: str, manifest: Mapping | None, shard_records: Sequence[Mapping],
+                  conditional_record: Mapping | None, config: Mapping) -> float:
+    """Seconds spent before the first sample: 0 for untrained guides; a trained set's distillation
+    (plus the synthetic images it learned from, when data-free); the conditional model's training."""
+    kind = grammar.guide_kind(guide)
+    if kind in ("none", "off_the_shelf", "training_free"):
+        return 0.0
+    if kind == "classifier_free":
+        return float(conditional_record["wall_s"]) if conditional_record else math.nan
+    if manifest is None or manifest.get("training_wall_s") is None:
+        return math.nan
+    cost = float(manifest["training_wall_s"])
+    spec = grammar.resolve_guide_set(guide, config)
+    if spec.supervision == "datafree":
+        cost += synthetic_cost(shard_records, spec.synthetic_size)
+    return cost
+
+
+def break_even_samples(one_time_s: float, per_sample_s: float, other_per_sample_s: float) -> float:
+    """Samples after which a method with a one-time cost is cheaper in total than another method
+    without one (inf if it never is: its per-sample cost is not lower)."""
+    saving = other_per_sample_s - per_sample_s
+    if not saving > 0:
+        return math.inf
+    return one_time_s / saving
+
+
+def guidance_table(rows: Sequence[Mapping]) -> pd.DataFrame:
+    first = ["method", "guide", "family", "scale", "trainable_params"]
+    metrics = [m for m in METRICS]
+    compute = COMPUTE_COLUMNS + ["one_time_s"]
+    frame = pd.DataFrame(list(rows))
+    rest = ([f"{m}_sd" for m in METRICS] + EXTRA_METRICS + ["seeds", "samples_per_seed", "threads", "machine"])
+    return frame[first + metrics + compute + rest]
+
+
+def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float) -> pd.DataFrame:
+    """Mark each method's chosen cell (``chosen``) among its (guide, scale) cells scored on the
+    validation split: :data:`CRITERION`. ``cells`` has columns method, guide, scale, fid, accuracy,
+    and one row with method ``unguided`` (the FID bound's reference). Ties go to the smaller scale."""
+    unguided = cells[cells["method"] == "unguided"]
+    if len(unguided) != 1:
+        raise ValueError("the validation grid needs exactly one unguided cell")
+    bound = max_fid_ratio * float(unguided["fid"].iloc[0])
+    cells = cells.copy()
+    cells["fid_bound"] = bound
+    cells["qualifies"] = cells["fid"] <= bound
+    cells["chosen"] = False
+    for method, group in cells[cells["method"] != "unguided"].groupby("method", sort=False):
+        ok = group[group["qualifies"]]
+        if len(ok):
+            best = ok.sort_values(["accuracy", "scale"], ascending=[False, True]).index[0]
+        else:
+            best = group.sort_values(["fid", "scale"]).index[0]
+        cells.loc[best, "chosen"] = True
+    return cells
+
+
+def chosen_settings(cells: pd.DataFrame) -> dict[str, dict]:
+    """method -> {guide, scale} of each chosen cell."""
+    return {row.method: dict(guide=row.guide, scale=float(row.scale)) for row in cells[cells["chosen"]].itertuples()}
+
+
+def plot_tradeoff(sweeps: pd.DataFrame, rows: pd.DataFrame, unguided: Mapping | None = None):
+    """Accuracy against FID, one curve per method over its scales; each table row's point ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    for i, (method, group) in enumerate(sweeps.groupby("method", sort=False)):
+        group = group.sort_values("scale")
+        color = f"C{i % 10}"
+        style = "--" if group["family"].iloc[0].startswith("training-free") else "-"
+        ax.plot(group["fid"], group["accuracy"], style, marker="o", color=color, label=method)
+        for _, cell in group.iterrows():
+            ax.annotate(f"{cell['scale']:g}", (cell["fid"], cell["accuracy"]), textcoords="offset points",
+                        xytext=(3, 3), fontsize=6, color=color)
+        chosen = rows[rows["method"] == method]
+        if len(chosen):
+            ax.scatter(chosen["fid"], chosen["accuracy"], s=140, facecolors="none", edgecolors=color, linewidths=1.5)
+    if unguided is not None:
+        ax.axvline(unguided["fid"], color="grey", lw=0.8, ls=":", label="unguided FID")
+    ax.set_xscale("log")
+    ax.set_xlabel("FID against the test digits (log scale; lower is better)")
+    ax.set_ylabel("accuracy: the evaluator agrees with the target class")
+    ax.set_title("Guidance scale sweeps (numbers: scale; rings: the validation-chosen row)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_compute(rows: pd.DataFrame, amortised_method: str | None = None,
+                 sample_counts: Sequence[int] = (100, 1_000, 10_000, 100_000, 1_000_000)):
+    """Accuracy against wall-seconds per sample of every table row; for ``amortised_method`` also
+    its per-sample cost with the one-time cost spread over n samples (a curve over n)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    for i, row in enumerate(rows.itertuples()):
+        ax.scatter(row.wall_s * 1e3, row.accuracy, color=f"C{i % 10}", label=row.method, zorder=3)
+    if amortised_method is not None:
+        row = rows[rows["method"] == amortised_method].iloc[0]
+        if np.isfinite(row["one_time_s"]):
+            costs = [row["wall_s"] + row["one_time_s"] / n for n in sample_counts]
+            ax.plot(np.array(costs) * 1e3, [row["accuracy"]] * len(costs), ":", color="black", lw=1,
+                    label=f"{amortised_method} with its training spread over n samples")
+            for n, cost in zip(sample_counts, costs):
+                ax.annotate(f"n={n:,}", (cost * 1e3, row["accuracy"]), textcoords="offset points", xytext=(0, -12),
+                            fontsize=6, ha="center")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"milliseconds per sample ({rows['machine'].iloc[0]}, {int(rows['threads'].iloc[0])} thread(s))")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy against sampling compute (validation-chosen scales)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,180 @@
+"""Training-free guidance: the clean off-the-shelf guide applied to the denoiser's estimate of x0.
+
+One DDIM step of TFG's unified form (Ye et al., 2024, "TFG: Unified Training-Free Guidance for
+Diffusion Models", Algorithm 1), with x0_hat = Tweedie's estimate from eps(x_t, t), clipped to
+[-1, 1] as the unguided sampler clips it, and log p~(y | x) = log E_n p(y | x + gamma_t n) (the
+guide smoothed by Gaussian noise of std gamma_t = smoothing * sqrt(1 - abar_t); exact when 0):
+
+* variance guidance  Delta_t = rho_t grad_{x_t} log p~(y | x0_hat(x_t)), backpropagated through
+  the denoiser (DPS, Chung et al. 2023; Universal Guidance's forward guidance, Bansal et al. 2023);
+* mean guidance      x0 <- x0 + mu_t grad_{x0} log p~(y | x0), ``iterations`` times, no pass
+  through the denoiser (MPGD, He et al. 2024); Delta_0 is the total change of x0;
+* x_prev = DDIM(x_t, x0_hat) + Delta_t / sqrt(alpha_t) + sqrt(abar_prev) Delta_0
+  (alpha_t = abar_t / abar_prev, the strided step's alpha);
+* recurrence (FreeDoM's time travel, Yu et al. 2023): ``recurrence`` = r > 1 re-noises x_prev back
+  to t, x_t = sqrt(alpha_t) x_prev + sqrt(1 - alpha_t) n, and repeats the step, r times in all.
+
+rho_t = scale * variance * w_t and mu_t = scale * mean * w_t, with w over the sampler's steps
+(``schedule``: constant 1, increase alpha_t, decrease 1 - alpha_t) normalised to mean 1, as TFG.
+DPS, FreeDoM and MPGD are TFG's special cases (:data:`METHOD_PRESETS`). The guide sees x0_hat as
+the clean image it estimates: ``guide(x0_hat, t=0)``. At scale 0 nothing is guided, drawn or
+repeated, and the step is exactly the unguided one of ``guided_model(clip="guided_diffusion")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ppap.diffusion import _per_sample, ddim_step, predict_x0, randn
+from ppap.guidance import NonFiniteError
+
+SCHEDULES = ("constant", "increase", "decrease")
+METHODS = ("dps", "freedom", "mpgd", "tfg")
+
+
+@dataclass(frozen=True)
+class TrainingFreeSettings:
+    """The hyperparameters of TFG's step; the sampling scale multiplies ``variance`` and ``mean``."""
+
+    variance: float                 # rho: weight of grad_{x_t} through the denoiser
+    mean: float                     # mu: weight of grad_{x0} (no denoiser backward)
+    recurrence: int = 1             # steps taken per timestep (r - 1 re-noisings)
+    iterations: int = 1             # mean-guidance gradient steps on x0
+    smoothing: float = 0.0          # gamma: std of the guide's smoothing noise, times sqrt(1 - abar_t)
+    smoothing_samples: int = 1      # Monte-Carlo samples of the smoothing noise
+    schedule: str = "constant"      # how rho_t and mu_t vary over the steps
+
+    def __post_init__(self):
+        if self.variance < 0 or self.mean < 0:
+            raise ValueError("training-free guidance weights (variance, mean) must be >= 0")
+        if self.recurrence < 1 or self.iterations < 1 or self.smoothing_samples < 1:
+            raise ValueError("recurrence, iterations and smoothing_samples must be >= 1")
+        if self.smoothing < 0:
+            raise ValueError("smoothing must be >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r} (use one of {', '.join(SCHEDULES)})")
+
+
+# Which of TFG's terms each method uses; its other hyperparameters come from the config.
+METHOD_PRESETS = {
+    "dps": dict(variance=1.0, mean=0.0),       # x0-guidance through the denoiser, one pass per step
+    "freedom": dict(variance=1.0, mean=0.0),   # the same with recurrence (time travel)
+    "mpgd": dict(variance=0.0, mean=1.0),      # the gradient w.r.t. x0_hat only
+    "tfg": dict(variance=1.0),                 # both, with the config's mean weight, smoothing, ...
+}
+
+
+def smoothed_log_prob(guide: Callable, x0: torch.Tensor, labels: torch.Tensor,
+                      noise: torch.Tensor | None = None) -> torch.Tensor:
+    """log p~(y | x0) per sample: log of the mean of p(y | x0 + n_k) over the noise samples
+    ``noise`` (K, *x0.shape), or log p(y | x0) when ``noise`` is None. The guide sees t = 0."""
+    if noise is None:
+        batch = x0
+    else:
+        batch = (x0.unsqueeze(0) + noise).flatten(0, 1)
+    t = torch.zeros(batch.shape[0], dtype=torch.long, device=x0.device)
+    logits = guide(batch, t)
+    # float32 at least (bf16 autocast), float64 kept (the gradient checks)
+    log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    picked = log_probs.gather(1, labels.repeat(batch.shape[0] // len(labels)).view(-1, 1)).view(-1, len(labels))
+    return torch.logsumexp(picked, dim=0) - torch.log(torch.tensor(float(picked.shape[0])))
+
+
+def _check_finite(grad: torch.Tensor, t: torch.Tensor, what: str) -> torch.Tensor:
+    if not torch.isfinite(grad).all():
+        raise NonFiniteError(f"non-finite {what} gradient at timestep {int(t[0])}")
+    return grad
+
+
+def x0_estimate(eps_fn: Callable, x_t: torch.Tensor, t: torch.Tensor, abar_t: torch.Tensor,
+                clip_x0: bool) -> torch.Tensor:
+    """Tweedie's x0_hat(x_t) from the denoiser, clipped to [-1, 1] when the sampler clips."""
+    x0 = predict_x0(x_t, eps_fn(x_t, t), abar_t)
+    return x0.clamp(-1, 1) if clip_x0 else x0
+
+
+def variance_guidance_gradient(eps_fn: Callable, guide: Callable, x_t: torch.Tensor, t: torch.Tensor,
+                               labels: torch.Tensor, abar_t: torch.Tensor, clip_x0: bool = True,
+                               noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_{x_t} log p~(y | x0_hat(x_t)) through the denoiser, x0_hat) for every sample."""
+    with torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)
+        x0 = x0_estimate(eps_fn, x, t, abar_t, clip_x0)
+        (grad,) = torch.autograd.grad(smoothed_log_prob(guide, x0, labels, noise).sum(), x)
+    return _check_finite(grad, t, "x0-guidance").to(x_t.dtype), x0.detach()
+
+
+def mean_guidance_gradient(guide: Callable, x0: torch.Tensor, labels: torch.Tensor,
+                           noise: torch.Tensor | None = None) -> torch.Tensor:
+    """grad_{x0} log p~(y | x0): the guide's gradient at x0_hat, which never reaches the denoiser."""
+    with torch.enable_grad():
+        x = x0.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(smoothed_log_prob(guide, x, labels, noise).sum(), x)
+    return _check_finite(grad, torch.zeros(1), "x0 mean-guidance").to(x0.dtype)
+
+
+def schedule_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, schedule: str) -> torch.Tensor:
+    """w_i over the sampler's steps t_i -> t_{i+1} (the last to abar = 1), mean 1 (TFG's rho/mu schedule)."""
+    abar = alphas_cumprod[timesteps].double()
+    abar_prev = torch.cat([abar[1:], abar.new_ones(1)])
+    step_alpha = abar / abar_prev
+    raw = {"constant": torch.ones_like(abar), "increase": step_alpha, "decrease": 1 - step_alpha}[schedule]
+    return (raw * len(raw) / raw.sum()).float()
+
+
+def sample_ddim_training_free(
+    eps_fn: Callable,                   # the raw denoiser eps(x, t), not clipped
+    guide: Callable,                    # guide(x, t) -> logits, clean (it sees x0_hat at t = 0)
+    labels: torch.Tensor,
+    x_T: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    settings: TrainingFreeSettings,
+    scale: float,
+    clip_x0: bool = True,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """DDIM over decreasing ``timesteps`` with TFG's guided step (module docstring)."""
+    alphas_cumprod = alphas_cumprod.to(x_T.device)
+    weights = schedule_weights(alphas_cumprod, timesteps.to(x_T.device), settings.schedule)
+    guided = scale != 0
+    x = x_T
+    for i, t in enumerate(timesteps.tolist()):
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        abar_t = alphas_cumprod[t_batch]
+        prev = timesteps[i + 1].item() if i + 1 < len(timesteps) else None
+        abar_prev = alphas_cumprod[prev].expand(x.shape[0]) if prev is not None else torch.ones_like(abar_t)
+        rho = scale * settings.variance * float(weights[i])
+        mu = scale * settings.mean * float(weights[i])
+        repeats = settings.recurrence if guided else 1
+        for repeat in range(repeats):
+            noise = None
+            if guided and settings.smoothing > 0:
+                gamma = _per_sample((1 - abar_t).sqrt(), x) * settings.smoothing
+                noise = gamma * randn((settings.smoothing_samples, *x.shape), generator, x)
+            if rho != 0:
+                grad_t, x0 = variance_guidance_gradient(eps_fn, guide, x, t_batch, labels, abar_t, clip_x0, noise)
+            else:
+                x0, grad_t = x0_estimate(eps_fn, x, t_batch, abar_t, clip_x0), None
+            # eps re-derived from the (clipped) x0, as guided-diffusion's clipped denoiser does
+            abar_ = _per_sample(abar_t, x)
+            eps = (x - abar_.sqrt() * x0) / (1 - abar_).sqrt()
+            step_noise = randn(x.shape, generator, x) if eta > 0 else None
+            x_prev = ddim_step(x, eps, abar_t, abar_prev, eta=eta, noise=step_noise, clip_x0=False)
+            if grad_t is not None:
+                x_prev = x_prev + rho * grad_t / _per_sample(abar_t / abar_prev, x).sqrt()
+            if mu != 0:
+                moved = x0
+                for _ in range(settings.iterations):
+                    moved = moved + mu * mean_guidance_gradient(guide, moved, labels, noise)
+                x_prev = x_prev + _per_sample(abar_prev, x).sqrt() * (moved - x0)
+            if repeat + 1 < repeats:  # time travel: back to t, and take the step again
+                step_alpha = _per_sample(abar_t / abar_prev, x)
+                x = step_alpha.sqrt() * x_prev + (1 - step_alpha).sqrt() * randn(x.shape, generator, x)
+        x = x_prev
+    return x

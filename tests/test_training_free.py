@@ -1,0 +1,228 @@
+"""Training-free guidance (DPS, FreeDoM, MPGD, TFG) and the pass counters, on tiny models.
+
+The properties: scale 0 is exactly the unguided sample; each gradient matches finite differences;
+x0-guidance through the denoiser depends on the denoiser, MPGD's gradient never reaches it; the
+counters say exactly how many passes a known number of steps, repeats and iterations makes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from conftest import merged_config, seeded_
+from ppap import comparison, grammar, pipeline
+from ppap.compute import PassCounter, SamplingCost, cost_record
+from ppap.diffusion import predict_x0
+from ppap.schedules import respaced_timesteps
+from ppap.training_free import (TrainingFreeSettings, mean_guidance_gradient, sample_ddim_training_free,
+                                schedule_weights, smoothed_log_prob, variance_guidance_gradient)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SHAPE = (1, 8, 8)
+METHODS = {
+    "dps": TrainingFreeSettings(variance=1.0, mean=0.0),
+    "freedom": TrainingFreeSettings(variance=1.0, mean=0.0, recurrence=3),
+    "mpgd": TrainingFreeSettings(variance=0.0, mean=1.0, iterations=2),
+    "tfg": TrainingFreeSettings(variance=1.0, mean=0.5, recurrence=2, iterations=2, smoothing=0.2,
+                                smoothing_samples=2, schedule="increase"),
+}
+
+
+class TinyDenoiser(nn.Module):
+    """eps(x, t): two convolutions and a timestep feature; smooth (no clipping inside)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 1, 3, padding=1)
+        seeded_(self, seed, 0.3)
+
+    def forward(self, x, t):
+        h = torch.tanh(self.conv1(x) + (t.view(-1, 1, 1, 1).to(x.dtype) / 1000))
+        return self.conv2(h)
+
+
+def finite_difference(fn, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Central differences of a scalar function of x (float64), coordinate by coordinate."""
+    grad = torch.zeros_like(x)
+    flat = grad.view(-1)
+    for i in range(x.numel()):
+        step = torch.zeros_like(x).view(-1)
+        step[i] = eps
+        step = step.view_as(x)
+        flat[i] = (fn(x + step) - fn(x - step)) / (2 * eps)
+    return grad
+
+
+@pytest.fixture
+def tiny(make_guide, alphas_cumprod):
+    denoiser = TinyDenoiser().double().requires_grad_(False)
+    guide = make_guide(seed=3).double()
+    labels = torch.tensor([1, 4])
+    return denoiser, guide, labels, alphas_cumprod.double()
+
+
+def test_variance_gradient_matches_finite_differences(tiny):
+    denoiser, guide, labels, abar = tiny
+    x = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.full((2,), 300)
+    noise = 0.1 * torch.randn((2, 2, *SHAPE), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for smoothing in (None, noise):
+        grad, _ = variance_guidance_gradient(denoiser, guide, x, t, labels, abar[t], clip_x0=False, noise=smoothing)
+
+        def log_p(x_):
+            x0 = predict_x0(x_, denoiser(x_, t), abar[t])
+            return smoothed_log_prob(guide, x0, labels, smoothing).sum()
+
+        assert torch.allclose(grad, finite_difference(log_p, x), atol=1e-6, rtol=1e-5)
+
+
+def test_mean_gradient_matches_finite_differences(tiny):
+    _, guide, labels, _ = tiny
+    x0 = 0.5 * torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    grad = mean_guidance_gradient(guide, x0, labels)
+    expected = finite_difference(lambda x_: smoothed_log_prob(guide, x_, labels).sum(), x0)
+    assert torch.allclose(grad, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_smoothed_log_prob_is_the_log_of_the_mean_probability(tiny):
+    _, guide, labels, _ = tiny
+    x0 = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    noise = torch.randn((3, 2, *SHAPE), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    t0 = torch.zeros(2, dtype=torch.long)
+    probs = torch.stack([guide(x0 + n, t0).softmax(-1)[torch.arange(2), labels] for n in noise])
+    assert torch.allclose(smoothed_log_prob(guide, x0, labels, noise), probs.mean(0).log())
+    assert torch.allclose(smoothed_log_prob(guide, x0, labels), guide(x0, t0).log_softmax(-1)[torch.arange(2), labels])
+
+
+def test_x0_guidance_depends_on_the_denoiser_and_mpgd_never_reaches_it(tiny):
+    denoiser, guide, labels, abar = tiny
+    x = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    t = torch.full((2,), 500)
+    other = TinyDenoiser(seed=9).double().requires_grad_(False)
+    grad_a, _ = variance_guidance_gradient(denoiser, guide, x, t, labels, abar[t])
+    grad_b, _ = variance_guidance_gradient(other, guide, x, t, labels, abar[t])
+    assert not torch.allclose(grad_a, grad_b)
+    # MPGD sampling with a denoiser whose weights would collect gradients: none arrives.
+    learning = TinyDenoiser().double()  # requires_grad on every weight
+    counter = PassCounter()
+    sample_ddim_training_free(counter.wrap(learning), guide, labels, x, respaced_timesteps(1000, 4), abar,
+                              METHODS["mpgd"], scale=1.0)
+    assert all(p.grad is None for p in learning.parameters())
+    assert counter.backward == 0 and counter.forward == 4 * 2
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_scale_zero_is_the_unguided_sample(method, make_guide, alphas_cumprod):
+    denoiser, guide = TinyDenoiser().requires_grad_(False), make_guide(seed=1)
+    common = dict(num_samples=6, batch_size=4, seed=3, device=torch.device("cpu"), steps=5, show_progress=False)
+    unguided, _ = pipeline.generate_samples(denoiser, alphas_cumprod, SHAPE, **common)
+    at_zero, labels = pipeline.generate_samples(denoiser, alphas_cumprod, SHAPE, guide=guide, guidance_scale=0.0,
+                                                training_free=METHODS[method], **common)
+    guided, _ = pipeline.generate_samples(denoiser, alphas_cumprod, SHAPE, guide=guide, guidance_scale=2.0,
+                                          training_free=METHODS[method], **common)
+    assert (at_zero == unguided).all()
+    assert labels is not None and not (guided == unguided).all()
+
+
+def expected_passes(settings: TrainingFreeSettings, steps: int) -> dict:
+    """Per sample: each repeat of each step runs the denoiser once; variance guidance backpropagates
+    through it and the K-sample smoothed guide; each mean-guidance iteration runs the guide K times."""
+    repeats = steps * settings.recurrence
+    k = settings.smoothing_samples
+    variance = settings.variance > 0
+    guide = repeats * (k * variance + k * settings.iterations * (settings.mean > 0))
+    return dict(denoiser_forward=repeats, denoiser_backward=repeats * variance, guide_forward=guide,
+                guide_backward=guide)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_pass_counters_are_exact(method, make_guide, alphas_cumprod):
+    settings = METHODS[method]
+    cost = SamplingCost()
+    pipeline.generate_samples(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE, num_samples=5,
+                              batch_size=3, seed=0, device=torch.device("cpu"), steps=4, guide=make_guide(seed=2),
+                              guidance_scale=1.0, training_free=settings, show_progress=False, cost=cost)
+    assert cost.samples == 5
+    assert cost.per_sample() == expected_passes(settings, 4)
+
+
+def test_pass_counters_of_classifier_and_classifier_free_guidance(make_guide, alphas_cumprod):
+    common = dict(num_samples=4, batch_size=4, seed=0, device=torch.device("cpu"), steps=6, show_progress=False)
+    cost = SamplingCost()
+    pipeline.generate_samples(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE, guide=make_guide(),
+                              guidance_scale=1.0, cost=cost, **common)
+    assert cost.per_sample() == dict(denoiser_forward=6, denoiser_backward=0, guide_forward=6, guide_backward=6)
+
+    class Conditional(nn.Module):
+        def forward(self, x, t, y):
+            return 0.1 * x + 0.01 * y.view(-1, 1, 1, 1).to(x.dtype)
+
+    for scale, forwards in ((0.0, 6), (2.0, 12)):
+        cost = SamplingCost()
+        pipeline.generate_samples(Conditional(), alphas_cumprod, SHAPE, classifier_free=10, guidance_scale=scale,
+                                  cost=cost, **common)
+        assert cost.per_sample() == dict(denoiser_forward=forwards, denoiser_backward=0, guide_forward=0,
+                                         guide_backward=0)
+
+
+def test_cost_record_per_sample_and_machine():
+    a, b = SamplingCost(), SamplingCost()
+    a.denoiser.forward, a.samples = 50, 2
+    b.denoiser.forward, b.samples = 75, 3
+    record = cost_record([(0, a, 1.0), (1, b, 2.0)], threads=1, device="cpu")
+    assert record["per_sample"]["denoiser_forward"] == 25
+    assert record["per_sample"]["wall_s"] == pytest.approx(3.0 / 5)
+    assert record["samples"] == 5 and record["machine"]
+
+
+def test_schedule_weights_have_mean_one(alphas_cumprod):
+    timesteps = respaced_timesteps(1000, 10)
+    for schedule in ("constant", "increase", "decrease"):
+        weights = schedule_weights(alphas_cumprod, timesteps, schedule)
+        assert weights.mean().item() == pytest.approx(1.0, abs=1e-6)
+    increase = schedule_weights(alphas_cumprod, timesteps, "increase")
+    assert increase[-1] > increase[0]  # alpha_t of the strided step grows as t falls
+
+
+def test_training_free_names():
+    assert grammar.guide_kind("trainingfree_freedom_rec4") == "training_free"
+    assert grammar.guide_kind("classifier_free") == "classifier_free"
+    assert grammar.n_experts("classifier_free") == 0 and grammar.n_experts("trainingfree_dps") == 1
+    config = merged_config()
+    # a suffix equal to the config's value is dropped; the method's fixed terms cannot be changed
+    freedom = config["training_free"]["freedom"]["recurrence"]
+    assert grammar.canonical_guide(f"trainingfree_freedom_rec{freedom}", config) == "trainingfree_freedom"
+    assert grammar.canonical_guide(f"trainingfree_freedom_rec{freedom + 1}", config) == \
+        f"trainingfree_freedom_rec{freedom + 1}"
+    settings = grammar.training_free_settings("trainingfree_mpgd_it3", config)
+    assert settings["iterations"] == 3 and settings["variance"] == 0 and settings["mean"] == 1
+    with pytest.raises(grammar.GrammarError, match="does not apply to dps"):
+        grammar.parse_training_free("trainingfree_dps_rec2")
+    with pytest.raises(grammar.GrammarError, match="ddim sampler"):
+        grammar.canonical_sampling("trainingfree_dps", "ddpm50_s1", config)
+    assert grammar.canonical_sampling("classifier_free", "ddim25_s2_routelower", config) == "ddim25_s2"
+
+
+def test_choose_on_validation_takes_the_most_accurate_cell_within_the_fid_bound():
+    cells = pd.DataFrame([
+        dict(method="unguided", guide="none", scale=0.0, fid=4.0, accuracy=0.1),
+        dict(method="a", guide="g1", scale=1.0, fid=5.0, accuracy=0.6),
+        dict(method="a", guide="g1", scale=2.0, fid=5.9, accuracy=0.7),
+        dict(method="a", guide="g2", scale=1.0, fid=9.0, accuracy=0.9),   # too far from unguided quality
+        dict(method="b", guide="h", scale=1.0, fid=12.0, accuracy=0.9),   # none qualifies: lowest FID
+        dict(method="b", guide="h", scale=2.0, fid=20.0, accuracy=0.95),
+    ])
+    chosen = comparison.chosen_settings(comparison.choose_on_validation(cells, max_fid_ratio=1.5))
+    assert chosen == {"a": dict(guide="g1", scale=2.0), "b": dict(guide="h", scale=1.0)}
+
+
+def test_break_even():
+    assert comparison.break_even_samples(100.0, 0.01, 0.03) == pytest.approx(5000)
+    assert math.isinf(comparison.break_even_samples(100.0, 0.03, 0.01))

@@ -1,0 +1,65 @@
+"""Rule guidance_methods: results/guidance_methods.csv (+ .md), every sweep cell
+(results/guidance_sweeps.csv) and the two figures, from the metric and compute files."""
+import io
+import math
+
+import pandas as pd
+
+from ppap import comparison, report
+from ppap.config import metrics_path
+from ppap.io import atomic_path, read_json, write_text
+from ppap.models import classifiers
+from ppap.runtime import rule_session
+
+with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as log:
+    manifests = {m["guide_set"]: m for m in map(read_json, snakemake.input.manifests)}
+    shards = [read_json(path) for path in snakemake.input.synthetic]
+    conditional = None
+    if "conditional_model" in snakemake.input.keys():
+        conditional = read_json(f"{snakemake.input.conditional_model}/training.json")
+    base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
+
+    def cell(run):
+        guide, sampling = run["guides"][0], run["sampling"]
+        record = read_json(f"results/samples/{guide}/{sampling}/compute.json")
+        description = report.guide_description(guide, base_params, manifests.get(guide))
+        return dict(method=run["method"], guide=guide, family=comparison.guide_family(guide),
+                    scale=float(run["value"]) if guide != "none" else 0.0, sampling=sampling,
+                    trainable_params=description["trainable_params"],
+                    **comparison.metric_columns(read_json(metrics_path(guide, sampling))),
+                    **comparison.compute_columns(record), threads=record["threads"], machine=record["machine"],
+                    one_time_s=comparison.one_time_cost(guide, manifests.get(guide), shards, conditional,
+                                                        snakemake.config))
+
+    rows = pd.DataFrame([cell(run) for run in snakemake.params.rows])
+    sweeps = pd.DataFrame([cell(run) for run in snakemake.params.sweeps])
+    frame = comparison.guidance_table(rows.to_dict("records"))
+    for path, table in ((snakemake.output.csv, frame), (snakemake.output.sweeps, sweeps)):
+        buffer = io.StringIO()
+        table.to_csv(buffer, index=False, float_format="%.6g")
+        write_text(path, buffer.getvalue())
+    amortised = snakemake.params.amortised
+    lines = [report.to_markdown(frame, columns=["method", "family", "scale", "trainable_params", "fid", "precision",
+                                                "recall", "accuracy", "denoiser_forward", "denoiser_backward",
+                                                "guide_forward", "guide_backward", "wall_s", "one_time_s"]), ""]
+    machine = f"{frame['machine'].iloc[0]}, {int(frame['threads'].iloc[0])} thread(s) per job"
+    lines.append(f"Passes and wall-seconds are per sample; seconds on {machine}.")
+    if amortised in set(frame["method"]):
+        own = frame[frame["method"] == amortised].iloc[0]
+        for other in frame.itertuples():
+            if other.family.startswith("training-free"):
+                n = comparison.break_even_samples(own["one_time_s"], own["wall_s"], other.wall_s)
+                lines.append(f"- {amortised} against {other.method}: "
+                             + (f"its one-time {own['one_time_s']:.0f} s pays for itself after {n:,.0f} samples"
+                                if math.isfinite(n) else "never pays for itself in compute (it is not cheaper per sample)"))
+    write_text(snakemake.output.markdown, "\n".join(lines) + "\n")
+    unguided = frame[frame["method"] == "unguided"]
+    figure = comparison.plot_tradeoff(sweeps, frame, unguided.iloc[0] if len(unguided) else None)
+    for key in ("png", "pdf"):
+        with atomic_path(snakemake.output[f"tradeoff_{key}"]) as tmp:
+            figure.savefig(tmp, format=key, dpi=150)
+    figure = comparison.plot_compute(frame, amortised if amortised in set(frame["method"]) else None)
+    for key in ("png", "pdf"):
+        with atomic_path(snakemake.output[f"compute_{key}"]) as tmp:
+            figure.savefig(tmp, format=key, dpi=150)
+    log.info("\n%s", frame.to_string())

@@ -1,0 +1,42 @@
+"""Rule tune_guidance: each guided method's variant and scale, chosen on the validation split."""
+import io
+
+import pandas as pd
+
+from ppap import comparison
+from ppap.config import tuning_metrics_path
+from ppap.io import read_json, write_text
+from ppap.runtime import rule_session
+
+with rule_session(snakemake.log[0], snakemake.threads, "tune_guidance") as log:
+    rows = []
+    for run in snakemake.params.runs:
+        cell = read_json(tuning_metrics_path(run["guides"][0], run["sampling"]))
+        rows.append(dict(method=run["method"], guide=run["guides"][0], scale=float(run["value"]),
+                         sampling=run["sampling"], fid=cell["metrics"]["fid"], accuracy=cell["metrics"]["accuracy"]
+                         if "accuracy" in cell["metrics"] else float("nan"),
+                         precision=cell["metrics"]["precision"], recall=cell["metrics"]["recall"],
+                         wall_s=cell["compute"]["per_sample"]["wall_s"]))
+    cells = comparison.choose_on_validation(pd.DataFrame(rows), snakemake.params.max_fid_ratio)
+    configured = snakemake.params.configured
+    cells["configured"] = [m in configured and configured[m]["guide"] == g and abs(configured[m]["scale"] - s) < 1e-9
+                           for m, g, s in zip(cells["method"], cells["guide"], cells["scale"])]
+    buffer = io.StringIO()
+    cells.to_csv(buffer, index=False, float_format="%.6g")
+    write_text(snakemake.output.csv, buffer.getvalue())
+    chosen = comparison.chosen_settings(cells)
+    columns = ["method", "guide", "scale", "fid", "accuracy", "precision", "recall", "chosen", "configured"]
+    lines = [f"Criterion: {comparison.CRITERION}; max_fid_ratio {snakemake.params.max_fid_ratio:g}, "
+             f"bound {cells['fid_bound'].iloc[0]:.3f}.", "",
+             "| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in cells.itertuples():
+        lines.append(f"| {row.method} | {row.guide} | {row.scale:g} | {row.fid:.3f} | {row.accuracy:.3f} | "
+                     f"{row.precision:.3f} | {row.recall:.3f} | {'yes' if row.chosen else ''} | "
+                     f"{'yes' if row.configured else ''} |")
+    write_text(snakemake.output.markdown, "\n".join(lines) + "\n")
+    log.info("\n%s\nchosen: %s", cells.to_string(), chosen)
+    mismatched = {m: c for m, c in chosen.items() if m in configured and not
+                  cells[(cells.method == m) & cells.chosen].configured.all()}
+    if mismatched:
+        log.warning("the config does not use the chosen setting(s) %s: update guidance_methods.scales and "
+                    "training_free", mismatched)
