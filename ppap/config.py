@@ -392,15 +392,16 @@ def _check_guidance_methods(config: dict) -> None:
     for method in section["methods"]:
         if method not in config["methods"]:
             raise ConfigError(f"guidance_methods.methods: {method!r} is not a key of methods")
+    # keys of `methods` (not only those listed now: an overlay may list fewer)
     for key in ("scales", "sweeps"):
         for method in section.get(key) or {}:
-            if method not in section["methods"] and not (key == "sweeps" and method == "default"):
-                raise ConfigError(f"guidance_methods.{key}.{method}: not one of guidance_methods.methods")
+            if method not in config["methods"] and not (key == "sweeps" and method == "default"):
+                raise ConfigError(f"guidance_methods.{key}.{method}: not a key of methods")
     tuning = (config.get("tuning") or {}).get("guidance") or {}
     for method, variants in (tuning.get("variants") or {}).items():
         where = f"tuning.guidance.variants.{method}"
-        if method not in section["methods"]:
-            raise ConfigError(f"{where}: {method!r} is not one of guidance_methods.methods")
+        if method not in config["methods"]:
+            raise ConfigError(f"{where}: {method!r} is not a key of methods")
         own = config["methods"][method]
         for variant in variants:
             kind = guide_kind(variant, where)
