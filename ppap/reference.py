@@ -19,14 +19,16 @@ Tolerances, for every method (row) of the reference:
   max(atol, sd_factor * sd), with atol = 0.05.
 * A metric that is NaN in the reference (the unguided row's accuracy) must be NaN in the run.
 * The descriptive columns (``n_experts``, ``adapter_rank``, ``supervision``, ``trainable_params``,
-  ``stored_params``, and ``seeds`` / ``samples_per_seed`` / ``trainings`` where both tables have them) must match
+  ``stored_params``, and ``seeds`` / ``samples_per_seed`` / ``trainings`` and the passes per sample
+  (``denoiser_forward`` ...) where both tables have them; never ``wall_s``, a timing) must match
   exactly: a difference means another preset or config was run, and its metrics are not comparable.
 * A reference method missing from the run fails; extra methods in the run are listed, not checked.
 
 Presets: the table1 rule writes ``table1.preset.json`` beside ``table1.csv``: the preset's name
 (the ``--configfile`` names, or the ``preset`` key) and a SHA-256 of the config that can change
 Table 1 (everything but ``threads``, ``resources``, ``device``, ``ablations``, ``ablation_center``,
-``tuning``, ``table1_trainings``, ``study`` and ``preset``), with that config. When both tables have
+``tuning``, ``table1_trainings``, ``study``, ``preset``, ``training_free``, ``guidance_methods`` and
+``conditional_diffusion``), with that config. When both tables have
 this record and the presets' names differ, or a key both configs have differs, the check refuses
 in one line naming the presets and the first differing keys (exit 2; ``--any-preset`` compares
 anyway); keys only one of them has (a schema key added since) are noted, not refused. A table
@@ -63,12 +65,14 @@ DEFAULT_REFERENCE = REPO / "results" / "reference" / "table1.csv"
 RELATIVE_METRICS = ("fid", "is")                         # unbounded scores: relative tolerance
 ABSOLUTE_METRICS = ("precision", "recall", "accuracy")   # fractions: absolute tolerance
 EXACT_COLUMNS = ("n_experts", "adapter_rank", "supervision", "trainable_params", "stored_params",
-                 "seeds", "samples_per_seed", "trainings")
+                 "seeds", "samples_per_seed", "trainings",
+                 # passes per sample are counted, not timed (wall_s is a measurement: not checked)
+                 "denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward")
 RTOL, ATOL, SD_FACTOR = 0.15, 0.05, 3.0
 # Config sections that cannot change Table 1 beyond rounding (where and how it is scheduled), the
 # rest of the study, and the record itself.
 NOT_TABLE1 = ("threads", "resources", "device", "ablations", "ablation_center", "tuning", "table1_trainings", "study",
-              "preset")
+              "preset", "training_free", "guidance_methods", "conditional_diffusion")
 RECORD_SUFFIX = ".preset.json"
 
 

@@ -100,6 +100,15 @@ def table1(rows: Sequence[Mapping]) -> pd.DataFrame:
     return frame[TABLE1_COLUMNS + SD_COLUMNS + TRAINING_COLUMNS + compute]
 
 
+def compute_note(frame: pd.DataFrame) -> str:
+    """What the compute columns count, and where the seconds were measured."""
+    machines = sorted(set(frame["machine"])) if "machine" in frame.columns else []
+    threads = sorted({int(t) for t in frame["threads"]}) if "threads" in frame.columns else []
+    where = f" on {', '.join(machines)} ({', '.join(map(str, threads))} thread(s) per sampling job)" if machines else ""
+    return ("Per sample: denoiser and guide forward/backward passes (counted), wall_s seconds of sampling"
+            f"{where}.")
+
+
 def ablation_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows))
     first = ["ablation", "value", "method", "guide", "sampling"]

@@ -51,12 +51,28 @@ def job_logs(workdir: Path) -> str:
     return "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
 
 
+def without_measured_columns(path: Path) -> bytes:
+    """A table's bytes without its wall-seconds column: a measurement, not a result of the
+    computation (the pass counts beside it are exact and stay)."""
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path)
+        assert "wall_s" in frame.columns
+        return frame.drop(columns="wall_s").to_csv(index=False).encode()
+    lines = path.read_text().splitlines()
+    column = [cell.strip() for cell in lines[0].split("|")].index("wall_s")
+    return "\n".join("|".join(c for i, c in enumerate(line.split("|")) if i != column) if line.startswith("|")
+                     else line for line in lines).encode()
+
+
 def run_outputs(workdir: Path) -> dict[str, bytes]:
-    """The bytes of what a run reports: Table 1 (csv, md), metric files and every sample .npz."""
+    """The bytes of what a run reports: Table 1 (csv, md; wall-seconds left out), metric files and
+    every sample .npz."""
     results = workdir / "results"
-    paths = [results / "table1.csv", results / "table1.md", *sorted(results.glob("metrics/**/*.json")),
-             *sorted(results.glob("samples/**/*.npz"))]
-    return {p.relative_to(workdir).as_posix(): p.read_bytes() for p in paths}
+    paths = [*sorted(results.glob("metrics/**/*.json")), *sorted(results.glob("samples/**/*.npz"))]
+    outputs = {p.relative_to(workdir).as_posix(): p.read_bytes() for p in paths}
+    for table in (results / "table1.csv", results / "table1.md"):
+        outputs[table.relative_to(workdir).as_posix()] = without_measured_columns(table)
+    return outputs
 
 
 # ------------------------------------------------------------------------- config validation ----

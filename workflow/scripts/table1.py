@@ -22,7 +22,9 @@ with rule_session(snakemake.log[0], snakemake.threads, "table1") as log:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.6g")
     write_text(snakemake.output.csv, buffer.getvalue())
-    write_text(snakemake.output.markdown, report.to_markdown(frame))
+    shown = [c for c in frame.columns if c not in ("threads", "machine") and not c.endswith(("_sd", "_sd_train"))]
+    write_text(snakemake.output.markdown, report.to_markdown(frame, columns=shown) + "\n"
+               + report.compute_note(frame) + "\n")
     record = write_preset_record(snakemake.output.csv, snakemake.config)  # -> snakemake.output.preset
     log.info("preset %s, config sha256 %s", record["preset"], record["config_sha256"])
     log.info("\n%s", frame.to_string())
