@@ -11,8 +11,8 @@ from torch import nn
 from ppap.classifier_free import classifier_free_eps
 from ppap.diffusion import sample_ddim, sample_ddpm
 from ppap.models.checkpoints import CheckpointError
-from ppap.models.unet import (EpsilonModel, build_unet, load_class_conditioning, load_diffusion_model, null_label_of,
-                              save_diffusion_model)
+from ppap.models.unet import (EpsilonModel, build_unet, load_class_conditioning, load_conditional_eps_model,
+                              load_diffusion_model, null_label_of, save_diffusion_model)
 from ppap.pretrain import drop_labels, train_diffusion
 from ppap.schedules import make_ddpm_scheduler, q_sample, respaced_timesteps
 from ppap.training import EMA, check_finite, make_optimizer, random_batch
@@ -122,6 +122,19 @@ def test_conditional_model_round_trips(tmp_path, cond_eps, alphas_cumprod):
     save_diffusion_model(tmp_path / "uncond", tiny_unet(num_classes=None), scheduler)
     assert not (tmp_path / "uncond" / "unet" / "class_conditioning.json").exists()
     assert load_class_conditioning(tmp_path / "uncond") is None
+
+
+def test_load_conditional_eps_model_gives_the_model_and_its_null_label(tmp_path, cond_eps):
+    save_diffusion_model(tmp_path / "cond", cond_eps.unet, make_ddpm_scheduler())
+    model, null_label = load_conditional_eps_model(tmp_path / "cond", "cpu")
+    assert null_label == NUM_CLASSES and not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    x, t, labels = batch()
+    with torch.no_grad():
+        assert torch.equal(model(x, t, labels), cond_eps(x, t, labels))
+    save_diffusion_model(tmp_path / "uncond", tiny_unet(num_classes=None), make_ddpm_scheduler())
+    with pytest.raises(CheckpointError, match="unconditional"):
+        load_conditional_eps_model(tmp_path / "uncond", "cpu")
 
 
 def test_a_conditional_model_without_its_null_label_record_is_refused(tmp_path, cond_eps):

@@ -130,6 +130,18 @@ def load_diffusion_model(directory: str | os.PathLike):
     return unet.eval(), scheduler
 
 
+def load_conditional_eps_model(directory: str | os.PathLike, device: torch.device | str) -> tuple[EpsilonModel, int]:
+    """(eps(x, t, class_labels), null label) of a saved class-conditional model, frozen on `device`."""
+    from ppap.schedules import alphas_cumprod_from_scheduler
+
+    unet, scheduler = load_diffusion_model(directory)
+    conditioning = load_class_conditioning(directory)
+    if conditioning is None:
+        raise CheckpointError(f"{directory}: an unconditional UNet where a class-conditional one was expected")
+    eps = EpsilonModel(unet, alphas_cumprod_from_scheduler(scheduler), scheduler.config.prediction_type)
+    return eps.to(device).eval().requires_grad_(False), conditioning["null_label"]
+
+
 def save_scheduler(directory: str | os.PathLike, scheduler) -> None:
     """Write a scheduler config directory atomically (``scheduler_config.json`` inside)."""
     with atomic_directory(directory) as tmp:
