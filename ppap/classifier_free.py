@@ -1,4 +1,11 @@
-"""Classifier-free guidance (Ho & Salimans, 2022) of a class-conditional epsilon model."""
+"""Classifier-free guidance (Ho & Salimans, 2022) as a model wrapper: cond_eps_fn -> eps_fn.
+
+    eps~(x, t, y) = (1 + w) eps(x, t, y) - w eps(x, t, null)
+
+w = 0 is the conditional model itself, w > 0 guides towards y. The labeled upper bound of the
+benchmark sweeps the same scale values as classifier guidance. The samplers
+(``ppap.diffusion.sample_ddim`` / ``sample_ddpm``) take the wrapped ``eps_fn(x, t)`` unchanged.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,43 @@ from typing import Callable
 
 import torch
 
+from ppap.diffusion import EpsFn
 
-def classifier_free_eps(cond_eps_fn: Callable, labels: torch.Tensor, null_label: int, scale: float) -> Callable:
-    """eps~ = (1 + w) eps(x, t, y) - w eps(x, t, null), w = ``scale`` (w = 0: the conditional model,
-    one denoiser pass; otherwise one pass over the 2n batch)."""
+CondEpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def classifier_free_eps(cond_eps_fn: CondEpsFn, labels: torch.Tensor, null_label: int, scale: float) -> EpsFn:
+    """Implements Algorithm 2 of Ho & Salimans (2022): ``(1 + w) eps(x, t, y) - w eps(x, t, null)``, w = `scale`.
+
+    `cond_eps_fn(x, t, class_labels)` is a class-conditional epsilon model (e.g. ``EpsilonModel``
+    over a UNet built with ``num_classes``); `labels` holds one target class per sample and
+    `null_label` is the label the model was trained to read as "no class" (label dropout).
+
+    Scale 0 runs the conditional forward alone (exactly the conditional sample, one denoiser pass
+    per step). Otherwise the conditional and the unconditional predictions come from ONE forward
+    on the 2n batch (x twice; labels, then null labels), which is still one denoiser call per step.
+    The result has x's dtype (bf16 autocast included). Any x0 clipping (``clipped_eps``, the
+    sampler's ``clip_x0``) goes outside this wrapper: this guidance changes the denoiser itself.
+    """
+    if scale == 0:
+        def conditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            _check_batch(x, labels)
+            return cond_eps_fn(x, t, labels.to(x.device)).to(x.dtype)
+
+        return conditional
+
+    both_labels = torch.cat([labels, torch.full_like(labels, null_label)])
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if scale == 0:
-            return cond_eps_fn(x, t, labels)
-        both = cond_eps_fn(torch.cat([x, x]), torch.cat([t, t]),
-                           torch.cat([labels, torch.full_like(labels, null_label)]))
-        cond, uncond = both.chunk(2)
-        return ((1 + scale) * cond - scale * uncond).to(x.dtype)
+        _check_batch(x, labels)
+        eps = cond_eps_fn(torch.cat([x, x]), torch.cat([t, t]), both_labels.to(x.device))
+        eps_conditional, eps_unconditional = eps.chunk(2)
+        return ((1 + scale) * eps_conditional - scale * eps_unconditional).to(x.dtype)
 
     return guided
+
+
+def _check_batch(x: torch.Tensor, labels: torch.Tensor) -> None:
+    if labels.shape != (x.shape[0],):
+        raise ValueError(f"classifier-free guidance needs one label per sample: labels {tuple(labels.shape)} "
+                         f"for a batch of {x.shape[0]}")

@@ -284,9 +284,9 @@ def synthetic_shards(num_samples: int, shards: int, seed: int) -> list[tuple[int
 
 
 # Rules whose resources (mem_mb, runtime, gpu, ...) a preset may size in its `resources:` section.
-RESOURCE_RULES = ("prepare_data", "noise_schedule", "train_diffusion", "train_guide", "train_evaluator",
-                  "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate", "table1", "table1_trainings",
-                  "ablation", "figures", "report_notebook", "render_report", "tune_learning_rates",
+RESOURCE_RULES = ("prepare_data", "noise_schedule", "train_diffusion", "train_conditional_diffusion", "train_guide",
+                  "train_evaluator", "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate", "table1",
+                  "table1_trainings", "ablation", "figures", "report_notebook", "render_report", "tune_learning_rates",
                   "score_on_validation", "tune_guidance", "guidance_methods")
 
 

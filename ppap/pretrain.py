@@ -12,17 +12,35 @@ from ppap.training import (EMA, check_finite, make_optimizer, progress, random_b
 
 def train_diffusion(unet: nn.Module, images: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
                     batch_size: int, lr: float, generator: torch.Generator, ema_decay: float = 0.999,
-                    warmup_steps: int = 100, weight_decay: float = 0.0, show_progress: bool = True) -> nn.Module:
-    """Epsilon-prediction DDPM training (Ho et al., 2020, Algorithm 1); returns the EMA model."""
+                    warmup_steps: int = 100, weight_decay: float = 0.0, show_progress: bool = True,
+                    labels: torch.Tensor | None = None, num_classes: int | None = None,
+                    label_dropout: float = 0.1) -> nn.Module:
+    """Epsilon-prediction DDPM training (Ho et al., 2020, Algorithm 1); returns the EMA model.
+
+    With `labels` (and `num_classes`), a class-conditional model for classifier-free guidance (Ho &
+    Salimans, 2022): each sample's label is replaced by the null label ``num_classes`` with
+    probability `label_dropout`, so one network learns eps(x, t, y) and eps(x, t, null). Without
+    labels the generator is drawn from exactly as it always was (the base model is reproducible).
+    """
+    if labels is not None:
+        _check_labels(labels, num_classes, label_dropout)
     num_timesteps = len(alphas_cumprod)
     optimizer, schedule = make_optimizer(list(unet.parameters()), lr, weight_decay, steps, warmup_steps)
     ema = EMA(unet, ema_decay)
     unet.train()
     for step in progress(range(steps), total=steps, desc="diffusion", enabled=show_progress):
-        x0 = images[random_batch(len(images), batch_size, generator).to(images.device)]
+        idx = random_batch(len(images), batch_size, generator).to(images.device)
+        x0 = images[idx]
         t = torch.randint(num_timesteps, (batch_size,), generator=generator, device=generator.device).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
-        loss = F.mse_loss(unet(q_sample(x0, t, alphas_cumprod, noise), t).sample, noise)
+        x_t = q_sample(x0, t, alphas_cumprod, noise)
+        if labels is None:
+            prediction = unet(x_t, t).sample
+        else:
+            # Drawn after the noise: the first draws of every step are the unconditional ones.
+            class_labels = drop_labels(labels[idx], num_classes, label_dropout, generator)
+            prediction = unet(x_t, t, class_labels=class_labels).sample
+        loss = F.mse_loss(prediction, noise)
         check_finite(loss, step, "diffusion training")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -31,6 +49,21 @@ def train_diffusion(unet: nn.Module, images: torch.Tensor, alphas_cumprod: torch
         schedule.step()
         ema.update(unet)
     return ema.model
+
+
+def drop_labels(labels: torch.Tensor, null_label: int, dropout: float, generator: torch.Generator) -> torch.Tensor:
+    """Each label replaced by `null_label` with probability `dropout` (one uniform draw per label)."""
+    drop = torch.rand(labels.shape, generator=generator, device=generator.device).to(labels.device) < dropout
+    return torch.where(drop, torch.full_like(labels, null_label), labels)
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int | None, label_dropout: float) -> None:
+    if num_classes is None:
+        raise ValueError("train_diffusion with labels needs num_classes (the null label is num_classes)")
+    if not 0 <= label_dropout <= 1:
+        raise ValueError(f"label_dropout must be in [0, 1], got {label_dropout}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min().item()}, {labels.max().item()}]")
 
 
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, batch_size: int,

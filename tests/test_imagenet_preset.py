@@ -140,7 +140,8 @@ def test_preset_config_checks_name_the_key(tmp_path):
         check_config(config)
 
 
-GPU_RULES = {"train_diffusion", "train_guide", "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate"}
+GPU_RULES = {"train_diffusion", "train_conditional_diffusion", "train_guide", "synthesize", "distill_expert",
+             "expert_manifest", "sample", "evaluate"}
 
 
 def rule_blocks():

@@ -27,6 +27,15 @@ def test_dry_run_plans_default_target(tmp_path):
     assert not (tmp_path / "results").exists(), "a dry run must not write results"
 
 
+def test_dry_run_plans_the_conditional_diffusion_model(tmp_path):
+    """The labeled upper bound's model has its own rule, independent of the unconditional one."""
+    result = run_snakemake(tmp_path, "results/models/conditional_diffusion", "-n", "--cores", "1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    jobs = planned_jobs(result.stdout)
+    assert jobs == {"prepare_data": 1, "noise_schedule": 1, "train_conditional_diffusion": 1}, result.stdout
+    assert not (tmp_path / "results").exists()
+
+
 def test_bad_config_is_rejected_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("experts:\n  train:\n    total_steps: 0\n")

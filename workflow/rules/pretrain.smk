@@ -1,5 +1,6 @@
 # The networks the study starts from: the unconditional diffusion model, the off-the-shelf guide
 # (clean images only) and the metric evaluator. A `pretrained` path in the config skips these.
+# Also the class-conditional model of the labeled upper bound (classifier-free guidance).
 
 
 rule noise_schedule:
@@ -38,6 +39,32 @@ rule train_diffusion:
         device=config["device"],
     script:
         "../scripts/train_diffusion.py"
+
+
+# The labeled upper bound: a class-conditional model of the same architecture and budget, sampled
+# with classifier-free guidance (ppap.classifier_free). Not part of `all` by itself.
+rule train_conditional_diffusion:
+    input:
+        data=REAL_DATA,
+        scheduler=scheduler_dir(),
+    output:
+        directory("results/models/conditional_diffusion"),
+    log:
+        "logs/train_conditional_diffusion.log",
+    benchmark:
+        "benchmarks/snakemake/train_conditional_diffusion.tsv"
+    threads: THREADS["diffusion"]
+    resources:
+        **rule_resources(
+            "train_conditional_diffusion", mem_mb=4000, runtime=60, gpu=GPU
+        ),
+        cpus_per_task=THREADS["diffusion"],
+    params:
+        unet=config["diffusion"]["unet"],
+        conditional=config["conditional_diffusion"],
+        device=config["device"],
+    script:
+        "../scripts/train_conditional_diffusion.py"
 
 
 rule train_guide:

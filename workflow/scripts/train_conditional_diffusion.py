@@ -1,0 +1,29 @@
+"""Rule train_conditional_diffusion: the class-conditional DDPM of the labeled upper bound
+(classifier-free guidance), the base model's architecture, saved in diffusers format."""
+import torch
+
+from ppap import data, pretrain, schedules
+from ppap.models import unet as unet_models
+from ppap.pipeline import load_digits_npz
+from ppap.runtime import resolve_device, rule_session
+
+with rule_session(snakemake.log[0], snakemake.threads, "train_conditional_diffusion") as log:
+    cfg, net = snakemake.params.conditional, snakemake.params.unet
+    train = cfg["train"]
+    device = resolve_device(snakemake.params.device)
+    split = load_digits_npz(snakemake.input.data)
+    images = data.to_float(split["train_images"]).to(device)
+    labels = torch.as_tensor(split["train_labels"]).long().to(device)
+    num_classes = int(labels.max()) + 1
+    scheduler = unet_models.load_scheduler(snakemake.input.scheduler)
+    alphas_cumprod = schedules.alphas_cumprod_from_scheduler(scheduler).float().to(device)
+    unet = unet_models.build_unet(images.shape[-1], images.shape[1], net["block_out_channels"],
+                                  net["layers_per_block"], net["attention"], net["norm_num_groups"],
+                                  seed=train["seed"], num_classes=num_classes).to(device)
+    log.info("UNet parameters: %d; %d classes, null label %d, label dropout %s",
+             sum(p.numel() for p in unet.parameters()), num_classes, num_classes, cfg["label_dropout"])
+    generator = torch.Generator(device).manual_seed(train["seed"])
+    ema = pretrain.train_diffusion(unet, images, alphas_cumprod, train["steps"], train["batch_size"], train["lr"],
+                                   generator, ema_decay=train["ema_decay"], labels=labels, num_classes=num_classes,
+                                   label_dropout=cfg["label_dropout"])
+    unet_models.save_diffusion_model(snakemake.output[0], ema.cpu(), scheduler)
