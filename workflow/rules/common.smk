@@ -160,7 +160,9 @@ def run_inputs(runs):
     )
     return {
         "metrics": sorted({path for r in runs for path in r.metrics_paths}),
-        "compute": sorted({compute_file(guide, r.sampling) for r in runs for guide in r.guides}),
+        "compute": sorted(
+            {compute_file(guide, r.sampling) for r in runs for guide in r.guides}
+        ),
         "manifests": manifests,
         "guide": base_guide_path(),
     }

@@ -31,8 +31,8 @@ rule score_on_validation:
         cpus_per_task=THREADS["sample"],
     params:
         **device_params(config["sampling"]),
-        sampling=lambda wc: sampling_settings(wc.sampling),
         **training_free_params(),
+        sampling=lambda wc: sampling_settings(wc.sampling),
         num_samples=GUIDANCE_TUNING.get("samples"),
         seed=GUIDANCE_TUNING.get("seed"),
         batch_size=config["sampling"]["batch_size"],
@@ -45,7 +45,10 @@ rule score_on_validation:
 
 rule tune_guidance:
     input:
-        cells=[tuning_metrics_path(r.guide, r.sampling) for r in guidance_tuning_runs(config)],
+        cells=[
+            tuning_metrics_path(r.guide, r.sampling)
+            for r in guidance_tuning_runs(config)
+        ],
     output:
         csv="results/tuning/guidance.csv",
         markdown="results/tuning/guidance.md",
@@ -77,7 +80,7 @@ def guidance_table_inputs():
         path.replace(".npz", ".compute.json") for path in synthetic_shard_files()
     ]
     if any(grammar.guide_kind(r.guide) == "classifier_free" for r in runs):
-        inputs["conditional_model"] = CONDITIONAL_MODEL
+        inputs["conditional_record"] = CONDITIONAL_MODEL + ".json"
     return inputs
 
 

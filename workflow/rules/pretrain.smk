@@ -48,7 +48,8 @@ rule train_conditional_diffusion:
         data=REAL_DATA,
         scheduler=scheduler_dir(),
     output:
-        directory("results/models/conditional_diffusion"),
+        model=directory("results/models/conditional_diffusion"),
+        record="results/models/conditional_diffusion.json",
     log:
         "logs/train_conditional_diffusion.log",
     benchmark:

@@ -24,8 +24,8 @@ rule sample:
         cpus_per_task=THREADS["sample"],
     params:
         **device_params(config["sampling"]),
-        sampling=lambda wc: sampling_settings(wc.sampling),
         **training_free_params(),
+        sampling=lambda wc: sampling_settings(wc.sampling),
         num_samples=config["sampling"]["num_samples"],
         batch_size=config["sampling"]["batch_size"],
         eta=config["sampling"]["eta"],

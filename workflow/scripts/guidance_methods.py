@@ -15,8 +15,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as lo
     manifests = {m["guide_set"]: m for m in map(read_json, snakemake.input.manifests)}
     shards = [read_json(path) for path in snakemake.input.synthetic]
     conditional = None
-    if "conditional_model" in snakemake.input.keys():
-        conditional = read_json(f"{snakemake.input.conditional_model}/training.json")
+    if "conditional_record" in snakemake.input.keys():
+        conditional = read_json(snakemake.input.conditional_record)
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
 
     def cell(run):

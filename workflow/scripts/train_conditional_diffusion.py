@@ -1,8 +1,12 @@
 """Rule train_conditional_diffusion: the class-conditional DDPM of the labeled upper bound
 (classifier-free guidance), the base model's architecture, saved in diffusers format."""
+import time
+
 import torch
 
 from ppap import data, pretrain, schedules
+from ppap.compute import machine_description
+from ppap.io import write_json
 from ppap.models import unet as unet_models
 from ppap.pipeline import load_digits_npz
 from ppap.runtime import resolve_device, rule_session
@@ -23,7 +27,16 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_conditional_diffus
     log.info("UNet parameters: %d; %d classes, null label %d, label dropout %s",
              sum(p.numel() for p in unet.parameters()), num_classes, num_classes, cfg["label_dropout"])
     generator = torch.Generator(device).manual_seed(train["seed"])
+    start = time.perf_counter()
     ema = pretrain.train_diffusion(unet, images, alphas_cumprod, train["steps"], train["batch_size"], train["lr"],
                                    generator, ema_decay=train["ema_decay"], labels=labels, num_classes=num_classes,
                                    label_dropout=cfg["label_dropout"])
-    unet_models.save_diffusion_model(snakemake.output[0], ema.cpu(), scheduler)
+    wall = time.perf_counter() - start
+    unet_models.save_diffusion_model(snakemake.output.model, ema.cpu(), scheduler)
+    # the upper bound's one-time cost (results/guidance_methods.csv): each step a forward and a
+    # backward of the UNet per image of the batch
+    passes = train["steps"] * train["batch_size"]
+    write_json(snakemake.output.record, dict(wall_s=wall, steps=train["steps"], denoiser_forward=passes,
+                                             denoiser_backward=passes, threads=snakemake.threads,
+                                             machine=machine_description(device)))
+    log.info("trained in %.1f s", wall)
