@@ -178,3 +178,18 @@ def sample_ddim_training_free(
                 x = step_alpha.sqrt() * x_prev + (1 - step_alpha).sqrt() * randn(x.shape, generator, x)
         x = x_prev
     return x
+
+
+class GuideOnEstimate(torch.nn.Module):
+    """``(x_t, t) -> guide(x0_hat(x_t), 0)``: what training-free guidance asks of the clean guide.
+    Its noisy accuracy (``ppap.training.noisy_accuracy``) shows where x0_hat is too blurred for the
+    guide to read the class, beside the off-the-shelf guide on x_t and PPAP's experts."""
+
+    def __init__(self, eps_fn: Callable, guide: Callable, alphas_cumprod: torch.Tensor, clip_x0: bool = True):
+        super().__init__()
+        self.eps_fn, self.guide, self.clip_x0 = eps_fn, guide, clip_x0
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x0 = x0_estimate(self.eps_fn, x_t, t, self.alphas_cumprod[t], self.clip_x0)
+        return self.guide(x0, torch.zeros_like(t))

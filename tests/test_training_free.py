@@ -19,7 +19,8 @@ from ppap import comparison, grammar, pipeline
 from ppap.compute import PassCounter, SamplingCost, cost_record
 from ppap.diffusion import predict_x0
 from ppap.schedules import respaced_timesteps
-from ppap.training_free import (TrainingFreeSettings, mean_guidance_gradient, sample_ddim_training_free,
+from ppap.training_free import (GuideOnEstimate, TrainingFreeSettings, mean_guidance_gradient,
+                                sample_ddim_training_free,
                                 schedule_weights, smoothed_log_prob, variance_guidance_gradient)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -226,3 +227,14 @@ def test_choose_on_validation_takes_the_most_accurate_cell_within_the_fid_bound(
 def test_break_even():
     assert comparison.break_even_samples(100.0, 0.01, 0.03) == pytest.approx(5000)
     assert math.isinf(comparison.break_even_samples(100.0, 0.03, 0.01))
+
+
+def test_guide_on_estimate_reads_the_clipped_x0_estimate(make_guide, alphas_cumprod):
+    guide = make_guide(seed=4)
+    denoiser = TinyDenoiser().requires_grad_(False)
+    x = torch.randn((3, *SHAPE), generator=torch.Generator().manual_seed(6))
+    t = torch.tensor([0, 400, 900])
+    on_estimate = GuideOnEstimate(denoiser, guide, alphas_cumprod)
+    abar = alphas_cumprod.float()[t].view(-1, 1, 1, 1)
+    x0 = ((x - (1 - abar).sqrt() * denoiser(x, t)) / abar.sqrt()).clamp(-1, 1)
+    assert torch.allclose(on_estimate(x, t), guide(x0, torch.zeros_like(t)), atol=1e-6)

@@ -220,3 +220,33 @@ def test_routing_gradients_diagnostic_on_the_smoke_run(smoke_run, tmp_path):
     assert (away["accuracy_lower"] == away["accuracy_owner"]).all()
     at_boundary = table[table["boundary"]]
     assert (at_boundary["grad_norm_lower"] != at_boundary["grad_norm_owner"]).all()
+
+
+@pytest.mark.slow
+def test_smoke_guidance_methods_table_and_validation_choices(smoke_run):
+    """results/guidance_methods.csv on the smoke preset: every method at its scale, the counted
+    passes per sample exact for each kind of guidance, the one-time costs of the trained rows; and
+    the validation grid (results/tuning/guidance.csv), scored on the validation split only."""
+    options = ["--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml")]
+    result = run_snakemake(smoke_run, "results/guidance_methods.csv", "results/tuning/guidance.csv", *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(smoke_run / "results" / "guidance_methods.csv").set_index("method")
+    steps = 4  # smoke sampling: ddim4
+    assert list(table.index) == ["unguided", "off_the_shelf", "ppap", "freedom", "mpgd", "labeled_upper_bound"]
+    passes = table[["denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward"]]
+    assert passes.loc["unguided"].tolist() == [steps, 0, 0, 0]
+    assert passes.loc["ppap"].tolist() == [steps, 0, steps, steps]
+    assert passes.loc["freedom"].tolist() == [2 * steps] * 4  # recurrence 2, through the denoiser
+    assert passes.loc["mpgd"].tolist() == [steps, 0, steps, steps]  # never through the denoiser
+    assert passes.loc["labeled_upper_bound"].tolist() == [2 * steps, 0, 0, 0]  # conditional + unconditional
+    assert (table["wall_s"] > 0).all()
+    assert table.loc["ppap", "one_time_s"] > 0 and table.loc["labeled_upper_bound", "one_time_s"] > 0
+    assert table.loc["freedom", "one_time_s"] == 0 and table.loc["off_the_shelf", "one_time_s"] == 0
+    assert np.isfinite(table[["fid", "accuracy"]].drop(index="unguided").to_numpy()).all()
+    for figure in ("guidance_tradeoff.png", "guidance_compute.png"):
+        assert (smoke_run / "results" / "figures" / figure).stat().st_size > 0
+    cells = pd.read_csv(smoke_run / "results" / "tuning" / "guidance.csv")
+    assert cells.groupby("method")["chosen"].sum().drop("unguided").eq(1).all()
+    assert set(cells[cells.method == "freedom"].guide) == {"trainingfree_freedom", "trainingfree_freedom_rec3"}
+    logs = (smoke_run / "logs" / "tuning" / "guidance" / "trainingfree_mpgd" / "ddim4_s0.5.log").read_text()
+    assert "validation digits" in logs

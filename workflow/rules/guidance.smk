@@ -71,6 +71,29 @@ rule tune_guidance:
         "../scripts/tune_guidance.py"
 
 
+rule x0_estimate_accuracy:
+    input:
+        model=diffusion_model_dir(),
+        guide=base_guide_path(),
+        data=REAL_DATA,
+    output:
+        "results/guidance/x0_estimate_accuracy.json",
+    log:
+        "logs/guidance/x0_estimate_accuracy.log",
+    benchmark:
+        "benchmarks/snakemake/guidance/x0_estimate_accuracy.tsv"
+    threads: THREADS["light"]
+    resources:
+        **rule_resources("x0_estimate_accuracy", mem_mb=2000, runtime=10, gpu=GPU),
+    params:
+        accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
+        clip=config["sampling"]["clip"],
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/x0_estimate_accuracy.py"
+
+
 def guidance_table_inputs():
     rows, sweeps = guidance_method_runs(config), guidance_sweep_runs(config)
     runs = rows + sweeps
@@ -79,6 +102,8 @@ def guidance_table_inputs():
     inputs["synthetic"] = [
         path.replace(".npz", ".compute.json") for path in synthetic_shard_files()
     ]
+    inputs["x0_estimate"] = "results/guidance/x0_estimate_accuracy.json"
+    inputs["guide_stats"] = "results/models/guide.json"
     if any(grammar.guide_kind(r.guide) == "classifier_free" for r in runs):
         inputs["conditional_record"] = CONDITIONAL_MODEL + ".json"
     return inputs
@@ -107,6 +132,12 @@ rule guidance_methods:
             category="Guidance methods",
         ),
         compute_pdf="results/figures/guidance_compute.pdf",
+        noisy_png=report(
+            "results/figures/guidance_noisy_accuracy.png",
+            caption="../report/guidance_methods.rst",
+            category="Guidance methods",
+        ),
+        noisy_pdf="results/figures/guidance_noisy_accuracy.pdf",
     log:
         "logs/guidance_methods.log",
     benchmark:

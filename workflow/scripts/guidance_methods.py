@@ -62,4 +62,21 @@ with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as lo
     for key in ("png", "pdf"):
         with atomic_path(snakemake.output[f"compute_{key}"]) as tmp:
             figure.savefig(tmp, format=key, dpi=150)
+    # where each kind of guide can read the class: on x_t (off the shelf, the trained sets of the
+    # table) and on the denoiser's x0_hat (what training-free guidance asks of the same guide)
+    curves = {"off the shelf on x_t": read_json(snakemake.input.guide_stats)["noisy_test_accuracy"]}
+    estimate = read_json(snakemake.input.x0_estimate)
+    curves["off the shelf on x0_hat(x_t) (training-free)"] = dict(timesteps=estimate["timesteps"],
+                                                                   accuracy=estimate["test_accuracy"])
+    boundaries = {}
+    for run in snakemake.params.rows:
+        manifest = manifests.get(run["guides"][0])
+        if manifest is not None:
+            curves[f"{run['method']} on x_t"] = manifest["noisy_test_accuracy"]
+            boundaries[run["method"]] = [start for start, _ in manifest["ranges"][1:]]
+    chance = 1.0 / classifiers.read_guide_spec(snakemake.input.guide)["num_classes"]
+    figure = report.plot_noisy_accuracy(curves, boundaries, chance=chance)
+    for key in ("png", "pdf"):
+        with atomic_path(snakemake.output[f"noisy_{key}"]) as tmp:
+            figure.savefig(tmp, format=key, dpi=150)
     log.info("\n%s", frame.to_string())

@@ -3,7 +3,7 @@ and what it cost (passes per sample through the denoiser and the guide, wall-sec
 from ppap import data, pipeline
 from ppap.compute import cost_record
 from ppap.io import read_json, write_json
-from ppap.runtime import batch_size_for, describe_diffusion_model, resolve_device, rule_session
+from ppap.runtime import batch_size_for, describe_diffusion_model, describe_guide, resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
     device = resolve_device(snakemake.params.device)
@@ -22,6 +22,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
                                       conditional_model_dir=snakemake.input.get("conditional_model"),
                                       training_free=snakemake.params.get("training_free"),
                                       routing=setting["routing"])
+    if snakemake.input.get("guide"):
+        log.info("%s", describe_guide(snakemake.input.guide))
     log.info("guide %s: %s", guide_name, guidance.description)
     costs = []
     for seed, path in zip(snakemake.params.seeds, snakemake.output.samples):

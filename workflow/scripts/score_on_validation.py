@@ -3,7 +3,7 @@ the tuning seed, scored against the validation digits (never the test digits).""
 from ppap import metrics, pipeline
 from ppap.compute import cost_record
 from ppap.io import read_json, write_json
-from ppap.runtime import batch_size_for, resolve_device, rule_session
+from ppap.runtime import batch_size_for, describe_guide, resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "score_on_validation") as log:
     device = resolve_device(snakemake.params.device)
@@ -15,6 +15,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "score_on_validation") as
                                       conditional_model_dir=snakemake.input.get("conditional_model"),
                                       training_free=snakemake.params.get("training_free"),
                                       routing=setting["routing"])
+    if snakemake.input.get("guide"):
+        log.info("%s", describe_guide(snakemake.input.guide))
     log.info("guide %s: %s", snakemake.wildcards.guide, guidance.description)
     batch_size = batch_size_for(dict(batch_size=snakemake.params.batch_size,
                                      batch_size_by_device=snakemake.params.get("batch_size_by_device")), device)
