@@ -85,7 +85,7 @@ def break_even_samples(one_time_s: float, per_sample_s: float, other_per_sample_
 
 
 def guidance_table(rows: Sequence[Mapping]) -> pd.DataFrame:
-    first = ["method", "guide", "family", "scale", "trainable_params"]
+    first = ["method", "guide", "family", "scale", "sampling", "trainable_params"]
     metrics = [m for m in METRICS]
     compute = COMPUTE_COLUMNS + ["one_time_s"]
     frame = pd.DataFrame(list(rows))

@@ -1,7 +1,7 @@
 """Copy a finished run into ``results/reference/``: the files the README quotes and the tests check.
 
     python -m ppap.publish --run RUN_DIR [--timed TIMED_RUN_DIR] [--tuning TUNE_RUN_DIR]
-                           [--legacy LEGACY_RUN_DIR] [--to results/reference]
+                           [--legacy LEGACY_RUN_DIR] [--guidance GUIDANCE_RUN_DIR] [--to results/reference]
 
 ``RUN_DIR`` is a working directory of ``snakemake all`` (``-d``): its tables, ablations, figures,
 report, tuning results, each Table 1 guide set's manifest (``guides/<set>.json``, with the noisy
@@ -12,7 +12,10 @@ adds the benchmark files of a run timed on a quiet machine (e.g. a fresh ``resul
 under ``benchmarks/timed/``; ``benchmarks/summary.csv`` sums them per
 rule (jobs, total and median wall seconds, peak memory), which the README quotes. The learning-rate
 search (``snakemake tune``) is taken from ``--tuning`` (default ``RUN_DIR``). ``--legacy`` adds a
-``legacy/`` folder with that run's Table 1 and ablations (the old-protocol overlay).
+``legacy/`` folder with that run's Table 1 and ablations (the old-protocol overlay). ``--guidance``
+adds ``guidance_methods.*``, its sweeps, validation choices (``tuning/guidance.*``), figures and
+sample grids from a quiet run of those targets, with its Table 1 files (which carry the compute
+columns; their results must equal RUN_DIR's) and its benchmark files under ``benchmarks/guidance/``.
 
 The reference folder is rebuilt whole in a temporary sibling and renamed into place, so a failed
 copy leaves the previous reference untouched.
@@ -32,6 +35,19 @@ from ppap.io import atomic_directory
 TABLES = ("table1.csv", "table1.md", "table1.preset.json", "table1_trainings.csv", "table1_trainings.md")
 REPORT = ("report/study.html", "report/summary.md")
 TUNING = ("tuning/learning_rates.csv", "tuning/learning_rates.md")
+# from --guidance: the guidance methods' tables, choices and figures, and Table 1 with its compute columns
+GUIDANCE = ("guidance_methods.csv", "guidance_methods.md", "guidance_sweeps.csv", "tuning/guidance.csv",
+            "tuning/guidance.md", "guidance/x0_estimate_accuracy.json")
+MEASURED = ("denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward", "wall_s", "threads", "machine")
+
+
+def check_same_results(study_table: Path, guidance_table: Path) -> None:
+    """The guidance run's Table 1 must be the study's (its compute columns aside): the same code,
+    config and seeds give the same samples, so any difference means another setting was run."""
+    study, guidance = pd.read_csv(study_table), pd.read_csv(guidance_table)
+    shared = [c for c in study.columns if c in guidance.columns and c not in MEASURED]
+    if len(study) != len(guidance) or not study[shared].equals(guidance[shared]):
+        raise ValueError(f"{guidance_table} differs from {study_table} beyond its compute columns")
 
 
 def table1_guides(table1_csv: Path) -> dict[str, str]:
@@ -93,13 +109,17 @@ def summarize_benchmarks(folders: dict[str, Path]) -> pd.DataFrame:
 
 
 def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None = None,
-            legacy: Path | None = None) -> list[str]:
+            legacy: Path | None = None, guidance: Path | None = None) -> list[str]:
     """Rebuild ``to`` from the run folder(s); returns the copied paths relative to ``to``."""
     run, to = Path(run), Path(to)
     results = run / "results"
+    if guidance is not None:
+        for name in ("table1.csv", "table1_trainings.csv"):
+            check_same_results(results / name, Path(guidance) / "results" / name)
     with atomic_directory(to) as out:
         for name in TABLES:
-            _copy(results / name, out / name, required=name != "table1.preset.json")
+            source = (Path(guidance) / "results") if guidance is not None else results
+            _copy(source / name, out / name, required=name != "table1.preset.json")
         for name in REPORT:
             _copy(results / name, out / name)
         for name in TUNING:
@@ -120,6 +140,19 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
             _copy_tree(Path(timed) / "benchmarks" / "snakemake", out / "benchmarks" / "timed", "*.tsv")
             folders["timed"] = out / "benchmarks" / "timed"
         summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
+        if guidance is not None:
+            guidance_results = Path(guidance) / "results"
+            for name in GUIDANCE:
+                _copy(guidance_results / name, out / name)
+            for path in sorted((guidance_results / "figures").glob("guidance_*")):
+                _copy(path, out / "figures" / path.name)
+            rows = pd.read_csv(guidance_results / "guidance_methods.csv")
+            for guide, sampling in zip(rows["guide"], rows["sampling"]):
+                _copy(guidance_results / "samples" / guide / sampling / "grid.png",
+                      out / "samples" / "guidance" / f"{guide}_{sampling}.png")
+            _copy_tree(Path(guidance) / "benchmarks" / "snakemake", out / "benchmarks" / "guidance", "*.tsv")
+            folders["guidance"] = out / "benchmarks" / "guidance"
+            summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
         if legacy is not None:
             legacy_results = Path(legacy) / "results"
             for name in ("table1.csv", "table1.md"):
@@ -137,12 +170,16 @@ def main(argv=None) -> int:
                                         "benchmark files go to benchmarks/timed/")
     parser.add_argument("--tuning", help="working directory of `snakemake tune` (default: --run)")
     parser.add_argument("--legacy", help="working directory of a run with config/legacy_protocol.yaml")
+    parser.add_argument("--guidance", help="working directory of a quiet run of results/guidance_methods.csv, "
+                                           "table1.csv and table1_trainings.csv: the guidance tables and figures, "
+                                           "and Table 1 with its compute columns (its results must equal --run's)")
     parser.add_argument("--to", default="results/reference", help="reference folder to rebuild")
     args = parser.parse_args(argv)
     try:
         copied = publish(Path(args.run), Path(args.to), args.timed and Path(args.timed),
-                         args.tuning and Path(args.tuning), args.legacy and Path(args.legacy))
-    except FileNotFoundError as error:
+                         args.tuning and Path(args.tuning), args.legacy and Path(args.legacy),
+                         args.guidance and Path(args.guidance))
+    except (FileNotFoundError, ValueError) as error:
         print(f"ppap.publish: {error}", file=sys.stderr)
         return 2
     print(f"{args.to}: {len(copied)} files")

@@ -72,3 +72,38 @@ def test_a_missing_file_leaves_the_old_reference(tmp_path):
     assert (reference / "report" / "summary.md").exists()
     assert not [path for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
     assert publish.main(["--run", str(broken), "--to", str(reference)]) == 2
+
+
+def fake_guidance_run(root: Path, study: Path, accuracy_shift: float = 0.0) -> Path:
+    """A quiet run of the guidance targets: the study's Table 1 plus compute columns."""
+    results = root / "results"
+    for name in ("table1.csv", "table1_trainings.csv"):
+        table = pd.read_csv(study / "results" / name)
+        table["accuracy"] = 0.5 + accuracy_shift
+        table.to_csv(study / "results" / name, index=False) if accuracy_shift == 0 else None
+        table["wall_s"] = 0.01
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(results / name, index=False)
+    for name in ("table1.md", "table1_trainings.md", "guidance_methods.md", "guidance_sweeps.csv",
+                 "tuning/guidance.csv", "tuning/guidance.md", "guidance/x0_estimate_accuracy.json",
+                 "figures/guidance_tradeoff.png"):
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / name).write_text(name)
+    pd.DataFrame([dict(method="freedom", guide="trainingfree_freedom", sampling="ddim25_s0.5")]).to_csv(
+        results / "guidance_methods.csv", index=False)
+    grid = results / "samples" / "trainingfree_freedom" / "ddim25_s0.5" / "grid.png"
+    grid.parent.mkdir(parents=True)
+    grid.write_text("freedom")
+    return root
+
+
+def test_publish_adds_the_guidance_run_and_checks_it_matches_the_study(tmp_path):
+    run = fake_run(tmp_path / "run")
+    guidance = fake_guidance_run(tmp_path / "guidance", run)
+    copied = publish.publish(run, tmp_path / "reference", guidance=guidance)
+    assert {"guidance_methods.csv", "tuning/guidance.md", "figures/guidance_tradeoff.png",
+            "guidance/x0_estimate_accuracy.json", "samples/guidance/trainingfree_freedom_ddim25_s0.5.png"} <= set(copied)
+    assert "wall_s" in pd.read_csv(tmp_path / "reference" / "table1.csv").columns  # the guidance run's Table 1
+    other = fake_guidance_run(tmp_path / "other", run, accuracy_shift=0.1)
+    with pytest.raises(ValueError, match="differs"):
+        publish.publish(run, tmp_path / "reference2", guidance=other)
