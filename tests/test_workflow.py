@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from conftest import REPO
+from conftest import REPO, merged_config
 from conftest import run_workflow as run_snakemake
 
 
@@ -55,8 +56,16 @@ def test_smoke_workflow_produces_table1(smoke_run):
     assert list(table.columns[12:19]) == ["fid_sd", "is_sd", "precision_sd", "recall_sd", "accuracy_sd",
                                           "seeds", "samples_per_seed"]
     # then the number of independent trainings (one in the quick Table 1) and the spread over them
-    assert list(table.columns[19:]) == ["trainings", "fid_sd_train", "is_sd_train", "precision_sd_train",
-                                        "recall_sd_train", "accuracy_sd_train"]
+    assert list(table.columns[19:25]) == ["trainings", "fid_sd_train", "is_sd_train", "precision_sd_train",
+                                          "recall_sd_train", "accuracy_sd_train"]
+    # then what each row cost per sample: counted passes, seconds, and where they were measured
+    assert list(table.columns[25:]) == ["denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward",
+                                        "wall_s", "threads", "machine"]
+    steps = 4  # the smoke preset's DDIM-4
+    passes = table.set_index("method")[["denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward"]]
+    assert passes.loc["unguided"].tolist() == [steps, 0, 0, 0]
+    assert passes.loc["ppap"].tolist() == passes.loc["off_the_shelf"].tolist() == [steps, 0, steps, steps]
+    assert (table["wall_s"] > 0).all()
     assert (table["trainings"] == 1).all() and table["accuracy_sd_train"].isna().all()
     assert (table["seeds"] == 2).all() and (table["samples_per_seed"] == 40).all()
     assert list(table["method"]) == ["unguided", "off_the_shelf", "noise_aware_single", "multi_expert_labeled", "ppap"]
@@ -228,16 +237,19 @@ def test_smoke_guidance_methods_table_and_validation_choices(smoke_run):
     passes per sample exact for each kind of guidance, the one-time costs of the trained rows; and
     the validation grid (results/tuning/guidance.csv), scored on the validation split only."""
     options = ["--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml")]
-    result = run_snakemake(smoke_run, "results/guidance_methods.csv", "results/tuning/guidance.csv", *options)
-    assert result.returncode == 0, result.stderr[-3000:]
+    for target in ("results/guidance_methods.csv", "results/tuning/guidance.csv"):
+        result = run_snakemake(smoke_run, target, *options)
+        assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(smoke_run / "results" / "guidance_methods.csv").set_index("method")
     steps = 4  # smoke sampling: ddim4
     assert list(table.index) == ["unguided", "off_the_shelf", "ppap", "freedom", "mpgd", "labeled_upper_bound"]
     passes = table[["denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward"]]
     assert passes.loc["unguided"].tolist() == [steps, 0, 0, 0]
     assert passes.loc["ppap"].tolist() == [steps, 0, steps, steps]
-    assert passes.loc["freedom"].tolist() == [2 * steps] * 4  # recurrence 2, through the denoiser
-    assert passes.loc["mpgd"].tolist() == [steps, 0, steps, steps]  # never through the denoiser
+    training_free = merged_config(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()))["training_free"]
+    repeats, iterations = training_free["freedom"]["recurrence"], training_free["mpgd"]["iterations"]
+    assert passes.loc["freedom"].tolist() == [repeats * steps] * 4  # every repeat through the denoiser
+    assert passes.loc["mpgd"].tolist() == [steps, 0, iterations * steps, iterations * steps]  # never through it
     assert passes.loc["labeled_upper_bound"].tolist() == [2 * steps, 0, 0, 0]  # conditional + unconditional
     assert (table["wall_s"] > 0).all()
     assert table.loc["ppap", "one_time_s"] > 0 and table.loc["labeled_upper_bound", "one_time_s"] > 0
