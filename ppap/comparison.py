@@ -153,8 +153,9 @@ def plot_tradeoff(sweeps: pd.DataFrame, rows: pd.DataFrame, unguided: Mapping | 
 
 def plot_compute(rows: pd.DataFrame, amortised_method: str | None = None,
                  sample_counts: Sequence[int] = (100, 1_000, 10_000, 100_000, 1_000_000)):
-    """Accuracy against wall-seconds per sample of every table row; for ``amortised_method`` also
-    its per-sample cost with the one-time cost spread over n samples (a curve over n)."""
+    """Accuracy against wall-seconds per sample of every table row; for each trained row (one-time
+    cost > 0) a dotted line of its per-sample cost with that cost spread over n samples, marked
+    with n for ``amortised_method``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,20 +163,23 @@ def plot_compute(rows: pd.DataFrame, amortised_method: str | None = None,
 
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     for i, row in enumerate(rows.itertuples()):
-        ax.scatter(row.wall_s * 1e3, row.accuracy, color=f"C{i % 10}", label=row.method, zorder=3)
-    if amortised_method is not None:
-        row = rows[rows["method"] == amortised_method].iloc[0]
-        if np.isfinite(row["one_time_s"]):
-            costs = [row["wall_s"] + row["one_time_s"] / n for n in sample_counts]
-            ax.plot(np.array(costs) * 1e3, [row["accuracy"]] * len(costs), ":", color="black", lw=1,
-                    label=f"{amortised_method} with its training spread over n samples")
+        color = f"C{i % 10}"
+        ax.scatter(row.wall_s * 1e3, row.accuracy, color=color, label=row.method, zorder=3)
+        if not (np.isfinite(row.one_time_s) and row.one_time_s > 0):
+            continue
+        # a trained method's cost per sample once its training is spread over n samples
+        costs = np.array([row.wall_s + row.one_time_s / n for n in sample_counts])
+        ax.plot(costs * 1e3, [row.accuracy] * len(costs), ":", color=color, lw=1)
+        if row.method == amortised_method:
             for n, cost in zip(sample_counts, costs):
-                ax.annotate(f"n={n:,}", (cost * 1e3, row["accuracy"]), textcoords="offset points", xytext=(0, -12),
-                            fontsize=6, ha="center")
+                if cost < 1.1 * row.wall_s:  # the line has reached its point: no room for more labels
+                    break
+                ax.annotate(f"n={n:,}", (cost * 1e3, row.accuracy), textcoords="offset points", xytext=(0, -12),
+                            fontsize=6, ha="center", color=color)
     ax.set_xscale("log")
     ax.set_xlabel(f"milliseconds per sample ({rows['machine'].iloc[0]}, {int(rows['threads'].iloc[0])} thread(s))")
     ax.set_ylabel("accuracy")
-    ax.set_title("Accuracy against sampling compute (validation-chosen scales)")
+    ax.set_title("Accuracy against compute per sample (dotted: training spread over n samples)")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
