@@ -106,6 +106,7 @@ def guidance_table_inputs():
     inputs["guide_stats"] = "results/models/guide.json"
     if any(grammar.guide_kind(r.guide) == "classifier_free" for r in runs):
         inputs["conditional_record"] = CONDITIONAL_MODEL + ".json"
+        inputs["conditional_model"] = CONDITIONAL_MODEL
     return inputs
 
 

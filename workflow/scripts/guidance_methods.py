@@ -9,6 +9,7 @@ from ppap import comparison, report
 from ppap.config import metrics_path
 from ppap.io import atomic_path, read_json, write_text
 from ppap.models import classifiers
+from ppap.models.unet import load_diffusion_model
 from ppap.runtime import rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as log:
@@ -17,6 +18,9 @@ with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as lo
     conditional = None
     if "conditional_record" in snakemake.input.keys():
         conditional = read_json(snakemake.input.conditional_record)
+        # the upper bound trains a whole diffusion model with labels: all of it is trainable
+        unet, _ = load_diffusion_model(snakemake.input.conditional_model)
+        conditional_params = sum(p.numel() for p in unet.parameters())
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
 
     def cell(run):
@@ -25,7 +29,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as lo
         description = report.guide_description(guide, base_params, manifests.get(guide))
         return dict(method=run["method"], guide=guide, family=comparison.guide_family(guide),
                     scale=float(run["value"]) if guide != "none" else 0.0, sampling=sampling,
-                    trainable_params=description["trainable_params"],
+                    trainable_params=(conditional_params if guide == "classifier_free"
+                                      else description["trainable_params"]),
                     **comparison.metric_columns(read_json(metrics_path(guide, sampling))),
                     **comparison.compute_columns(record), threads=record["threads"], machine=record["machine"],
                     one_time_s=comparison.one_time_cost(guide, manifests.get(guide), shards, conditional,
