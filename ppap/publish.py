@@ -87,6 +87,10 @@ def rule_of(benchmark: Path, root: Path) -> str:
         return benchmark.stem
     if parts[0] == "distill":
         return "expert_manifest" if benchmark.stem == "manifest" else "distill_expert"
+    if parts[0] == "tuning":  # tuning/<name>.tsv: the choosing rule; tuning/guidance/...: its cells
+        return f"tune_{benchmark.stem}" if len(parts) == 2 else "score_on_validation"
+    if parts[0] == "guidance":
+        return benchmark.stem
     return parts[0]
 
 

@@ -53,13 +53,15 @@ def test_publish_copies_what_the_readme_quotes(tmp_path):
 def test_benchmarks_are_summed_per_rule(tmp_path):
     root = tmp_path / "snakemake"
     for name, seconds in [("distill/a_n2/expert0.tsv", 10), ("distill/a_n2/expert1.tsv", 30),
-                          ("distill/a_n2/manifest.tsv", 2), ("train_guide.tsv", 5)]:
+                          ("distill/a_n2/manifest.tsv", 2), ("train_guide.tsv", 5),
+                          ("tuning/guidance/none/ddim25_s0.tsv", 0), ("tuning/guidance.tsv", 0)]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(f"s\tmax_rss\n{seconds}\t{seconds * 10}\n")
     summary = publish.summarize_benchmarks({"study": root}).set_index("rule")
     assert summary.loc["distill_expert", "jobs"] == 2 and summary.loc["distill_expert", "wall_s"] == 40
     assert summary.loc["distill_expert", "median_s"] == 20 and summary.loc["expert_manifest", "jobs"] == 1
     assert summary.loc["all rules", "wall_s"] == 47 and summary.loc["all rules", "max_rss_mb"] == 300
+    assert summary.loc["score_on_validation", "jobs"] == 1 and summary.loc["tune_guidance", "jobs"] == 1
 
 
 def test_a_missing_file_leaves_the_old_reference(tmp_path):
