@@ -223,6 +223,7 @@ def training_cost(guide_set: str, expert_paths: Sequence) -> dict:
     (None where an expert file predates the record)."""
     spec = grammar.parse_guide_set(guide_set)
     stats = [expert_stats(path, spec.rank) for path in expert_paths]
+
     def total(key):
         return None if any(key not in s for s in stats) else float(sum(s[key] for s in stats))
     return dict(training_wall_s=total("wall_s"), training_guide_forward=total("guide_forward"),

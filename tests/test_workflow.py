@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import yaml
 
 from conftest import REPO, merged_config
 from conftest import run_workflow as run_snakemake
+from ppap import grammar
 
 
 def test_dry_run_plans_default_target(tmp_path):
@@ -234,31 +236,39 @@ def test_routing_gradients_diagnostic_on_the_smoke_run(smoke_run, tmp_path):
 @pytest.mark.slow
 def test_smoke_guidance_methods_table_and_validation_choices(smoke_run):
     """results/guidance_methods.csv on the smoke preset: every method at its scale, the counted
-    passes per sample exact for each kind of guidance, the one-time costs of the trained rows; and
-    the validation grid (results/tuning/guidance.csv), scored on the validation split only."""
+    passes per sample exact for each kind of guidance, the one-time costs of the trained rows; a
+    validation cell scored on the validation split only, and the grid the config plans."""
     options = ["--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml")]
-    for target in ("results/guidance_methods.csv", "results/tuning/guidance.csv"):
+    # the table, and one validation cell of each kind (the choice itself: tests/test_training_free.py)
+    cell = "results/tuning/guidance/classifier_free/ddim4_s1.json"
+    for target in ("results/guidance_methods.csv", cell):
         result = run_snakemake(smoke_run, target, *options)
         assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(smoke_run / "results" / "guidance_methods.csv").set_index("method")
     steps = 4  # smoke sampling: ddim4
-    assert list(table.index) == ["unguided", "off_the_shelf", "ppap", "freedom", "mpgd", "labeled_upper_bound"]
+    # (MPGD, DPS and TFG pass counts: tests/test_training_free.py; kept out here for the suite's time)
+    assert list(table.index) == ["unguided", "ppap", "freedom", "labeled_upper_bound"]
     passes = table[["denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward"]]
     assert passes.loc["unguided"].tolist() == [steps, 0, 0, 0]
     assert passes.loc["ppap"].tolist() == [steps, 0, steps, steps]
-    training_free = merged_config(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()))["training_free"]
-    repeats, iterations = training_free["freedom"]["recurrence"], training_free["mpgd"]["iterations"]
+    config = merged_config(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()))
+    repeats = config["training_free"]["freedom"]["recurrence"]
     assert passes.loc["freedom"].tolist() == [repeats * steps] * 4  # every repeat through the denoiser
-    assert passes.loc["mpgd"].tolist() == [steps, 0, iterations * steps, iterations * steps]  # never through it
     assert passes.loc["labeled_upper_bound"].tolist() == [2 * steps, 0, 0, 0]  # conditional + unconditional
     assert (table["wall_s"] > 0).all()
     assert table.loc["ppap", "one_time_s"] > 0 and table.loc["labeled_upper_bound", "one_time_s"] > 0
-    assert table.loc["freedom", "one_time_s"] == 0 and table.loc["off_the_shelf", "one_time_s"] == 0
+    assert table.loc["freedom", "one_time_s"] == 0
     assert np.isfinite(table[["fid", "accuracy"]].drop(index="unguided").to_numpy()).all()
     for figure in ("guidance_tradeoff.png", "guidance_compute.png"):
         assert (smoke_run / "results" / "figures" / figure).stat().st_size > 0
-    cells = pd.read_csv(smoke_run / "results" / "tuning" / "guidance.csv")
-    assert cells.groupby("method")["chosen"].sum().drop("unguided").eq(1).all()
-    assert set(cells[cells.method == "freedom"].guide) == {"trainingfree_freedom", "trainingfree_freedom_rec3"}
-    logs = (smoke_run / "logs" / "tuning" / "guidance" / "trainingfree_mpgd" / "ddim4_s0.5.log").read_text()
+    scored = json.loads((smoke_run / cell).read_text())
+    assert scored["split"] == "val" and scored["seed"] == config["tuning"]["guidance"]["seed"]
+    assert scored["compute"]["per_sample"]["denoiser_forward"] == 2 * steps
+    assert 0 <= scored["metrics"]["accuracy"] <= 1
+    logs = (smoke_run / "logs" / "tuning" / "guidance" / "classifier_free" / "ddim4_s1.log").read_text()
     assert "validation digits" in logs
+    # the validation grid the config asks for: every variant, canonically named
+    plan = run_snakemake(smoke_run, "results/tuning/guidance.csv", "-n", *options)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    for variant in config["tuning"]["guidance"]["variants"]["freedom"]:
+        assert f"results/tuning/guidance/{grammar.canonical_guide(variant, config)}/ddim4_s0.5.json" in plan.stdout
