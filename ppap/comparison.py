@@ -85,12 +85,11 @@ def break_even_samples(one_time_s: float, per_sample_s: float, other_per_sample_
 
 
 def guidance_table(rows: Sequence[Mapping]) -> pd.DataFrame:
+    """The table's columns in order: what the row is, its metrics, its compute, then the spreads."""
     first = ["method", "guide", "family", "scale", "sampling", "trainable_params"]
-    metrics = [m for m in METRICS]
     compute = COMPUTE_COLUMNS + ["one_time_s"]
-    frame = pd.DataFrame(list(rows))
-    rest = ([f"{m}_sd" for m in METRICS] + EXTRA_METRICS + ["seeds", "samples_per_seed", "threads", "machine"])
-    return frame[first + metrics + compute + rest]
+    rest = [f"{m}_sd" for m in METRICS] + EXTRA_METRICS + ["seeds", "samples_per_seed", "threads", "machine"]
+    return pd.DataFrame(list(rows))[first + METRICS + compute + rest]
 
 
 def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float) -> pd.DataFrame:

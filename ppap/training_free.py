@@ -16,7 +16,8 @@ guide smoothed by Gaussian noise of std gamma_t = smoothing * sqrt(1 - abar_t); 
 
 rho_t = scale * variance * w_t and mu_t = scale * mean * w_t, with w over the sampler's steps
 (``schedule``: constant 1, increase alpha_t, decrease 1 - alpha_t) normalised to mean 1, as TFG.
-DPS, FreeDoM and MPGD are TFG's special cases (:data:`METHOD_PRESETS`). The guide sees x0_hat as
+DPS, FreeDoM and MPGD are TFG's special cases (which terms each keeps:
+:func:`ppap.grammar.training_free_settings`). The guide sees x0_hat as
 the clean image it estimates: ``guide(x0_hat, t=0)``. At scale 0 nothing is guided, drawn or
 repeated, and the step is exactly the unguided one of ``guided_model(clip="guided_diffusion")``.
 """
@@ -33,7 +34,6 @@ from ppap.diffusion import _per_sample, ddim_step, predict_x0, randn
 from ppap.guidance import NonFiniteError
 
 SCHEDULES = ("constant", "increase", "decrease")
-METHODS = ("dps", "freedom", "mpgd", "tfg")
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,6 @@ class TrainingFreeSettings:
             raise ValueError("smoothing must be >= 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r} (use one of {', '.join(SCHEDULES)})")
-
-
-# Which of TFG's terms each method uses; its other hyperparameters come from the config.
-METHOD_PRESETS = {
-    "dps": dict(variance=1.0, mean=0.0),       # x0-guidance through the denoiser, one pass per step
-    "freedom": dict(variance=1.0, mean=0.0),   # the same with recurrence (time travel)
-    "mpgd": dict(variance=0.0, mean=1.0),      # the gradient w.r.t. x0_hat only
-    "tfg": dict(variance=1.0),                 # both, with the config's mean weight, smoothing, ...
-}
 
 
 def smoothed_log_prob(guide: Callable, x0: torch.Tensor, labels: torch.Tensor,
