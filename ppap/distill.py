@@ -5,6 +5,11 @@
   the teacher's softened distribution.
 * Labeled baselines: cross-entropy on noised real images, with ground-truth labels.
 
+Per guide kind (``classification``, ``segmentation``, ``regression``): the transfer loss is the KL
+on the teacher's sharpened distribution (per pixel for a segmenter), or the MSE of the teacher's
+map (optionally scale-and-shift invariant, MiDaS's loss); the labeled loss is cross-entropy (per
+pixel) or the MSE to the ground-truth map. Every loss is per sample; the caller takes the mean.
+
 Both work for LoRA experts (one backbone, one adapter per expert, each with its own copy of the
 normalisation layers when they are trained) and for full fine-tuning (a separate copy per expert).
 """
@@ -17,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ppap.guidance import scale_shift_aligned
 from ppap.training import check_finite, linear_decay, make_optimizer, noisy_inputs, progress, random_batch
 
 
@@ -28,6 +34,52 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     student_log_probs = F.log_softmax(student_logits.float(), dim=-1)
     return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1)
+
+
+def pixel_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-sample mean over pixels of KL(softmax(teacher / tau) || softmax(student)) on [B, K, H, W]."""
+    return kd_loss(student_logits.movedim(1, -1), teacher_logits.movedim(1, -1), temperature).flatten(1).mean(1)
+
+
+def map_mse(prediction: torch.Tensor, target: torch.Tensor, invariant: bool = False) -> torch.Tensor:
+    """Per-sample mean squared error of a map; with ``invariant`` after aligning the prediction to
+    the target in scale and shift (MiDaS's scale-and-shift-invariant loss)."""
+    prediction = prediction.float()
+    if invariant:
+        prediction = scale_shift_aligned(prediction, target)
+    return ((prediction - target.float()) ** 2).flatten(1).mean(1)
+
+
+REGRESSION_LOSSES = ("mse", "scale_shift_invariant")
+
+
+def transfer_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
+                  regression_loss: str = "mse") -> torch.Tensor:
+    """Data-free knowledge transfer, per sample, for a guide of ``kind``."""
+    if kind == "classification":
+        return kd_loss(student, teacher, temperature)
+    if kind == "segmentation":
+        return pixel_kd_loss(student, teacher, temperature)
+    if kind == "regression":
+        return map_mse(student, teacher, _invariant(regression_loss))
+    raise ValueError(f"unknown guide kind {kind!r}")
+
+
+def supervised_loss(kind: str, outputs: torch.Tensor, targets: torch.Tensor, regression_loss: str = "mse") -> torch.Tensor:
+    """The labeled baselines' loss against ground truth, per sample."""
+    if kind == "classification":
+        return F.cross_entropy(outputs.float(), targets, reduction="none")
+    if kind == "segmentation":
+        return F.cross_entropy(outputs.float(), targets.long(), reduction="none").flatten(1).mean(1)
+    if kind == "regression":
+        return map_mse(outputs, targets, _invariant(regression_loss))
+    raise ValueError(f"unknown guide kind {kind!r}")
+
+
+def _invariant(regression_loss: str) -> bool:
+    if regression_loss not in REGRESSION_LOSSES:
+        raise ValueError(f"unknown regression loss {regression_loss!r} (use {' or '.join(REGRESSION_LOSSES)})")
+    return regression_loss == "scale_shift_invariant"
 
 
 def fit_noise_aware(
@@ -49,6 +101,8 @@ def fit_noise_aware(
     show_progress: bool = True,
     desc: str = "expert",
     optimizer: torch.optim.Optimizer | None = None,                   # AdamW over `params`, e.g. warm-started
+    kind: str = "classification",                                     # the guide's output: see transfer_loss
+    regression_loss: str = "mse",                                     # a regression guide's loss
 ) -> list[float]:
     """Train `student` on noisy inputs from `t_range`; returns the per-step mean loss.
 
@@ -78,9 +132,11 @@ def fit_noise_aware(
             else:
                 with torch.no_grad():
                     target_logits = teacher(x0)
-            loss = kd_loss(logits, target_logits, temperature).mean()
-        else:
+            loss = transfer_loss(kind, logits, target_logits, temperature, regression_loss).mean()
+        elif kind == "classification":  # the batch-mean form the reference results were trained with
             loss = F.cross_entropy(logits.float(), labels[idx])
+        else:
+            loss = supervised_loss(kind, logits, labels[idx], regression_loss).mean()
         check_finite(loss, step, desc)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

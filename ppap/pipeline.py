@@ -18,7 +18,7 @@ from ppap import adapters, data, diffusion, distill, experts, grammar, guidance,
 from ppap.classifier_free import classifier_free_eps
 from ppap.compute import SamplingCost
 from ppap.config import ExpertTraining
-from ppap.models import classifiers, unet as unet_models
+from ppap.models import classifiers, dense as dense_models, unet as unet_models
 from ppap.models.checkpoints import CheckpointError, load_checkpoint, load_state_dict_strict
 from ppap.runtime import autocast_context
 from ppap.training_free import TrainingFreeSettings, sample_ddim_training_free
@@ -30,6 +30,38 @@ from ppap.training import load_optimizer_moments, noisy_accuracy, optimizer_mome
 def load_digits_npz(path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as arrays:
         return {key: arrays[key] for key in arrays.files}
+
+
+# ---------------------------------------------------------------------------------------- guides
+
+def guide_checkpoint_kind(path) -> str:
+    """The checkpoint kind of a guide file: a classifier's or a dense guide's."""
+    kind = load_checkpoint(path)["kind"]
+    if kind not in (classifiers.GUIDE_KIND, dense_models.DENSE_GUIDE_KIND):
+        raise CheckpointError(f"{path} holds a {kind!r} checkpoint, not a guide")
+    return kind
+
+
+def load_any_guide(path) -> torch.nn.Module:
+    """A classifier guide or a dense guide, whichever the file holds (its weights loaded strictly)."""
+    if guide_checkpoint_kind(path) == dense_models.DENSE_GUIDE_KIND:
+        return dense_models.load_dense_guide(path)
+    return classifiers.load_guide(path)
+
+
+def guide_output_kind(guide: torch.nn.Module) -> str:
+    """What a guide's output is: ``classification`` logits, ``segmentation`` logits or ``regression``."""
+    return getattr(guide, "task", "classification")
+
+
+def save_full_guide(path, model: torch.nn.Module, base_guide_path, **metadata) -> None:
+    """A whole guide (a fully fine-tuned expert) with the base guide's spec, in the base's kind."""
+    kind = guide_checkpoint_kind(base_guide_path)
+    spec = load_checkpoint(base_guide_path, kind)["spec"]
+    if kind == dense_models.DENSE_GUIDE_KIND:
+        dense_models.save_dense_guide(path, model, spec, **metadata)
+    else:
+        classifiers.save_guide(path, model, spec, **metadata)
 
 
 # -------------------------------------------------------------------------------------- experts
@@ -45,6 +77,7 @@ def train_expert(
     device: torch.device,
     previous_expert=None,               # expert index-1's file: the warm start (None: from the guide)
     show_progress: bool = True,
+    regression_loss: str = "mse",       # a dense regressor's transfer / labeled loss (ppap.distill)
 ) -> tuple[torch.nn.Module, dict, dict | None]:
     """Train expert `index` of a guide set; returns (model to save, stats, optimizer moments).
 
@@ -57,7 +90,9 @@ def train_expert(
     statistics follow the expert's noise levels); with ``warm_start`` the expert starts from
     expert index-1's weights (LoRA and normalisation state, or the whole network) and, with
     ``optimizer``, continues its AdamW moments. Under ``precision`` bf16 the guide's forward
-    passes run in autocast; weights, optimiser state and losses stay float32.
+    passes run in autocast; weights, optimiser state and losses stay float32. A dense guide
+    (segmenter, regressor) trains alike with its own losses (:func:`ppap.distill.transfer_loss`);
+    its ``labels`` are then the ground-truth maps.
     """
     if settings.supervision == "labeled" and labels is None:
         raise ValueError("labeled experts need labels")
@@ -68,10 +103,12 @@ def train_expert(
         raise ValueError(f"{settings.guide_set}[{index}]: warm start {settings.warm_start!r} "
                          + ("needs the previous expert's file" if warm else "takes no previous expert"))
     ranges = expert_ranges(settings.guide_set, settings.n_experts, len(alphas_cumprod), settings.ranges)
-    guide = classifiers.load_guide(base_guide_path).to(device)
+    guide = load_any_guide(base_guide_path).to(device)
+    kind = guide_output_kind(guide)  # classifier, segmenter or dense regressor: which losses apply
     previous = None
     if warm:
-        previous = load_checkpoint(previous_expert, classifiers.GUIDE_KIND if settings.rank is None else adapters.ADAPTER_KIND)
+        full_kind = guide_checkpoint_kind(base_guide_path)
+        previous = load_checkpoint(previous_expert, full_kind if settings.rank is None else adapters.ADAPTER_KIND)
         _check_expert_file(previous_expert, previous, settings.guide_set, settings.rank, index - 1, ranges[index - 1])
     if settings.rank is not None:
         lora = settings.lora
@@ -119,7 +156,8 @@ def train_expert(
             settings.lr, generator, labels=None if teacher_logits is not None else labels.to(device),
             teacher_logits=teacher_logits, temperature=settings.temperature or 1.0,
             weight_decay=settings.weight_decay, show_progress=show_progress,
-            desc=f"{settings.guide_set}[{index}]", optimizer=optimizer)
+            desc=f"{settings.guide_set}[{index}]", optimizer=optimizer, kind=kind,
+            regression_loss=regression_loss)
     model.eval()
     window = max(1, min(20, len(losses) // 10))  # short runs: the windows must not overlap
     # guide passes of the training (per image in a batch): each step a forward and a backward,
@@ -145,8 +183,7 @@ def save_expert(path, model: torch.nn.Module, settings: ExpertTraining, index: i
     if settings.rank is not None:
         adapters.save_adapter(path, model, f"expert{index}", **extra)
     else:
-        base_spec = load_checkpoint(base_guide_path, classifiers.GUIDE_KIND)["spec"]
-        classifiers.save_guide(path, model, base_spec, **extra)
+        save_full_guide(path, model, base_guide_path, **extra)
 
 
 def expert_ranges(guide_set: str, n_experts: int, num_timesteps: int,
@@ -176,13 +213,13 @@ def load_expert_set(guide_set: str, base_guide_path, expert_paths: Sequence, num
     if len(expert_paths) != spec.n_experts:
         raise ValueError(f"{guide_set}: {len(expert_paths)} expert files for {spec.n_experts} experts")
     ranges = expert_ranges(guide_set, spec.n_experts, num_timesteps, ranges)
-    kind = classifiers.GUIDE_KIND if spec.rank is None else adapters.ADAPTER_KIND
+    kind = guide_checkpoint_kind(base_guide_path) if spec.rank is None else adapters.ADAPTER_KIND
     for index, path in enumerate(expert_paths):
         payload = load_checkpoint(path, kind)
         _check_expert_file(path, payload, guide_set, spec.rank, index, ranges[index])
     if spec.rank is None:
-        return experts.ModuleExperts([classifiers.load_guide(p) for p in expert_paths], ranges, routing).eval()
-    guide = classifiers.load_guide(base_guide_path)
+        return experts.ModuleExperts([load_any_guide(p) for p in expert_paths], ranges, routing).eval()
+    guide = load_any_guide(base_guide_path)
     first = adapters.read_adapter(expert_paths[0])["lora"]
     names = [f"expert{i}" for i in range(spec.n_experts)]
     with torch.random.fork_rng(devices=[]):  # fresh adapters draw an init (then overwritten) from the global RNG
@@ -215,7 +252,7 @@ def expert_stats(path, rank: int | None) -> dict:
     """What :func:`save_expert` recorded about an expert's training (``stats``)."""
     if rank is not None:
         return dict(adapters.read_adapter(path)["stats"])
-    return dict(load_checkpoint(path, classifiers.GUIDE_KIND).get("stats", {}))
+    return dict(load_checkpoint(path).get("stats", {}))
 
 
 def training_cost(guide_set: str, expert_paths: Sequence) -> dict:
@@ -284,6 +321,8 @@ def generate_samples(
     training_free: TrainingFreeSettings | None = None,  # the guide on x0_hat (ppap.training_free)
     classifier_free: int | None = None, # the null label: eps_model(x, t, y) is class-conditional
     cost: SamplingCost | None = None,   # passes through the denoiser and the guide are added here
+    targets: torch.Tensor | None = None,  # one target per sample (class or map); default balanced classes
+    energy: guidance.Energy = guidance.classifier_energy,  # the guide's log p(target | x)
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw samples batch by batch; batch b uses a generator seeded (seed, b), so runs are
     reproducible and any batch can be regenerated alone. Returns uint8 NHWC images and labels.
@@ -299,6 +338,8 @@ def generate_samples(
     FreeDoM, MPGD, TFG; DDIM only; ``clip`` guided_diffusion or none). With ``classifier_free``
     (the null label) ``eps_model(x, t, y)`` is a class-conditional model sampled with classifier-free
     guidance at ``guidance_scale`` (w = 0: the conditional model). ``cost`` counts every pass.
+    A dense guide is given its ``targets`` (one map per sample) and its ``energy``
+    (:func:`ppap.guidance.energy_for`); the targets are returned in place of the labels.
 
     Under bf16 the networks run in autocast; x_t, the guidance gradient and the sampler's update
     stay float32 (the epsilon model and ``grad_log_prob`` return float32)."""
@@ -309,7 +350,12 @@ def generate_samples(
     timesteps = schedules.respaced_timesteps(len(alphas_cumprod), steps, spacing)
     label_generator = torch.Generator().manual_seed(seed)
     conditional = guide is not None or classifier_free is not None
-    labels = balanced_labels(num_samples, num_classes, label_generator) if conditional else None
+    if targets is not None:
+        if len(targets) != num_samples:
+            raise ValueError(f"{len(targets)} targets for {num_samples} samples")
+        labels = targets if conditional else None
+    else:
+        labels = balanced_labels(num_samples, num_classes, label_generator) if conditional else None
     alphas_cumprod = alphas_cumprod.to(device)
     if cost is not None:
         eps_model = cost.denoiser.wrap(eps_model)
@@ -324,7 +370,8 @@ def generate_samples(
         if training_free is not None:
             with torch.no_grad(), autocast_context(device, precision):
                 x = sample_ddim_training_free(eps_model, guide, y, x_T, timesteps, alphas_cumprod, training_free,
-                                              guidance_scale, clip_x0=clip != "none", eta=eta, generator=generator)
+                                              guidance_scale, clip_x0=clip != "none", eta=eta, generator=generator,
+                                              energy=energy)
             images.append(data.to_uint8(x))
             if cost is not None:
                 cost.samples += n
@@ -333,7 +380,7 @@ def generate_samples(
             denoiser = classifier_free_eps(eps_model, y, classifier_free, guidance_scale)
             model = guidance.guided_model(denoiser, alphas_cumprod, sampler, clip)
         else:
-            model = guidance.guided_model(eps_model, alphas_cumprod, sampler, clip, guide, y, guidance_scale)
+            model = guidance.guided_model(eps_model, alphas_cumprod, sampler, clip, guide, y, guidance_scale, energy)
         with torch.no_grad(), autocast_context(device, precision):
             if sampler == "ddim":
                 x = diffusion.sample_ddim(model.eps_fn, x_T, timesteps, alphas_cumprod, eta=eta, generator=generator,
@@ -346,7 +393,7 @@ def generate_samples(
         images.append(data.to_uint8(x))
         if cost is not None:
             cost.samples += n
-    return np.concatenate(images), (labels.numpy() if labels is not None else None)
+    return np.concatenate(images), (labels.cpu().numpy() if labels is not None else None)
 
 
 @dataclass
@@ -360,18 +407,22 @@ class Guidance:
     training_free: TrainingFreeSettings | None = None
     classifier_free: int | None = None              # the null label of a class-conditional model
     description: str = "unguided"
+    energy: guidance.Energy = guidance.classifier_energy  # the guide's log p(target | x)
 
     def sampling_kwargs(self) -> dict:
         return dict(guide=self.guide, num_classes=self.num_classes, training_free=self.training_free,
-                    classifier_free=self.classifier_free)
+                    classifier_free=self.classifier_free, energy=self.energy)
 
 
 def load_guidance(guide_name: str, eps_model, num_timesteps: int, device: torch.device, guide_path=None,
                   manifest: dict | None = None, conditional_model_dir=None, training_free: dict | None = None,
-                  routing: str = "owner") -> Guidance:
+                  routing: str = "owner", energy: guidance.Energy | None = None) -> Guidance:
     """The :class:`Guidance` of a guide name (:mod:`ppap.grammar`): none, the off-the-shelf guide on
     x_t or (training-free) on x0_hat, a trained guide set (its manifest's experts and ranges), or
-    the class-conditional model at ``conditional_model_dir`` (classifier-free)."""
+    the class-conditional model at ``conditional_model_dir`` (classifier-free).
+
+    ``guide_path`` may hold a classifier or a dense guide; ``energy`` is then the guide's
+    log-likelihood of a target (default: the classifier's; a dense guide needs its own)."""
     kind = grammar.guide_kind(guide_name)
     if kind == "none":
         return Guidance(eps_model)
@@ -379,15 +430,20 @@ def load_guidance(guide_name: str, eps_model, num_timesteps: int, device: torch.
         model, null_label = unet_models.load_conditional_eps_model(conditional_model_dir, device)
         return Guidance(model, num_classes=null_label, classifier_free=null_label,
                         description=f"class-conditional model {conditional_model_dir} (null label {null_label})")
-    num_classes = classifiers.read_guide_spec(guide_path)["num_classes"]
+    dense = guide_checkpoint_kind(guide_path) == dense_models.DENSE_GUIDE_KIND
+    if dense and energy is None:
+        raise ValueError(f"{guide_path} is a dense guide: give its energy (ppap.guidance.energy_for)")
+    energy = energy or guidance.classifier_energy
+    num_classes = (dense_models.read_dense_spec(guide_path)["num_outputs"] if dense
+                   else classifiers.read_guide_spec(guide_path)["num_classes"])
     if kind in ("off_the_shelf", "training_free"):
-        guide = experts.SingleGuide(classifiers.load_guide(guide_path)).to(device).requires_grad_(False)
+        guide = experts.SingleGuide(load_any_guide(guide_path)).to(device).requires_grad_(False)
         settings = TrainingFreeSettings(**training_free) if kind == "training_free" else None
-        return Guidance(eps_model, guide, num_classes, settings,
+        return Guidance(eps_model, guide, num_classes, settings, energy=energy,
                         description=f"{guide_path} off the shelf" + (f", on x0_hat: {settings}" if settings else ""))
     guide = load_expert_set(guide_name, guide_path, manifest["experts"], num_timesteps, manifest["ranges"],
                             routing=routing).to(device)
-    return Guidance(eps_model, guide, num_classes,
+    return Guidance(eps_model, guide, num_classes, energy=energy,
                     description=f"{guide_name} on {guide_path}: experts {manifest['experts']}, ranges {manifest['ranges']}")
 
 

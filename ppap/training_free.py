@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ppap.diffusion import _per_sample, ddim_step, predict_x0, randn
-from ppap.guidance import NonFiniteError
+from ppap.guidance import Energy, NonFiniteError, classifier_energy
 
 SCHEDULES = ("constant", "increase", "decrease")
 
@@ -60,19 +59,19 @@ class TrainingFreeSettings:
 
 
 def smoothed_log_prob(guide: Callable, x0: torch.Tensor, labels: torch.Tensor,
-                      noise: torch.Tensor | None = None) -> torch.Tensor:
+                      noise: torch.Tensor | None = None, energy: Energy = classifier_energy) -> torch.Tensor:
     """log p~(y | x0) per sample: log of the mean of p(y | x0 + n_k) over the noise samples
-    ``noise`` (K, *x0.shape), or log p(y | x0) when ``noise`` is None. The guide sees t = 0."""
+    ``noise`` (K, *x0.shape), or log p(y | x0) when ``noise`` is None. The guide sees t = 0.
+    ``energy`` is the guide's log p(target | x) (:func:`ppap.guidance.energy_for`)."""
     if noise is None:
         batch = x0
     else:
         batch = (x0.unsqueeze(0) + noise).flatten(0, 1)
     t = torch.zeros(batch.shape[0], dtype=torch.long, device=x0.device)
-    logits = guide(batch, t)
-    # float32 at least (bf16 autocast), float64 kept (the gradient checks)
-    log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    picked = log_probs.gather(1, labels.repeat(batch.shape[0] // len(labels)).view(-1, 1)).view(-1, len(labels))
-    return torch.logsumexp(picked, dim=0) - torch.log(torch.tensor(float(picked.shape[0])))
+    repeats = batch.shape[0] // len(labels)
+    targets = labels.repeat(repeats, *([1] * (labels.ndim - 1)))
+    picked = energy(guide(batch, t), targets).view(repeats, len(labels))
+    return torch.logsumexp(picked, dim=0) - torch.log(torch.tensor(float(repeats)))
 
 
 def _check_finite(grad: torch.Tensor, t: torch.Tensor, what: str) -> torch.Tensor:
@@ -90,21 +89,22 @@ def x0_estimate(eps_fn: Callable, x_t: torch.Tensor, t: torch.Tensor, abar_t: to
 
 def variance_guidance_gradient(eps_fn: Callable, guide: Callable, x_t: torch.Tensor, t: torch.Tensor,
                                labels: torch.Tensor, abar_t: torch.Tensor, clip_x0: bool = True,
-                               noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                               noise: torch.Tensor | None = None,
+                               energy: Energy = classifier_energy) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_{x_t} log p~(y | x0_hat(x_t)) through the denoiser, x0_hat) for every sample."""
     with torch.enable_grad():
         x = x_t.detach().requires_grad_(True)
         x0 = x0_estimate(eps_fn, x, t, abar_t, clip_x0)
-        (grad,) = torch.autograd.grad(smoothed_log_prob(guide, x0, labels, noise).sum(), x)
+        (grad,) = torch.autograd.grad(smoothed_log_prob(guide, x0, labels, noise, energy).sum(), x)
     return _check_finite(grad, t, "x0-guidance").to(x_t.dtype), x0.detach()
 
 
 def mean_guidance_gradient(guide: Callable, x0: torch.Tensor, labels: torch.Tensor,
-                           noise: torch.Tensor | None = None) -> torch.Tensor:
+                           noise: torch.Tensor | None = None, energy: Energy = classifier_energy) -> torch.Tensor:
     """grad_{x0} log p~(y | x0): the guide's gradient at x0_hat, which never reaches the denoiser."""
     with torch.enable_grad():
         x = x0.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(smoothed_log_prob(guide, x, labels, noise).sum(), x)
+        (grad,) = torch.autograd.grad(smoothed_log_prob(guide, x, labels, noise, energy).sum(), x)
     return _check_finite(grad, torch.zeros(1), "x0 mean-guidance").to(x0.dtype)
 
 
@@ -129,6 +129,7 @@ def sample_ddim_training_free(
     clip_x0: bool = True,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    energy: Energy = classifier_energy,  # the guide's log p(target | x): a classifier's, or a dense one
 ) -> torch.Tensor:
     """DDIM over decreasing ``timesteps`` with TFG's guided step (module docstring)."""
     alphas_cumprod = alphas_cumprod.to(x_T.device)
@@ -149,7 +150,8 @@ def sample_ddim_training_free(
                 gamma = _per_sample((1 - abar_t).sqrt(), x) * settings.smoothing
                 noise = gamma * randn((settings.smoothing_samples, *x.shape), generator, x)
             if rho != 0:
-                grad_t, x0 = variance_guidance_gradient(eps_fn, guide, x, t_batch, labels, abar_t, clip_x0, noise)
+                grad_t, x0 = variance_guidance_gradient(eps_fn, guide, x, t_batch, labels, abar_t, clip_x0, noise,
+                                                            energy)
             else:
                 x0, grad_t = x0_estimate(eps_fn, x, t_batch, abar_t, clip_x0), None
             # eps re-derived from the (clipped) x0, as guided-diffusion's clipped denoiser does
@@ -162,7 +164,7 @@ def sample_ddim_training_free(
             if mu != 0:
                 moved = x0
                 for _ in range(settings.iterations):
-                    moved = moved + mu * mean_guidance_gradient(guide, moved, labels, noise)
+                    moved = moved + mu * mean_guidance_gradient(guide, moved, labels, noise, energy)
                 x_prev = x_prev + _per_sample(abar_prev, x).sqrt() * (moved - x0)
             if repeat + 1 < repeats:  # time travel: back to t, and take the step again
                 step_alpha = _per_sample(abar_t / abar_prev, x)
