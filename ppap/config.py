@@ -205,6 +205,67 @@ def tuning_metrics_path(guide: str, sampling: str) -> str:
     return f"results/tuning/guidance/{guide}/{sampling}.json"
 
 
+# ------------------------------------------------------------------------------ the dense study
+
+DENSE_GUIDE_KINDS = ("none", "off_the_shelf", "experts", "training_free")
+
+
+@dataclass(frozen=True)
+class DenseRun:
+    """One cell of the dense study: a task, a row (method) and its guide at one sampling setting."""
+
+    task: str
+    method: str
+    guide: str                  # canonical guide name (on the task's dense guide)
+    sampling: str               # canonical sampling name (its scale)
+
+    @property
+    def scale(self) -> float:
+        return grammar.parse_sampling(self.sampling).scale
+
+
+def dense_tasks(config: dict) -> list[str]:
+    return list((config.get("dense") or {}).get("tasks") or [])
+
+
+def _dense_run(config: dict, task: str, method: str, scale: float) -> DenseRun:
+    guide = canonical_guide(config["dense"]["methods"][method], config)
+    return DenseRun(task, method, guide, grammar.canonical_sampling(guide, _sampling_at(config, scale), config))
+
+
+def dense_scale(config: dict, task: str, method: str) -> float:
+    """The configured (validation-chosen) scale of a dense row; 0 for the unguided row."""
+    if config["dense"]["methods"][method] == "none":
+        return 0.0
+    return float(config["dense"]["scales"][task][method])
+
+
+def dense_sweep(config: dict, method: str) -> list[float]:
+    sweeps = config["dense"]["sweeps"]
+    return [float(v) for v in sweeps.get(method, sweeps["default"])]
+
+
+def dense_runs(config: dict) -> list[DenseRun]:
+    """The rows of results/table_dense.csv: every task x method at its configured scale (test split)."""
+    return [_dense_run(config, task, method, dense_scale(config, task, method))
+            for task in dense_tasks(config) for method in config["dense"]["methods"]]
+
+
+def dense_validation_runs(config: dict) -> list[DenseRun]:
+    """The validation grid of the dense study: unguided once per task, every guided method over its sweep."""
+    runs = []
+    for task in dense_tasks(config):
+        for method, guide in config["dense"]["methods"].items():
+            scales = [0.0] if guide == "none" else dense_sweep(config, method)
+            runs.extend(_dense_run(config, task, method, scale) for scale in scales)
+    return runs
+
+
+def dense_cell_path(task: str, guide: str, sampling: str, split: str = "test") -> str:
+    root = "results/dense" if split == "test" else "results/tuning/dense"
+    return f"{root}/{task}/{guide}/{sampling}.json"
+
+
 def all_runs(config: dict) -> list[Run]:
     runs = table1_runs(config, config.get("table1_trainings", 1))
     for name in config.get("ablations", {}):
@@ -287,7 +348,9 @@ def synthetic_shards(num_samples: int, shards: int, seed: int) -> list[tuple[int
 RESOURCE_RULES = ("prepare_data", "noise_schedule", "train_diffusion", "train_conditional_diffusion", "train_guide",
                   "train_evaluator", "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate", "table1",
                   "table1_trainings", "ablation", "figures", "report_notebook", "render_report", "tune_learning_rates",
-                  "score_on_validation", "tune_guidance", "guidance_methods", "x0_estimate_accuracy")
+                  "score_on_validation", "tune_guidance", "guidance_methods", "x0_estimate_accuracy",
+                  "train_dense_guide", "train_dense_evaluator", "distill_dense_expert", "dense_cell",
+                  "dense_validation", "tune_dense", "table_dense")
 
 
 def check_config(config: dict) -> None:
@@ -322,6 +385,7 @@ def check_config(config: dict) -> None:
         ablation_runs(config, ablation)  # raises with the ablation's name
     _check_tuning(config)
     _check_guidance_methods(config)
+    _check_dense(config)
     for run in all_runs(config) + tuning_runs(config):
         where = f"methods, ablations or tuning ({run.label})"
         for guide in run.guides:
@@ -383,6 +447,34 @@ def _check_tuning(config: dict) -> None:
         if (spec.rank is None) != (family == "full"):
             raise ConfigError(f"{key}: the {family!r} family's rate is tuned on "
                               f"{'a full fine-tuning' if family == 'full' else 'a LoRA'} set, not {entry['guide']!r}")
+
+
+def _check_dense(config: dict) -> None:
+    section = config.get("dense")
+    if not section:
+        return
+    guided = []
+    for method, name in section["methods"].items():
+        kind = guide_kind(name, f"dense.methods.{method}")
+        if kind not in DENSE_GUIDE_KINDS:
+            raise ConfigError(f"dense.methods.{method}: {name!r} is a {kind} guide; a dense row is one of "
+                              f"{', '.join(DENSE_GUIDE_KINDS)}")
+        if kind != "none":
+            guided.append(method)
+    for task in section["tasks"]:
+        missing = [m for m in guided if m not in (section.get("scales") or {}).get(task, {})]
+        if missing:
+            raise ConfigError(f"dense.scales.{task}: no scale for {', '.join(missing)} (chosen on validation: "
+                              "snakemake tune writes results/tuning/dense.md)")
+    for method in section.get("sweeps") or {}:
+        if method != "default" and method not in section["methods"]:
+            raise ConfigError(f"dense.sweeps.{method}: not a key of dense.methods")
+    if "default" not in (section.get("sweeps") or {}):
+        raise ConfigError("dense.sweeps needs a default sweep")
+    if section["target"] == "off_the_shelf" and section.get("pretrained"):
+        for task in section["tasks"]:
+            if task not in section["pretrained"]:
+                raise ConfigError(f"dense.pretrained has no guide for task {task!r}")
 
 
 def _check_guidance_methods(config: dict) -> None:

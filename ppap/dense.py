@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 NUM_SEGMENTATION_CLASSES = 11   # background + the ten digits
-TASK_KINDS = {"segmentation": "segmentation", "distance": "regression"}  # task -> guide output kind
+# task -> guide output kind; depth is the paper preset's (a public depth model's map, no ground truth)
+TASK_KINDS = {"segmentation": "segmentation", "distance": "regression", "depth": "regression"}
 # distance where a map has no stroke at all: the image's diagonal (no pixel is farther from a stroke)
 EMPTY_DISTANCE = math.sqrt(2.0)
 
@@ -60,7 +61,7 @@ def ground_truth_maps(task: str, images: torch.Tensor, labels: torch.Tensor | No
         return segmentation_map(images, labels, threshold)
     if task == "distance":
         return stroke_distance_map(images, threshold)
-    raise ValueError(f"unknown dense task {task!r} (use one of {', '.join(TASK_KINDS)})")
+    raise ValueError(f"dense task {task!r} has no ground-truth map on digits (segmentation, distance do)")
 
 
 def guide_maps(guide, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:

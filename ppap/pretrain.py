@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ppap.distill import supervised_loss
 from ppap.schedules import q_sample
 from ppap.training import (EMA, check_finite, make_optimizer, progress, random_batch, random_shift)
 
@@ -76,6 +77,25 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         idx = random_batch(len(images), batch_size, generator).to(images.device)
         x = random_shift(images[idx], max_shift, generator)
         loss = F.cross_entropy(model(x), labels[idx], label_smoothing=label_smoothing)
+        check_finite(loss, step, desc)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return model.eval()
+
+
+def train_dense_network(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, kind: str, steps: int,
+                        batch_size: int, lr: float, generator: torch.Generator, weight_decay: float = 0.05,
+                        show_progress: bool = True, desc: str = "dense") -> nn.Module:
+    """A dense network on clean images and their ground-truth maps (``kind``: segmentation, with
+    per-pixel cross-entropy, or regression, with MSE). No shift augmentation: a shifted image's map
+    would have to shift with it, and the maps are exact functions of the image already."""
+    optimizer, schedule = make_optimizer(list(model.parameters()), lr, weight_decay, steps, warmup_steps=steps // 20)
+    model.train()
+    for step in progress(range(steps), total=steps, desc=desc, enabled=show_progress):
+        idx = random_batch(len(images), batch_size, generator).to(images.device)
+        loss = supervised_loss(kind, model(images[idx]), maps[idx]).mean()
         check_finite(loss, step, desc)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
