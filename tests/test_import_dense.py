@@ -111,23 +111,34 @@ def test_deeplabv3_resnet50_keys_are_torchvision_keys_without_the_aux_head():
     assert any(k.startswith("aux_classifier.") for k in published.state_dict())
 
 
+def _random_dpt(config, seed: int):
+    """transformers' initialisation zeroes the position embeddings and cls token, and the head's final
+    ReLU is then almost always off (a map of zeros compares nothing): every parameter is perturbed and
+    the last convolution's bias set so that the ReLU passes most pixels."""
+    from transformers import DPTForDepthEstimation
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DPTForDepthEstimation(config)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+            model.head.head[-2].bias.fill_(1.0)
+    return model.eval()
+
+
 @pytest.fixture(scope="module")
 def dpt_dir(tmp_path_factory):
     """A tiny DPT (4 ViT layers of width 32, patch 16 as the real ones) saved with ``save_pretrained``."""
-    from transformers import DPTConfig, DPTForDepthEstimation
+    from transformers import DPTConfig
 
     config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
                        image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
                        neck_hidden_sizes=[8, 16, 16, 32], fusion_hidden_size=16)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(2)
-        model = DPTForDepthEstimation(config)
-        with torch.no_grad():   # the zero-initialised position embeddings and cls token would test nothing
-            for parameter in model.parameters():
-                parameter.add_(torch.randn_like(parameter) * 0.02)
+    model = _random_dpt(config, seed=2)
     directory = tmp_path_factory.mktemp("dpt") / "tiny-dpt"
     model.save_pretrained(directory)
-    return model.eval(), directory
+    return model, directory
 
 
 def test_cli_dpt_guide_matches_predicted_depth(tmp_path, dpt_dir):
@@ -154,6 +165,30 @@ def test_dpt_guide_is_differentiable_at_x_resolution(tmp_path, dpt_dir):
     assert out.shape == (1, 1, 40, 40)
     (grad,) = torch.autograd.grad(out.sum(), x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_hybrid_dpt_runs_at_its_configured_size_only(tmp_path):
+    """DPT-Hybrid MiDaS (a BiT stem before the ViT) checks the input size in its embedding: the importer
+    names the one --input-size that works instead of leaving the error to the first guidance step."""
+    from transformers import DPTConfig
+
+    bit = dict(model_type="bit", global_padding="same", layer_type="bottleneck", depths=[1, 1, 1],
+               hidden_sizes=[16, 32, 64], embedding_size=8, num_groups=4, embedding_dynamic_padding=True,
+               out_features=["stage1", "stage2", "stage3"])
+    config = DPTConfig(is_hybrid=True, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                       intermediate_size=64, image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
+                       neck_hidden_sizes=[16, 32, 32, 32], fusion_hidden_size=16, backbone_featmap_shape=[1, 64, 4, 4],
+                       backbone_config=bit)
+    model = _random_dpt(config, seed=4)
+    model.save_pretrained(tmp_path / "hybrid")
+    with pytest.raises(ValueError, match="a hybrid DPT takes only its configured image size: pass --input-size 64"):
+        import_dense("dpt", tmp_path / "hybrid", tmp_path / "g.pt", input_size=32, **HALF)
+    import_dense("dpt", tmp_path / "hybrid", tmp_path / "g.pt", input_size=64, **HALF)
+    x = _x(batch=1, size=48)
+    with torch.no_grad():
+        expected = model(pixel_values=_normalised(x, 64, **HALF)).predicted_depth.unsqueeze(1)
+        expected = F.interpolate(expected, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        torch.testing.assert_close(load_dense_guide(tmp_path / "g.pt")(x), expected)
 
 
 def test_sharded_dpt_directory_imports_the_same_guide(tmp_path, dpt_dir):
