@@ -175,7 +175,7 @@ def dense_table(cells: Sequence[Mapping]) -> pd.DataFrame:
         row = dict(task=cell["task"], method=cell["method"], guide=cell["guide"], scale=float(cell["scale"]),
                    seeds=len(cell["per_seed"]), samples_per_seed=cell["samples_per_seed"])
         row.update(summarise_seeds(cell["per_seed"]))
-        compute = cell.get("compute") or {}
+        compute = (cell.get("compute") or {}).get("per_sample", {})
         for key in ("denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward", "wall_s"):
             if key in compute:
                 row[key] = compute[key]

@@ -122,7 +122,7 @@ def to_markdown(frame: pd.DataFrame, with_sd: bool = True, columns: Sequence[str
     and, where several trainings were averaged, "mean ± sd (trainings ± sd_train)"; the sd
     columns are folded in. `columns` picks (and orders) the columns shown."""
     formats = dict(fid="{:.2f}", **{"is": "{:.2f}"}, precision="{:.3f}", recall="{:.3f}", accuracy="{:.3f}",
-                   density="{:.3f}", coverage="{:.3f}")
+                   density="{:.3f}", coverage="{:.3f}", miou="{:.3f}", pixel_accuracy="{:.3f}", rmse="{:.4f}")
     if columns is None:
         columns = [c for c in frame.columns if not (with_sd and (c.endswith("_sd") or c.endswith("_sd_train")))]
     missing = [c for c in columns if c not in frame.columns]

@@ -3,7 +3,7 @@ import time
 
 import torch
 
-from ppap import data, pipeline
+from ppap import data, dense, pipeline
 from ppap.compute import machine_description
 from ppap.config import ExpertTraining
 from ppap.runtime import describe_guide, describe_schedule, resolve_device, rule_session
@@ -27,11 +27,15 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
     else:
         split = pipeline.load_digits_npz(snakemake.input.data)
         images, labels = data.ImagePool([split["train_images"]]), torch.as_tensor(split["train_labels"])
+        if "task" in snakemake.wildcards.keys():  # a dense guide's labeled experts learn ground-truth maps
+            labels = dense.ground_truth_maps(snakemake.wildcards.task, data.to_float(split["train_images"]), labels,
+                                             snakemake.params.threshold)
     generator = torch.Generator(device).manual_seed(settings.seed + 1000 * index)
     start = time.perf_counter()
     model, stats, moments = pipeline.train_expert(
         settings, index, snakemake.input.guide, alphas_cumprod, images, labels, generator, device,
-        previous_expert=snakemake.input.get("previous"))
+        previous_expert=snakemake.input.get("previous"),
+        regression_loss=snakemake.params.get("regression_loss") or "mse")
     # the one-time cost of the expert (results/guidance_methods.csv): seconds here, with these threads
     stats.update(synthetic_size=settings.synthetic_size, temperature=settings.temperature,
                  wall_s=time.perf_counter() - start, threads=snakemake.threads, machine=machine_description(device))

@@ -1,0 +1,61 @@
+"""Rules dense_cell (a row of results/table_dense.csv, on the test split, every sampling seed) and
+dense_validation (a method's sweep on the validation split, the tuning seed): samples guided towards
+the held-out digits' maps, scored against them and against the real digits of the same split."""
+import numpy as np
+import torch
+
+from ppap import data, dense_study, grammar, pipeline
+from ppap.compute import cost_record
+from ppap.data import save_npz_reproducible
+from ppap.io import write_json
+from ppap.models import dense as dense_models
+from ppap.runtime import batch_size_for, resolve_device, rule_session
+
+with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.params.split})") as log:
+    device = resolve_device(snakemake.params.device)
+    task, guide_name, split_name = snakemake.wildcards.task, snakemake.wildcards.guide, snakemake.params.split
+    settings = dense_study.DenseSettings.from_config(task, snakemake.params.dense)
+    eps_model, alphas_cumprod, image_shape = pipeline.load_eps_model(snakemake.input.model, device)
+    split = pipeline.load_digits_npz(snakemake.input.data)
+    if f"{split_name}_images" not in split:
+        raise ValueError(f"the dense study's {split_name} split is missing (data.val_fraction must be > 0)")
+    real = split[f"{split_name}_images"]
+    off_the_shelf = dense_models.load_dense_guide(snakemake.input.dense_guide)
+    num_classes = dense_models.read_dense_spec(snakemake.input.dense_guide)["num_outputs"]
+    target_pool = dense_study.target_maps(settings, data.to_float(real),
+                                          torch.as_tensor(split[f"{split_name}_labels"]), off_the_shelf)
+    evaluator = (dense_models.load_dense_guide(snakemake.input.dense_evaluator)
+                 if "dense_evaluator" in snakemake.input.keys() else None)
+    manifest = None
+    if grammar.guide_kind(guide_name) == "experts":
+        ranges = snakemake.params.ranges or pipeline.expert_ranges(
+            guide_name, grammar.parse_guide_set(guide_name).n_experts, len(alphas_cumprod))
+        manifest = dict(experts=list(snakemake.input.experts), ranges=[list(r) for r in ranges])
+    batch_size = batch_size_for(dict(batch_size=snakemake.params.batch_size,
+                                     batch_size_by_device=snakemake.params.get("batch_size_by_device")), device)
+    cells, first = [], None
+    for setting in snakemake.params.samplings:
+        guidance = pipeline.load_guidance(guide_name, eps_model, len(alphas_cumprod), device,
+                                          guide_path=snakemake.input.dense_guide, manifest=manifest,
+                                          training_free=snakemake.params.get("training_free"),
+                                          routing=setting["routing"], energy=settings.energy())
+        log.info("%s %s on the %s split, scale %s: %s", task, guide_name, split_name, setting["scale"],
+                 guidance.description)
+        cell = dense_study.sample_and_score(
+            guidance, settings, alphas_cumprod, image_shape, target_pool, real, evaluator, snakemake.input.evaluator,
+            snakemake.params.seeds, snakemake.params.num_samples, batch_size, device, setting["scale"],
+            snakemake.params.evaluation, num_classes=num_classes,
+            sampler=setting["sampler"], steps=setting["steps"], eta=snakemake.params.eta,
+            precision=snakemake.params.get("precision", "fp32"), clip=setting["clip"], spacing=setting["spacing"])
+        summary = dense_study.summarise_seeds(cell.per_seed)
+        log.info("%s %s scale %s: %s", task, guide_name, setting["scale"], summary)
+        cells.append(dict(task=task, guide=guide_name, scale=setting["scale"], split=split_name,
+                          seeds=list(snakemake.params.seeds), samples_per_seed=len(cell.target_index),
+                          target=settings.target, per_seed=cell.per_seed, metrics=summary,
+                          compute=cost_record(cell.costs, snakemake.threads, device)))
+        if first is None:
+            first = cell
+    write_json(snakemake.output.cell, cells[0] if split_name == "test" else dict(cells=cells))
+    # the first cell's first seed: what the figure shows
+    save_npz_reproducible(snakemake.output.samples, samples=first.samples, predicted=first.predicted,
+                          target_index=first.target_index, targets=target_pool.numpy())
