@@ -122,7 +122,10 @@ def caption_tokens(caption: str, text_ctx: int, n_vocab: int,
         raise ValueError("the caption contains <|endoftext|>, which GLIDE's tokenizer would not treat as special")
     from transformers import GPT2Tokenizer
 
-    bpe = GPT2Tokenizer(vocab_file=str(directory / "vocab.json"), merges_file=str(directory / "merges.txt"))
+    try:
+        bpe = GPT2Tokenizer.from_pretrained(str(directory), local_files_only=True)
+    except Exception as err:    # a damaged vocab.json or merges.txt
+        raise ValueError(f"cannot read the tokenizer in {directory}: {type(err).__name__}: {err}") from err
     if len(bpe) != n_vocab:
         raise ValueError(f"tokenizer {directory} has {len(bpe)} entries, the checkpoint's vocabulary {n_vocab}")
     ids = bpe.encode(caption.lower(), add_special_tokens=False)     # GLIDE's bpe.py lower-cases first

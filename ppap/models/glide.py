@@ -92,6 +92,10 @@ class GlideArchitecture:
         object.__setattr__(self, "channel_mult", tuple(mult))
         object.__setattr__(self, "attention_resolutions", tuple(int(r) for r in self.attention_resolutions))
         object.__setattr__(self, "levels", tuple(int(m * self.model_channels) for m in mult))
+        factors = self.attention_factors
+        for i, width in enumerate(self.levels):       # fail here, not deep inside the network's construction
+            if 2**i in factors or i == len(self.levels) - 1:     # the middle block always attends
+                self.heads(width), self.heads(width, upsample=True)
 
     @property
     def attention_factors(self) -> set[int]:
