@@ -284,8 +284,8 @@ def check_diffusion_dir(key: str, path: str, data: DataShape, num_train_timestep
         raise ConfigError(f"{key}: {directory / 'scheduler'} has {info['num_train_timesteps']} training timesteps, "
                           f"diffusion.num_train_timesteps says {num_train_timesteps}")
     if info["in_channels"] != data.channels or info["out_channels"] not in (data.channels, 2 * data.channels):
-        raise ConfigError(f"{key}: {directory / model_sub} maps {info['in_channels']} to {info['out_channels']} channels, "
-                          f"the data ({data.name}) has {_plural(data.channels, 'channel')}")
+        raise ConfigError(f"{key}: {directory / model_sub} maps {info['in_channels']} to {info['out_channels']} "
+                          f"channels, the data ({data.name}) has {_plural(data.channels, 'channel')}")
     size = info["sample_size"]
     if isinstance(size, (list, tuple)) and len(set(size)) == 1:
         size = info["sample_size"] = size[0]

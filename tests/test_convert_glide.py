@@ -171,7 +171,8 @@ class RefGlide(nn.Module):
                 self.input_blocks.append(Seq(*layers))
                 chans.append(ch)
             if level != len(mult) - 1:
-                self.input_blocks.append(Seq(RefResBlock(ch, emb, ch, scale_shift, down=True) if updown else RefDown(ch)))
+                down = RefResBlock(ch, emb, ch, scale_shift, down=True) if updown else RefDown(ch)
+                self.input_blocks.append(Seq(down))
                 chans.append(ch)
                 ds *= 2
         self.middle_block = Seq(RefResBlock(ch, emb, ch, scale_shift), RefAttention(ch, n_heads(ch), width),
@@ -286,7 +287,8 @@ def test_converted_model_matches_reference_forward(case, one_thread):
         assert (expected[0] - expected[1]).abs().max() > 1e-2
         # one caption for the whole batch (what GlideEpsilon passes) equals the caption repeated
         eps = glide.GlideEpsilon(model, tokens[1], mask[1])
-        torch.testing.assert_close(eps(x, t), ref(x, t, tokens[[1, 1, 1]], mask[[1, 1, 1]])[:, :3], rtol=1e-5, atol=1e-5)
+        expected_empty = ref(x, t, tokens[[1, 1, 1]], mask[[1, 1, 1]])[:, :3]
+        torch.testing.assert_close(eps(x, t), expected_empty, rtol=1e-5, atol=1e-5)
 
 
 def test_empty_caption_is_glides_unconditional_branch():
@@ -413,7 +415,7 @@ def test_guided_sampling_runs_on_the_converted_model(tmp_path, make_guide, one_t
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character table (printable Latin-1 bytes map to themselves)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -425,7 +427,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 MERGES = [("Ġ", "a"), ("o", "r"), ("i", "n"), ("t", "h"), ("th", "e"), ("Ġ", "the"), ("Ġ", "c"), ("Ġc", "or"),
-          ("g", "i"), ("Ġcor", "gi"), ("Ġ", "o"), ("i", "l"), ("Ġo", "il"), ("'", "s"), ("a", "n"), ("Ġ", "p"), ("Ġp", "a")]
+          ("g", "i"), ("Ġcor", "gi"), ("Ġ", "o"), ("i", "l"), ("Ġo", "il"), ("'", "s"), ("a", "n"), ("Ġ", "p"),
+          ("Ġp", "a")]
 
 
 def write_tiny_bpe(directory):
@@ -480,6 +483,16 @@ def test_gpt2_tokenizer_gives_glides_ids(tmp_path, caption):
     assert mask == [True] * len(expected) + [False] * (40 - len(expected))
 
 
+def test_a_tokenizer_of_another_vocabulary_or_a_special_token_is_refused(tmp_path):
+    vocab = write_tiny_bpe(tmp_path / "bpe")
+    with pytest.raises(ValueError, match=f"has {len(vocab)} entries, the checkpoint's vocabulary 50"):
+        convert_glide.caption_tokens("a corgi", 8, 50, tmp_path / "bpe")
+    with pytest.raises(ValueError, match=re.escape("contains <|endoftext|>")):
+        convert_glide.caption_tokens("a <|endoftext|> corgi", 8, len(vocab), tmp_path / "bpe")
+    with pytest.raises(ValueError, match="the caption has 9 tokens, more than the model's 8"):
+        convert_glide.caption_tokens("a a a a a a a a a", 8, len(vocab), tmp_path / "bpe")
+
+
 def test_a_caption_reaches_the_converted_directory(tmp_path):
     vocab = write_tiny_bpe(tmp_path / "bpe")
     checkpoint = _write_checkpoint(tmp_path, n_vocab=len(vocab))
@@ -519,7 +532,8 @@ def test_wrong_flags_and_foreign_checkpoints_fail_naming_keys(tmp_path):
 
 def test_full_size_base_layout_is_the_default_architecture():
     """The released base model's layout (GLIDE's defaults), on the meta device: the flag defaults
-    read it key for key, and it has GLIDE's published size (385M parameters)."""
+    read it key for key, and it has exactly the parameter count glide-text2im's base model reports
+    (``total base parameters``: 385,030,726, as its users print it)."""
     with torch.device("meta"):
         ref = RefGlide(image_size=64, mc=192, mult=(1, 2, 3, 4), nrb=3, attn_res=(32, 16, 8), head_ch=64, ctx=128,
                        width=512, xf_layers=16, xf_heads=8, n_vocab=50257)
@@ -528,7 +542,7 @@ def test_full_size_base_layout_is_the_default_architecture():
     assert arch == glide.GlideArchitecture()
     expected = glide.expected_shapes(arch)
     assert glide.state_dict_problems({k: tuple(v.shape) for k, v in state.items()}, expected) is None
-    assert 380e6 < sum(math.prod(s) for s in expected.values()) < 390e6
+    assert sum(math.prod(s) for s in expected.values()) == 385_030_726
 
 
 CLI_ERRORS = {
@@ -537,7 +551,8 @@ CLI_ERRORS = {
     "wrong architecture flag": (["--num-res-blocks", "2"], "the checkpoint does not fit the architecture"),
     "caption without tokenizer": (["--caption", "a corgi"], "a non-empty --caption needs --tokenizer DIR"),
     "empty tokenizer dir": (["--caption", "a corgi", "--tokenizer", "{tmp}"], "has no vocab.json and no merges.txt"),
-    "no default channel_mult": (["--image-size", "32", "--channel-mult", ""], "no default channel multipliers for image size 32"),
+    "no default channel_mult": (["--image-size", "32", "--channel-mult", ""],
+                                "no default channel multipliers for image size 32"),
     "unparsable resolutions": (["--attention-resolutions", "16,x"], "argument --attention-resolutions"),
     "zero heads": (["--xf-heads", "0"], "argument --xf-heads: expected a positive integer, got '0'"),
     "xf heads not dividing": (["--xf-heads", "3"], "--xf-heads 3 does not divide the transformer width 32"),

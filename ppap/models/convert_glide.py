@@ -201,8 +201,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _Parser(prog="python -m ppap.models.convert_glide", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="GLIDE base.pt (a state dict)")
     parser.add_argument("--out", required=True, help="directory to write (glide/ + scheduler/)")
-    parser.add_argument("--caption", default="", help="the fixed caption (default: empty, GLIDE's unconditional branch)")
-    parser.add_argument("--tokenizer", help="directory with GPT-2's vocab.json and merges.txt (for a non-empty caption)")
+    parser.add_argument("--caption", default="",
+                        help="the fixed caption (default: empty, GLIDE's unconditional branch)")
+    parser.add_argument("--tokenizer",
+                        help="directory with GPT-2's vocab.json and merges.txt (for a non-empty caption)")
     parser.add_argument("--image-size", type=_positive_int, default=defaults["image_size"])
     parser.add_argument("--num-res-blocks", type=_positive_int, default=defaults["num_res_blocks"])
     parser.add_argument("--channel-mult", type=_ints, default=(), help="e.g. 1,2,3,4 (default: by image size)")

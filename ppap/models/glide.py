@@ -396,7 +396,8 @@ class GlideEpsilon(nn.Module):
         ctx = model.arch.text_ctx
         tokens, mask = torch.as_tensor(tokens, dtype=torch.long), torch.as_tensor(mask, dtype=torch.bool)
         if tokens.shape != (ctx,) or mask.shape != (ctx,):
-            raise ValueError(f"expected {ctx} tokens and mask entries, got {tuple(tokens.shape)} and {tuple(mask.shape)}")
+            raise ValueError(f"expected {ctx} tokens and mask entries, got {tuple(tokens.shape)} and "
+                             f"{tuple(mask.shape)}")
         if int(tokens.min()) < 0 or int(tokens.max()) >= model.arch.n_vocab:
             raise ValueError(f"token ids outside the vocabulary of {model.arch.n_vocab}")
         self.model = model
