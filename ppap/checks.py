@@ -225,6 +225,8 @@ def diffusion_info(directory: str | os.PathLike) -> dict:
     """What a diffusers model directory holds, from its JSON files alone (no weights are read):
     UNet class, channels, size, prediction type and the training schedule."""
     directory = Path(directory)
+    if (directory / "glide").is_dir():      # GLIDE's base model (ppap.models.convert_glide)
+        return _glide_info(directory)
     unet_config = json.loads((directory / "unet" / "config.json").read_text())
     scheduler_config = json.loads((directory / "scheduler" / "scheduler_config.json").read_text())
     return dict(
@@ -238,19 +240,41 @@ def diffusion_info(directory: str | os.PathLike) -> dict:
         prediction_type=scheduler_config.get("prediction_type", "epsilon"))
 
 
+def _glide_info(directory: Path) -> dict:
+    """:func:`diffusion_info` of a converted GLIDE directory (glide/ + scheduler/)."""
+    record = json.loads((directory / "glide" / "config.json").read_text())
+    arch = record["architecture"]
+    scheduler_config = json.loads((directory / "scheduler" / "scheduler_config.json").read_text())
+    mult = arch.get("channel_mult") or []
+    return dict(
+        path=str(directory), unet_class="GLIDE Text2ImUNet", caption=record.get("caption"),
+        in_channels=arch.get("in_channels"), out_channels=arch.get("out_channels"), sample_size=arch.get("image_size"),
+        block_out_channels=[int(m * arch.get("model_channels", 0)) for m in mult],
+        scheduler_class=scheduler_config.get("_class_name"),
+        num_train_timesteps=scheduler_config.get("num_train_timesteps"),
+        beta_schedule=scheduler_config.get("beta_schedule"), beta_start=scheduler_config.get("beta_start"),
+        beta_end=scheduler_config.get("beta_end"),
+        prediction_type=scheduler_config.get("prediction_type", "epsilon"))
+
+
 def check_diffusion_dir(key: str, path: str, data: DataShape, num_train_timesteps: int) -> dict:
     """A diffusers directory (unet/ + scheduler/) whose UNet weights match its config.json, whose
-    schedule has the config's number of timesteps and whose images fit the data."""
+    schedule has the config's number of timesteps and whose images fit the data. A converted
+    GLIDE directory (glide/ + scheduler/) is checked alike against glide/config.json."""
     directory = Path(path)
-    for sub, name in (("unet", "config.json"), ("scheduler", "scheduler_config.json")):
+    glide = (directory / "glide").is_dir()
+    model_sub = "glide" if glide else "unet"
+    for sub, name in ((model_sub, "config.json"), ("scheduler", "scheduler_config.json")):
         if not (directory / sub / name).is_file():
-            raise ConfigError(f"{key}: {directory} has no {sub}/{name} (expected a diffusers directory with unet/ and "
-                              "scheduler/, as DDPMPipeline.save_pretrained writes)")
+            layout = ("a converted GLIDE directory with glide/ and scheduler/, as python -m ppap.models.convert_glide "
+                      "writes") if glide else ("a diffusers directory with unet/ and scheduler/, as "
+                                               "DDPMPipeline.save_pretrained writes")
+            raise ConfigError(f"{key}: {directory} has no {sub}/{name} (expected {layout})")
     try:
         info = diffusion_info(directory)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{key}: cannot read the JSON configs of {directory}: {_first_line(err)}") from None
-    if info["unet_class"] not in (None, "UNet2DModel"):
+    if info["unet_class"] not in (None, "UNet2DModel", "GLIDE Text2ImUNet"):
         raise ConfigError(f"{key}: {directory / 'unet'} holds a {info['unet_class']}, expected an unconditional "
                           "UNet2DModel")
     if info["prediction_type"] not in ("epsilon", "v_prediction", "sample"):
@@ -260,16 +284,46 @@ def check_diffusion_dir(key: str, path: str, data: DataShape, num_train_timestep
         raise ConfigError(f"{key}: {directory / 'scheduler'} has {info['num_train_timesteps']} training timesteps, "
                           f"diffusion.num_train_timesteps says {num_train_timesteps}")
     if info["in_channels"] != data.channels or info["out_channels"] not in (data.channels, 2 * data.channels):
-        raise ConfigError(f"{key}: {directory / 'unet'} maps {info['in_channels']} to {info['out_channels']} channels, "
-                          f"the data ({data.name}) has {_plural(data.channels, 'channel')}")
+        raise ConfigError(f"{key}: {directory / model_sub} maps {info['in_channels']} to {info['out_channels']} "
+                          f"channels, the data ({data.name}) has {_plural(data.channels, 'channel')}")
     size = info["sample_size"]
     if isinstance(size, (list, tuple)) and len(set(size)) == 1:
         size = info["sample_size"] = size[0]
     if size != data.image_size:
-        raise ConfigError(f"{key}: {directory / 'unet'} makes {info['sample_size']} px images, data.image_size is "
+        raise ConfigError(f"{key}: {directory / model_sub} makes {info['sample_size']} px images, data.image_size is "
                           f"{data.image_size}")
-    _check_unet_weights(key, directory / "unet")
+    if glide:
+        _check_glide_weights(key, directory / "glide")
+    else:
+        _check_unet_weights(key, directory / "unet")
     return info
+
+
+def _check_glide_weights(key: str, glide_dir: Path) -> None:
+    """Every tensor of the GLIDE network glide/config.json describes, with its shape, and nothing
+    else (built on the meta device; the weights are not read), and a caption of text_ctx tokens."""
+    from ppap.models import glide
+
+    weights = glide_dir / glide.WEIGHTS_FILE
+    if not weights.is_file():
+        raise ConfigError(f"{key}: {glide_dir} has no {glide.WEIGHTS_FILE}")
+    try:
+        shapes = _safetensors_shapes(weights)
+    except Exception as err:
+        raise ConfigError(f"{key}: cannot read {weights}: {_first_line(err)}") from None
+    try:
+        record = json.loads((glide_dir / glide.CONFIG_FILE).read_text())
+        arch = glide.GlideArchitecture.from_json(record["architecture"])
+        expected = glide.expected_shapes(arch)
+        ctx = arch.text_ctx
+        if len(record["tokens"]) != ctx or len(record["mask"]) != ctx:
+            raise ValueError(f"the caption has {len(record['tokens'])} tokens, the model takes {ctx}")
+    except Exception as err:
+        raise ConfigError(f"{key}: {glide_dir / glide.CONFIG_FILE} does not describe a GLIDE model: "
+                          f"{_first_line(err)}") from None
+    problems = glide.state_dict_problems({name: tuple(shape) for name, shape in shapes.items()}, expected)
+    if problems:
+        raise ConfigError(f"{key}: {weights} does not match {glide_dir / glide.CONFIG_FILE} ({problems})")
 
 
 def _check_unet_weights(key: str, unet_dir: Path) -> None:

@@ -459,6 +459,10 @@ def sample_with_cost(guidance: Guidance, alphas_cumprod: torch.Tensor, image_sha
 
 
 def load_eps_model(model_dir, device: torch.device):
+    if (Path(model_dir) / "glide").is_dir():     # GLIDE's base model (ppap.models.convert_glide)
+        from ppap.models.glide import load_glide_eps
+
+        return load_glide_eps(model_dir, device)
     unet, scheduler = unet_models.load_diffusion_model(model_dir)
     alphas_cumprod = schedules.alphas_cumprod_from_scheduler(scheduler)
     eps = unet_models.EpsilonModel(unet, alphas_cumprod, scheduler.config.prediction_type).to(device).eval()
