@@ -66,6 +66,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/guidance.smk"
+include: "workflow/rules/dense.smk"
 
 
 rule all:
@@ -75,6 +76,7 @@ rule all:
         "results/table1.md",
         "results/table1_trainings.csv",
         "results/guidance_methods.csv",
+        *(["results/table_dense.csv"] if config.get("dense") else []),
         expand("results/ablations/{ablation}.csv", ablation=config.get("ablations", {})),
         "results/figures/noisy_accuracy.png",
         "results/figures/samples.png",
@@ -85,3 +87,4 @@ rule tune:
     input:
         "results/tuning/learning_rates.csv",
         "results/tuning/guidance.csv",
+        *(["results/tuning/dense.csv"] if config.get("dense") else []),

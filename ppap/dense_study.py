@@ -197,7 +197,9 @@ def plot_dense_maps(task: str, rows: Sequence[tuple[str, np.ndarray, np.ndarray,
     import matplotlib.pyplot as plt
 
     segmentation = task == "segmentation"
-    cmap = plt.get_cmap("tab20", dense.NUM_SEGMENTATION_CLASSES) if segmentation else plt.get_cmap("viridis")
+    # background light grey, digits 0..9 in tab10's colours
+    classes = matplotlib.colors.ListedColormap(["#eeeeee", *plt.get_cmap("tab10").colors])
+    cmap = classes if segmentation else plt.get_cmap("viridis")
     limits = dict(vmin=0, vmax=dense.NUM_SEGMENTATION_CLASSES - 1) if segmentation else dict(vmin=0, vmax=0.6)
     fig, axes = plt.subplots(len(rows), 3 * examples, figsize=(0.62 * 3 * examples, 0.75 * len(rows) + 0.4),
                              squeeze=False)

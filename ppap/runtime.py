@@ -195,9 +195,14 @@ def describe_schedule(directory: str | os.PathLike) -> str:
 
 def describe_guide(path: str | os.PathLike) -> str:
     """One log line: which guide a job loaded (architecture, classes, input channels and size)."""
-    from ppap.models.classifiers import read_guide_spec
+    from ppap.models.checkpoints import load_checkpoint
+    from ppap.models.classifiers import GUIDE_KIND
 
-    spec = read_guide_spec(path)
+    payload = load_checkpoint(path)
+    spec = dict(payload["spec"])
+    if payload["kind"] != GUIDE_KIND:  # a dense guide
+        return (f"dense guide {os.path.abspath(path)}: {spec['family']} {spec.get('arch', '')}, {spec['task']}, "
+                f"{spec['num_outputs']} output(s), input size {spec['input_size'] or 'as given'}")
     kwargs = f" {spec['model_kwargs']}" if spec.get("model_kwargs") else ""
     return (f"guide {os.path.abspath(path)}: {spec['arch']}{kwargs}, {spec['num_classes']} classes, "
             f"{spec['in_chans']} input channel(s), input size {spec['input_size'] or 'as given'}, "
