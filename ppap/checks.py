@@ -158,6 +158,11 @@ def check_files(config: Mapping) -> dict[str, dict]:
     """
     named = {key: _get(config, key) for key in FILE_KEYS}
     named = {key: path for key, path in named.items() if path}
+    dense = config.get("dense") or {}
+    for task, path in (dense.get("pretrained") or {}).items():
+        named[f"dense.pretrained.{task}"] = path
+    for task, path in ((dense.get("evaluator") or {}).get("pretrained") or {}).items():
+        named[f"dense.evaluator.pretrained.{task}"] = path
     if not named:
         return {}
     data = data_shape(config)
@@ -175,7 +180,34 @@ def check_files(config: Mapping) -> dict[str, dict]:
     if "evaluation.inception_weights" in named:
         found["evaluation.inception_weights"] = check_inception_file("evaluation.inception_weights",
                                                                      named["evaluation.inception_weights"])
+    for key, path in named.items():
+        if key.startswith("dense."):
+            found[key] = check_dense_guide_file(key, path, key.rsplit(".", 1)[1], data)
     return found
+
+
+def check_dense_guide_file(key: str, path: str, task: str, data: DataShape) -> dict:
+    """A ppap dense-guide checkpoint (python -m ppap.models.import_dense) that loads strictly into the
+    network it records, of the task's output kind, taking the data's channels; returns its spec."""
+    from ppap.dense import TASK_KINDS
+    from ppap.models import dense as dense_models
+    from ppap.models.checkpoints import CheckpointError
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"{key}: no such file: {path}")
+    try:
+        spec = dense_models.read_dense_spec(path)
+        dense_models.load_dense_guide(path)
+    except CheckpointError as err:
+        raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # no spec, a family that cannot be built, ...
+        raise ConfigError(f"{key}: cannot build the dense network recorded in {path}: {_first_line(err)}") from None
+    if spec["task"] != TASK_KINDS.get(task):
+        raise ConfigError(f"{key}: {path} is a {spec['task']} network; task {task} needs {TASK_KINDS.get(task)}")
+    if spec["in_chans"] != data.channels:
+        raise ConfigError(f"{key}: {path} takes {_plural(spec['in_chans'], 'channel')}, the data ({data.name}) has "
+                          f"{_plural(data.channels, 'channel')}")
+    return spec
 
 
 def check_guide_file(key: str, path: str, data: DataShape) -> dict:

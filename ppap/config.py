@@ -228,14 +228,19 @@ def dense_tasks(config: dict) -> list[str]:
     return list((config.get("dense") or {}).get("tasks") or [])
 
 
+def dense_methods(config: dict) -> dict[str, str]:
+    """The dense study's rows (row -> guide); a row set to null by an overlay is dropped."""
+    return {method: guide for method, guide in config["dense"]["methods"].items() if guide is not None}
+
+
 def _dense_run(config: dict, task: str, method: str, scale: float) -> DenseRun:
-    guide = canonical_guide(config["dense"]["methods"][method], config)
+    guide = canonical_guide(dense_methods(config)[method], config)
     return DenseRun(task, method, guide, grammar.canonical_sampling(guide, _sampling_at(config, scale), config))
 
 
 def dense_scale(config: dict, task: str, method: str) -> float:
     """The configured (validation-chosen) scale of a dense row; 0 for the unguided row."""
-    if config["dense"]["methods"][method] == "none":
+    if dense_methods(config)[method] == "none":
         return 0.0
     return float(config["dense"]["scales"][task][method])
 
@@ -248,14 +253,14 @@ def dense_sweep(config: dict, method: str) -> list[float]:
 def dense_runs(config: dict) -> list[DenseRun]:
     """The rows of results/table_dense.csv: every task x method at its configured scale (test split)."""
     return [_dense_run(config, task, method, dense_scale(config, task, method))
-            for task in dense_tasks(config) for method in config["dense"]["methods"]]
+            for task in dense_tasks(config) for method in dense_methods(config)]
 
 
 def dense_validation_runs(config: dict) -> list[DenseRun]:
     """The validation grid of the dense study: unguided once per task, every guided method over its sweep."""
     runs = []
     for task in dense_tasks(config):
-        for method, guide in config["dense"]["methods"].items():
+        for method, guide in dense_methods(config).items():
             scales = [0.0] if guide == "none" else dense_sweep(config, method)
             runs.extend(_dense_run(config, task, method, scale) for scale in scales)
     return runs
@@ -454,7 +459,7 @@ def _check_dense(config: dict) -> None:
     if not section:
         return
     guided = []
-    for method, name in section["methods"].items():
+    for method, name in dense_methods(config).items():
         kind = guide_kind(name, f"dense.methods.{method}")
         if kind not in DENSE_GUIDE_KINDS:
             raise ConfigError(f"dense.methods.{method}: {name!r} is a {kind} guide; a dense row is one of "
@@ -471,10 +476,14 @@ def _check_dense(config: dict) -> None:
             raise ConfigError(f"dense.sweeps.{method}: not a key of dense.methods")
     if "default" not in (section.get("sweeps") or {}):
         raise ConfigError("dense.sweeps needs a default sweep")
-    if section["target"] == "off_the_shelf" and section.get("pretrained"):
-        for task in section["tasks"]:
-            if task not in section["pretrained"]:
-                raise ConfigError(f"dense.pretrained has no guide for task {task!r}")
+    if section["target"] == "ground_truth" and "depth" in section["tasks"]:
+        raise ConfigError("dense.target: ground_truth needs the digits' maps; depth has none (use off_the_shelf)")
+    if "depth" in section["tasks"]:
+        # no ground-truth depth to train an embedded guide or evaluator on: both come from files
+        evaluators = (section.get("evaluator") or {}).get("pretrained") or {}
+        if "depth" not in (section.get("pretrained") or {}) or "depth" not in evaluators:
+            raise ConfigError("dense task depth needs dense.pretrained.depth and dense.evaluator.pretrained.depth "
+                              "(python -m ppap.models.import_dense)")
 
 
 def _check_guidance_methods(config: dict) -> None:

@@ -11,7 +11,7 @@ split (``snakemake tune``: results/tuning/dense.csv); the test split only scores
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -105,13 +105,13 @@ class DenseCell:
 
 
 def sample_and_score(guidance_, settings: DenseSettings, alphas_cumprod: torch.Tensor, image_shape,
-                     target_pool: torch.Tensor, real_images: np.ndarray, evaluator, metric_evaluator_path,
+                     target_pool: torch.Tensor, evaluator, image_metrics: Callable[[np.ndarray], dict],
                      seeds: Sequence[int], num_samples: int | None, batch_size: int, device: torch.device,
-                     scale: float, evaluation: Mapping, num_classes: int = dense.NUM_SEGMENTATION_CLASSES,
-                     **sampling) -> DenseCell:
+                     scale: float, num_classes: int = dense.NUM_SEGMENTATION_CLASSES, **sampling) -> DenseCell:
     """Draw every seed's samples of one cell towards the targets and score them: the dense scores
-    against the targets, FID / IS / precision / recall against ``real_images`` (the same split)."""
-    from ppap import metrics, pipeline
+    against the targets, and ``image_metrics(samples)`` (FID / IS / precision / recall against the
+    real images of the same split, in the preset's feature space)."""
+    from ppap import pipeline
 
     index, targets = targets_for_samples(target_pool, num_samples)
     per_seed, costs, first = [], [], None
@@ -121,9 +121,7 @@ def sample_and_score(guidance_, settings: DenseSettings, alphas_cumprod: torch.T
             targets=targets.to(device), show_progress=False, **sampling)
         predicted = predicted_maps(settings, images, evaluator)
         result = dense_scores(settings, predicted, targets, num_classes)
-        result.update(metrics.compute_metrics(images, real_images, metric_evaluator_path,
-                                              nearest_k=evaluation["nearest_k"],
-                                              isc_splits=min(evaluation["isc_splits"], len(images) // 25 or 1)))
+        result.update(image_metrics(images))
         result["seed"] = int(seed)
         per_seed.append(result)
         costs.append((seed, cost, wall))

@@ -61,3 +61,36 @@ def write_class_folders(root: Path, count: int) -> Path:
     for i in range(count):
         (root / f"n{i:08d}").mkdir(parents=True, exist_ok=True)
     return root
+
+
+def write_glide_dir(directory: Path, image_size: int = 64) -> Path:
+    """A GLIDE directory (ppap.models.convert_glide) of a tiny random Text2ImUNet: 2 levels of 32/64
+    channels, a 2-layer text transformer of width 32 over 8 tokens and a 50-token vocabulary."""
+    from ppap.models import convert_glide, glide
+
+    flags = dict(image_size=image_size, model_channels=32, num_res_blocks=1, channel_mult=(1, 2),
+                 attention_resolutions=(image_size // 2,), num_head_channels=16, text_ctx=8, xf_width=32,
+                 xf_layers=2, xf_heads=2, n_vocab=50)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = glide.GlideText2ImUNet(glide.GlideArchitecture(**flags))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = directory.parent / f"{directory.name}.base.pt"
+    torch.save(model.state_dict(), checkpoint)
+    convert_glide.convert_checkpoint(checkpoint, directory, image_size=image_size, num_res_blocks=1,
+                                     channel_mult=(1, 2), attention_resolutions=(image_size // 2,),
+                                     num_head_channels=16, xf_heads=2)
+    checkpoint.unlink()
+    return directory
+
+
+def write_dense_guide(path: Path, kind: str, outputs: int, channels: int = 3, input_size: int | None = None,
+                      seed: int = 0) -> Path:
+    """A ppap dense-guide checkpoint (a plain U-Net of width 4) of a given output kind."""
+    from ppap.models import dense
+
+    spec = dense.dense_spec("plain_unet", kind, outputs, channels, input_size, [0.5] * channels, [0.5] * channels,
+                            width=4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dense.save_dense_guide(path, dense.build_dense_guide(spec, seed=seed), spec)
+    return path

@@ -51,7 +51,7 @@ def dense_cell_inputs(wildcards):
     inputs = {
         "model": diffusion_model_dir(),
         "data": REAL_DATA,
-        "evaluator": "results/models/evaluator.pt",
+        **metric_model_input(),
         "dense_guide": dense_guide_path(wildcards.task),
         **dense_evaluator_inputs(wildcards.task),
     }

@@ -4,7 +4,7 @@ the held-out digits' maps, scored against them and against the real digits of th
 import numpy as np
 import torch
 
-from ppap import data, dense_study, grammar, pipeline
+from ppap import data, dense_study, grammar, metrics, pipeline
 from ppap.compute import cost_record
 from ppap.data import save_npz_reproducible
 from ppap.io import write_json
@@ -31,6 +31,18 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
         ranges = snakemake.params.ranges or pipeline.expert_ranges(
             guide_name, grammar.parse_guide_set(guide_name).n_experts, len(alphas_cumprod))
         manifest = dict(experts=list(snakemake.input.experts), ranges=[list(r) for r in ranges])
+    evaluation = snakemake.params.evaluation
+    if evaluation.get("feature_extractor") == "inception":  # the paper preset: Inception features, computed once
+        scorer = metrics.InceptionScorer(snakemake.input.inception, device)
+        real_pool, _ = scorer.features(real, "real")
+
+        def image_metrics(images):
+            return scorer.score(images, real_pool, nearest_k=evaluation["nearest_k"],
+                                isc_splits=min(evaluation["isc_splits"], len(images)))
+    else:
+        def image_metrics(images):
+            return metrics.compute_metrics(images, real, snakemake.input.evaluator, nearest_k=evaluation["nearest_k"],
+                                           isc_splits=min(evaluation["isc_splits"], len(images) // 25 or 1))
     batch_size = batch_size_for(dict(batch_size=snakemake.params.batch_size,
                                      batch_size_by_device=snakemake.params.get("batch_size_by_device")), device)
     cells, first = [], None
@@ -42,9 +54,9 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
         log.info("%s %s on the %s split, scale %s: %s", task, guide_name, split_name, setting["scale"],
                  guidance.description)
         cell = dense_study.sample_and_score(
-            guidance, settings, alphas_cumprod, image_shape, target_pool, real, evaluator, snakemake.input.evaluator,
+            guidance, settings, alphas_cumprod, image_shape, target_pool, evaluator, image_metrics,
             snakemake.params.seeds, snakemake.params.num_samples, batch_size, device, setting["scale"],
-            snakemake.params.evaluation, num_classes=num_classes,
+            num_classes=num_classes,
             sampler=setting["sampler"], steps=setting["steps"], eta=snakemake.params.eta,
             precision=snakemake.params.get("precision", "fp32"), clip=setting["clip"], spacing=setting["spacing"])
         summary = dense_study.summarise_seeds(cell.per_seed)
