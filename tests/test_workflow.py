@@ -272,3 +272,48 @@ def test_smoke_guidance_methods_table_and_validation_choices(smoke_run):
     assert plan.returncode == 0, plan.stderr[-3000:]
     for variant in config["tuning"]["guidance"]["variants"]["freedom"]:
         assert f"results/tuning/guidance/{grammar.canonical_guide(variant, config)}/ddim4_s0.5.json" in plan.stdout
+
+
+def test_smoke_dense_table(smoke_run):
+    """results/table_dense.csv on the smoke preset (both tasks; the off-the-shelf and FreeDoM rows left
+    out for the suite's time: their guidance paths are tests/test_dense.py's): targets are the
+    off-the-shelf dense guide's maps of the test digits, segmentations are scored by the evaluator
+    (another network, its own seed, trained apart from every guide), distances exactly."""
+    import torch
+
+    from ppap import data, dense
+    from ppap.models import dense as dense_models
+
+    overlay = smoke_run / "dense_rows.yaml"  # null drops a row (an overlay cannot delete keys otherwise)
+    overlay.write_text("dense: {methods: {off_the_shelf: null, freedom: null}}\n")
+    options = ["--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml"), str(overlay)]
+    result = run_snakemake(smoke_run, "results/table_dense.csv", *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(smoke_run / "results" / "table_dense.csv")
+    assert list(zip(table["task"], table["method"])) == [
+        (task, method) for task in ("segmentation", "distance") for method in ("unguided", "labeled_experts", "ppap")]
+    steps = 4  # smoke sampling: ddim4
+    guided = table["method"] != "unguided"
+    assert (table.loc[guided, ["guide_forward", "guide_backward"]] == steps).all().all()
+    assert (table.loc[~guided, ["guide_forward", "guide_backward"]] == 0).all().all()
+    seg, dist = table[table["task"] == "segmentation"], table[table["task"] == "distance"]
+    assert seg["miou"].between(0, 1).all() and seg["pixel_accuracy"].between(0, 1).all() and dist["rmse"].gt(0).all()
+    assert np.isfinite(table["fid"]).all() and (table["seeds"] == 2).all() and (table["samples_per_seed"] == 20).all()
+    assert table[["miou_sd", "fid_sd"]].notna().any().all()
+    models = smoke_run / "results" / "models" / "dense"
+    split = np.load(smoke_run / "results" / "data" / "digits.npz")
+    test_images = data.to_float(split["test_images"])
+    # the evaluator is no guide: another architecture, its own seed, its own file
+    evaluator, guide = (json.loads((models / "segmentation" / f"{n}.json").read_text()) for n in ("evaluator", "guide"))
+    assert evaluator["family"] == "plain_unet" and guide["family"] == "timm_unet" and evaluator["seed"] != guide["seed"]
+    for task in ("segmentation", "distance"):
+        cell = np.load(smoke_run / "results" / "dense" / task / "datafree_lora2_n1" / "ddim4_s1.npz")
+        off_the_shelf = dense_models.load_dense_guide(models / task / "guide.pt")
+        assert np.allclose(cell["targets"], dense.guide_maps(off_the_shelf, test_images).numpy())
+        assert list(cell["target_index"]) == list(range(20))  # sample i aims at test digit i
+        if task == "distance":  # scored on the sample's own strokes, exactly
+            own = dense.stroke_distance_map(data.to_float(cell["samples"]), 0.5).numpy()
+            assert np.array_equal(cell["predicted"], own)
+        assert (smoke_run / "results" / "figures" / f"dense_{task}.png").stat().st_size > 0
+    record = json.loads((smoke_run / "results" / "dense" / "segmentation" / "none" / "ddim4_s0.json").read_text())
+    assert record["split"] == "test" and record["target"] == "off_the_shelf" and len(record["per_seed"]) == 2

@@ -21,7 +21,9 @@ wildcard_constraints:
 
 def dense_guide_path(task):
     """The task's off-the-shelf dense guide: a file from the config, or the embedded one."""
-    return (DENSE.get("pretrained") or {}).get(task) or f"results/models/dense/{task}/guide.pt"
+    return (DENSE.get("pretrained") or {}).get(
+        task
+    ) or f"results/models/dense/{task}/guide.pt"
 
 
 def dense_evaluator_inputs(task):
@@ -30,13 +32,17 @@ def dense_evaluator_inputs(task):
     if task == "distance":
         return {}
     pretrained = (DENSE.get("evaluator") or {}).get("pretrained") or {}
-    return {"dense_evaluator": pretrained.get(task) or f"results/models/dense/{task}/evaluator.pt"}
+    return {
+        "dense_evaluator": pretrained.get(task)
+        or f"results/models/dense/{task}/evaluator.pt"
+    }
 
 
 def dense_expert_files(task, guide_set):
     n_experts = grammar.parse_guide_set(guide_set).n_experts
     return [
-        f"results/models/dense/{task}/{guide_set}/expert{i}.pt" for i in range(n_experts)
+        f"results/models/dense/{task}/{guide_set}/expert{i}.pt"
+        for i in range(n_experts)
     ]
 
 
@@ -72,9 +78,9 @@ def dense_distill_inputs(wildcards):
         inputs["data"] = REAL_DATA
     index = int(wildcards.index)
     if settings.warm_start != "off" and index > 0:
-        inputs[
-            "previous"
-        ] = f"results/models/dense/{wildcards.task}/{wildcards.guide_set}/expert{index - 1}.pt"
+        inputs["previous"] = (
+            f"results/models/dense/{wildcards.task}/{wildcards.guide_set}/expert{index - 1}.pt"
+        )
     return inputs
 
 
