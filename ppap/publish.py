@@ -1,7 +1,8 @@
 """Copy a finished run into ``results/reference/``: the files the README quotes and the tests check.
 
     python -m ppap.publish --run RUN_DIR [--timed TIMED_RUN_DIR] [--tuning TUNE_RUN_DIR]
-                           [--legacy LEGACY_RUN_DIR] [--guidance GUIDANCE_RUN_DIR] [--to results/reference]
+                           [--legacy LEGACY_RUN_DIR] [--guidance GUIDANCE_RUN_DIR] [--dense DENSE_RUN_DIR]
+                           [--to results/reference]
 
 ``RUN_DIR`` is a working directory of ``snakemake all`` (``-d``): its tables, ablations, figures,
 report, tuning results, each Table 1 guide set's manifest (``guides/<set>.json``, with the noisy
@@ -16,6 +17,8 @@ search (``snakemake tune``) is taken from ``--tuning`` (default ``RUN_DIR``). ``
 adds ``guidance_methods.*``, its sweeps, validation choices (``tuning/guidance.*``), figures and
 sample grids from a quiet run of those targets, with its Table 1 files (which carry the compute
 columns; their results must equal RUN_DIR's) and its benchmark files under ``benchmarks/guidance/``.
+``--dense`` adds the dense study (``table_dense.*``, ``tuning/dense.*``, ``figures/dense_*``, the dense
+networks' records under ``guides/dense/``, benchmark files under ``benchmarks/dense/``).
 
 The reference folder is rebuilt whole in a temporary sibling and renamed into place, so a failed
 copy leaves the previous reference untouched.
@@ -24,6 +27,7 @@ copy leaves the previous reference untouched.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -39,6 +43,10 @@ TUNING = ("tuning/learning_rates.csv", "tuning/learning_rates.md")
 GUIDANCE = ("guidance_methods.csv", "guidance_methods.md", "guidance_sweeps.csv", "tuning/guidance.csv",
             "tuning/guidance.md", "guidance/x0_estimate_accuracy.json")
 MEASURED = ("denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward", "wall_s", "threads", "machine")
+
+
+# from --dense: the dense study's table, its validation choices, figures and networks' records
+DENSE = ("table_dense.csv", "table_dense.md", "tuning/dense.csv", "tuning/dense.md")
 
 
 def check_same_results(study_table: Path, guidance_table: Path) -> None:
@@ -88,7 +96,13 @@ def rule_of(benchmark: Path, root: Path) -> str:
     if parts[0] == "distill":
         return "expert_manifest" if benchmark.stem == "manifest" else "distill_expert"
     if parts[0] == "tuning":  # tuning/<name>.tsv: the choosing rule; tuning/guidance/...: its cells
-        return f"tune_{benchmark.stem}" if len(parts) == 2 else "score_on_validation"
+        if len(parts) == 2:
+            return f"tune_{benchmark.stem}"
+        return "dense_validation" if parts[1] == "dense" else "score_on_validation"
+    if parts[0] == "dense":  # dense/<task>/{guide,evaluator}.tsv, <task>/<set>/expert<i>.tsv, <task>/<guide>/<sampling>.tsv
+        if len(parts) == 3:
+            return f"train_dense_{benchmark.stem}"
+        return "distill_dense_expert" if re.fullmatch(r"expert\d+", benchmark.stem) else "dense_cell"
     if parts[0] == "guidance":
         return benchmark.stem
     return parts[0]
@@ -113,7 +127,7 @@ def summarize_benchmarks(folders: dict[str, Path]) -> pd.DataFrame:
 
 
 def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None = None,
-            legacy: Path | None = None, guidance: Path | None = None) -> list[str]:
+            legacy: Path | None = None, guidance: Path | None = None, dense: Path | None = None) -> list[str]:
     """Rebuild ``to`` from the run folder(s); returns the copied paths relative to ``to``."""
     run, to = Path(run), Path(to)
     results = run / "results"
@@ -157,6 +171,17 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
             _copy_tree(Path(guidance) / "benchmarks" / "snakemake", out / "benchmarks" / "guidance", "*.tsv")
             folders["guidance"] = out / "benchmarks" / "guidance"
             summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
+        if dense is not None:
+            dense_results = Path(dense) / "results"
+            for name in DENSE:
+                _copy(dense_results / name, out / name)
+            for path in sorted((dense_results / "figures").glob("dense_*")):
+                _copy(path, out / "figures" / path.name)
+            for path in sorted((dense_results / "models" / "dense").glob("*/*.json")):
+                _copy(path, out / "guides" / "dense" / f"{path.parent.name}_{path.name}")
+            _copy_tree(Path(dense) / "benchmarks" / "snakemake", out / "benchmarks" / "dense", "*.tsv")
+            folders["dense"] = out / "benchmarks" / "dense"
+            summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
         if legacy is not None:
             legacy_results = Path(legacy) / "results"
             for name in ("table1.csv", "table1.md"):
@@ -177,12 +202,14 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance", help="working directory of a quiet run of results/guidance_methods.csv, "
                                            "table1.csv and table1_trainings.csv: the guidance tables and figures, "
                                            "and Table 1 with its compute columns (its results must equal --run's)")
+    parser.add_argument("--dense", help="working directory of a run of results/table_dense.csv and "
+                                        "results/tuning/dense.csv: the dense study's tables, figures and records")
     parser.add_argument("--to", default="results/reference", help="reference folder to rebuild")
     args = parser.parse_args(argv)
     try:
         copied = publish(Path(args.run), Path(args.to), args.timed and Path(args.timed),
                          args.tuning and Path(args.tuning), args.legacy and Path(args.legacy),
-                         args.guidance and Path(args.guidance))
+                         args.guidance and Path(args.guidance), args.dense and Path(args.dense))
     except (FileNotFoundError, ValueError) as error:
         print(f"ppap.publish: {error}", file=sys.stderr)
         return 2

@@ -109,3 +109,26 @@ def test_publish_adds_the_guidance_run_and_checks_it_matches_the_study(tmp_path)
     other = fake_guidance_run(tmp_path / "other", run, accuracy_shift=0.1)
     with pytest.raises(ValueError, match="differs"):
         publish.publish(run, tmp_path / "reference2", guidance=other)
+
+
+def test_publish_adds_the_dense_run_and_names_its_rules(tmp_path):
+    run = fake_run(tmp_path / "run")
+    dense = tmp_path / "dense"
+    for name in ("results/table_dense.csv", "results/table_dense.md", "results/tuning/dense.csv",
+                 "results/tuning/dense.md", "results/figures/dense_segmentation.png",
+                 "results/models/dense/segmentation/guide.json", "results/models/dense/segmentation/evaluator.json"):
+        (dense / name).parent.mkdir(parents=True, exist_ok=True)
+        (dense / name).write_text(name)
+    for tsv in ("dense/segmentation/guide.tsv", "dense/segmentation/evaluator.tsv",
+                "dense/segmentation/datafree_lora4_n5/expert3.tsv", "dense/segmentation/none/ddim25_s0.tsv",
+                "tuning/dense/segmentation/none.tsv", "tuning/dense.tsv", "table_dense.tsv"):
+        path = dense / "benchmarks" / "snakemake" / tsv
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("s\tmax_rss\n2.0\t100\n")
+    copied = publish.publish(run, tmp_path / "reference", dense=dense)
+    assert {"table_dense.csv", "tuning/dense.md", "figures/dense_segmentation.png",
+            "guides/dense/segmentation_guide.json", "guides/dense/segmentation_evaluator.json"} <= set(copied)
+    summary = pd.read_csv(tmp_path / "reference" / "benchmarks" / "summary.csv")
+    rules = set(summary[summary["run"] == "dense"]["rule"])
+    assert rules == {"train_dense_guide", "train_dense_evaluator", "distill_dense_expert", "dense_cell",
+                     "dense_validation", "tune_dense", "table_dense", "all rules"}
