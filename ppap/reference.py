@@ -72,7 +72,7 @@ RTOL, ATOL, SD_FACTOR = 0.15, 0.05, 3.0
 # Config sections that cannot change Table 1 beyond rounding (where and how it is scheduled), the
 # rest of the study, and the record itself.
 NOT_TABLE1 = ("threads", "resources", "device", "ablations", "ablation_center", "tuning", "table1_trainings", "study",
-              "preset", "training_free", "guidance_methods", "conditional_diffusion")
+              "preset", "training_free", "guidance_methods", "conditional_diffusion", "dense")
 RECORD_SUFFIX = ".preset.json"
 
 
