@@ -143,14 +143,15 @@ def summarise_seeds(per_seed: Sequence[Mapping]) -> dict:
 
 def validation_cells(results: Sequence[Mapping]) -> pd.DataFrame:
     """One row per (task, method, guide, scale) validation cell, with the task's score as ``score``
-    (higher is better: mIoU, or -RMSE) and its FID."""
+    (higher is better: mIoU, or -RMSE) and its FID; a cell whose guidance diverged (a non-finite
+    gradient) has FID inf and no score, so it never qualifies."""
     rows = []
     for cell in results:
         metric, higher = TASK_SCORE[cell["task"]]
         value = float(cell["metrics"][metric])
         rows.append(dict(task=cell["task"], method=cell["method"], guide=cell["guide"], scale=float(cell["scale"]),
                          metric=metric, value=value, score=value if higher else -value,
-                         fid=float(cell["metrics"]["fid"])))
+                         fid=float(cell["metrics"]["fid"]), diverged="diverged" in cell))
     return pd.DataFrame(rows)
 
 

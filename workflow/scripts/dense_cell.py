@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ppap import data, dense_study, grammar, metrics, pipeline
+from ppap.guidance import NonFiniteError
 from ppap.compute import cost_record
 from ppap.data import save_npz_reproducible
 from ppap.io import write_json
@@ -53,12 +54,22 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
                                           routing=setting["routing"], energy=settings.energy())
         log.info("%s %s on the %s split, scale %s: %s", task, guide_name, split_name, setting["scale"],
                  guidance.description)
-        cell = dense_study.sample_and_score(
-            guidance, settings, alphas_cumprod, image_shape, target_pool, evaluator, image_metrics,
-            snakemake.params.seeds, snakemake.params.num_samples, batch_size, device, setting["scale"],
-            num_classes=num_classes,
-            sampler=setting["sampler"], steps=setting["steps"], eta=snakemake.params.eta,
-            precision=snakemake.params.get("precision", "fp32"), clip=setting["clip"], spacing=setting["spacing"])
+        try:
+            cell = dense_study.sample_and_score(
+                guidance, settings, alphas_cumprod, image_shape, target_pool, evaluator, image_metrics,
+                snakemake.params.seeds, snakemake.params.num_samples, batch_size, device, setting["scale"],
+                num_classes=num_classes,
+                sampler=setting["sampler"], steps=setting["steps"], eta=snakemake.params.eta,
+                precision=snakemake.params.get("precision", "fp32"), clip=setting["clip"], spacing=setting["spacing"])
+        except NonFiniteError as err:
+            if split_name != "val":
+                raise
+            # a sweep's largest scales may diverge: recorded as such (it cannot be chosen), the sweep goes on
+            log.warning("%s %s scale %s diverged: %s", task, guide_name, setting["scale"], err)
+            cells.append(dict(task=task, guide=guide_name, scale=setting["scale"], split=split_name,
+                              seeds=list(snakemake.params.seeds), diverged=str(err),
+                              metrics={"fid": float("inf"), dense_study.TASK_SCORE[task][0]: float("nan")}))
+            continue
         summary = dense_study.summarise_seeds(cell.per_seed)
         log.info("%s %s scale %s: %s", task, guide_name, setting["scale"], summary)
         cells.append(dict(task=task, guide=guide_name, scale=setting["scale"], split=split_name,
@@ -67,6 +78,8 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
                           compute=cost_record(cell.costs, snakemake.threads, device)))
         if first is None:
             first = cell
+    if first is None:
+        raise NonFiniteError(f"every scale of {guide_name} diverged on {task}")
     write_json(snakemake.output.cell, cells[0] if split_name == "test" else dict(cells=cells))
     # the first cell's first seed: what the figure shows
     save_npz_reproducible(snakemake.output.samples, samples=first.samples, predicted=first.predicted,

@@ -30,6 +30,10 @@ with rule_session(snakemake.log[0], snakemake.threads, "tune_dense") as log:
         held = (configured.get(row.task) or {}).get(row.method)
         lines.append(f"| {row.task} | {row.method} | {row.guide} | {row.scale:g} | {row.value:.4f} | {row.fid:.3f} | "
                      f"{held if held is not None else 'none'} |")
+    diverged = cells[cells["diverged"]]
+    if len(diverged):
+        lines += ["", "Diverged (a non-finite guidance gradient; not choosable): "
+                  + ", ".join(f"{r.task} {r.method} s={r.scale:g}" for r in diverged.itertuples())]
     disagree = [(r.task, r.method) for r in chosen.itertuples() if not r.configured]
     lines += ["", "Config and validation agree." if not disagree else
               f"The config differs from the validation choice for: {disagree}"]
