@@ -65,6 +65,28 @@ def target_maps(settings: DenseSettings, images: torch.Tensor, labels: torch.Ten
     return dense.guide_maps(guide, images)
 
 
+def load_target_maps(path, settings: DenseSettings, image_size: int,
+                     num_classes: int = dense.NUM_SEGMENTATION_CLASSES) -> torch.Tensor:
+    """Target maps given in a file (``dense.target_maps``): an ``.npz`` whose ``maps`` holds
+    [N, H, W] class indices (segmentation) or [N, H, W] / [N, 1, H, W] values (regression) at the
+    diffusion model's resolution; checked, not resized."""
+    with np.load(path, allow_pickle=False) as arrays:
+        if "maps" not in arrays.files:
+            raise ValueError(f"{path}: no 'maps' array (found {arrays.files})")
+        maps = torch.from_numpy(np.array(arrays["maps"]))
+    if settings.kind == "regression" and maps.ndim == 3:
+        maps = maps.unsqueeze(1)
+    expected = 3 if settings.kind == "segmentation" else 4
+    if maps.ndim != expected or tuple(maps.shape[-2:]) != (image_size, image_size) or len(maps) == 0:
+        raise ValueError(f"{path}: maps of shape {tuple(maps.shape)}; {settings.task} needs "
+                         + ("[N, H, W]" if expected == 3 else "[N, 1, H, W]") + f" with H = W = {image_size}")
+    if settings.kind == "segmentation":
+        if maps.dtype.is_floating_point or maps.min() < 0 or maps.max() >= num_classes:
+            raise ValueError(f"{path}: segmentation maps must be integer classes in [0, {num_classes})")
+        return maps.long()
+    return maps.float()
+
+
 def targets_for_samples(maps: torch.Tensor, num_samples: int | None) -> tuple[np.ndarray, torch.Tensor]:
     """(target index of each sample, its map): sample i aims at held-out digit i mod len(maps)."""
     count = len(maps) if num_samples is None else int(num_samples)

@@ -231,3 +231,22 @@ def test_dense_experts_train_and_load_as_a_routed_guide(guide_set, task, abar, t
     # each sample went to its own expert: the same as running that expert alone
     alone = routed.run_expert(1, images[1:2], t[1:])
     assert torch.allclose(out[1:], alone, atol=1e-5)
+
+
+def test_target_maps_from_a_file_are_checked(tmp_path):
+    from ppap import dense_study
+
+    settings = dense_study.DenseSettings("segmentation")
+    maps = np.random.default_rng(0).integers(0, 11, (5, 8, 8))
+    np.savez(tmp_path / "maps.npz", maps=maps)
+    loaded = dense_study.load_target_maps(tmp_path / "maps.npz", settings, 8)
+    assert loaded.dtype == torch.long and torch.equal(loaded, torch.from_numpy(maps))
+    np.savez(tmp_path / "big.npz", maps=maps + 11)
+    with pytest.raises(ValueError, match="integer classes"):
+        dense_study.load_target_maps(tmp_path / "big.npz", settings, 8)
+    with pytest.raises(ValueError, match="H = W = 16"):
+        dense_study.load_target_maps(tmp_path / "maps.npz", settings, 16)
+    distances = dense_study.load_target_maps(tmp_path / "maps.npz", dense_study.DenseSettings("distance"), 8)
+    assert distances.shape == (5, 1, 8, 8) and distances.dtype == torch.float32
+    index, targets = dense_study.targets_for_samples(loaded, 7)
+    assert list(index) == [0, 1, 2, 3, 4, 0, 1] and torch.equal(targets[5], loaded[0])

@@ -66,6 +66,15 @@ def dense_cell_inputs(wildcards):
     return inputs
 
 
+def dense_test_inputs(wildcards):
+    """A test cell's inputs: dense_cell_inputs, and the target maps' file if the config gives one."""
+    inputs = dense_cell_inputs(wildcards)
+    maps = (DENSE.get("target_maps") or {}).get(wildcards.task)
+    if maps:
+        inputs["target_maps"] = maps
+    return inputs
+
+
 def dense_distill_inputs(wildcards):
     settings = expert_training(wildcards.guide_set, config)
     inputs = {
@@ -171,7 +180,7 @@ rule distill_dense_expert:
 
 rule dense_cell:
     input:
-        unpack(dense_cell_inputs),
+        unpack(dense_test_inputs),
     output:
         cell="results/dense/{task}/{guide}/{sampling}.json",
         samples="results/dense/{task}/{guide}/{sampling}.npz",

@@ -23,8 +23,13 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
     real = split[f"{split_name}_images"]
     off_the_shelf = dense_models.load_dense_guide(snakemake.input.dense_guide)
     num_classes = dense_models.read_dense_spec(snakemake.input.dense_guide)["num_outputs"]
-    target_pool = dense_study.target_maps(settings, data.to_float(real),
-                                          torch.as_tensor(split[f"{split_name}_labels"]), off_the_shelf)
+    if "target_maps" in snakemake.input.keys():  # the table's targets given in a file (dense.target_maps)
+        target_pool = dense_study.load_target_maps(snakemake.input.target_maps, settings, image_shape[-1],
+                                                   dense_models.read_dense_spec(snakemake.input.dense_guide)["num_outputs"])
+        log.info("targets: %d maps from %s", len(target_pool), snakemake.input.target_maps)
+    else:
+        target_pool = dense_study.target_maps(settings, data.to_float(real),
+                                              torch.as_tensor(split[f"{split_name}_labels"]), off_the_shelf)
     evaluator = (dense_models.load_dense_guide(snakemake.input.dense_evaluator)
                  if "dense_evaluator" in snakemake.input.keys() else None)
     manifest = None
