@@ -12,11 +12,11 @@ with rule_session(snakemake.log[0], snakemake.threads, "table_dense") as log:
     table = dense_study.dense_table(cells)
     with atomic_path(snakemake.output.csv, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
-    sections = ["# Dense guidance (test split; mean ± sd over sampling seeds)", ""]
+    sections = []
     for task, group in table.groupby("task", sort=False):
         metrics = [m for m in dense_study.METRICS if m in group and group[m].notna().any()]
         compute = [c for c in ("guide_forward", "guide_backward", "wall_s") if c in group]
-        sections += [f"## {task}", "", report.to_markdown(group, columns=["method", "guide", "scale", *metrics,
+        sections += [f"**{task}** (test split; mean ± sd over sampling seeds)", "", report.to_markdown(group, columns=["method", "guide", "scale", *metrics,
                                                                            *compute]), ""]
     sections.append("wall_s: seconds per sample of sampling on the machine and threads of each job "
                     "(results/dense/<task>/<guide>/<sampling>.json).")
