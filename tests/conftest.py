@@ -106,25 +106,32 @@ def expert_training(guide_set: str, **overrides):
     return ExpertTraining(**settings)
 
 
-def run_workflow(workdir: Path, target: str, *options: str, timeout: int = 900,
+def run_workflow(workdir: Path, target: str | tuple, *options: str, timeout: int = 900,
                  env: dict | None = None) -> subprocess.CompletedProcess:
-    """``snakemake <target>`` with this repository's Snakefile in ``workdir`` (the target first:
-    --configfile takes several values and would swallow it); this interpreter's bin directory is
-    first on PATH because the notebook rule calls papermill from there."""
-    cmd = [sys.executable, "-m", "snakemake", target, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+    """``snakemake <target>`` with this repository's Snakefile in ``workdir`` (the target, or a tuple of
+    targets, first: --configfile takes several values and would swallow it); this interpreter's bin
+    directory is first on PATH because the notebook rule calls papermill from there."""
+    targets = [target] if isinstance(target, str) else list(target)
+    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            *options]
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONHASHSEED": "0", "PATH": path, **(env or {})})
 
 
+DENSE_ROWS = "dense_rows.yaml"  # the smoke run's overlay: null drops a row (an overlay cannot delete keys otherwise)
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """One uninterrupted local run of Table 1 on the smoke preset, shared by every test that reads
-    it (tests that need to change it work on a copy)."""
+    """One uninterrupted local run of Table 1 and the dense table on the smoke preset, shared by every
+    test that reads it (tests that need to change it work on a copy)."""
     workdir = tmp_path_factory.mktemp("smoke")
-    result = run_workflow(workdir, "results/table1.csv", "--cores", "2",
-                          "--configfile", str(REPO / "config" / "smoke.yaml"))
+    # the dense table in the same run (its networks train while Table 1's do: one DAG, both cores busy),
+    # without its off-the-shelf and FreeDoM rows (tests/test_dense.py covers their guidance paths)
+    (workdir / DENSE_ROWS).write_text("dense: {methods: {off_the_shelf: null, freedom: null}}\n")
+    result = run_workflow(workdir, ("results/table1.csv", "results/table_dense.csv"), "--cores", "2",
+                          "--configfile", str(REPO / "config" / "smoke.yaml"), str(workdir / DENSE_ROWS))
     if result.returncode != 0:
         logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
         pytest.fail(f"smoke workflow failed:\n{result.stderr[-4000:]}\n{logs}")
