@@ -59,7 +59,7 @@ def target_maps(settings: DenseSettings, images: torch.Tensor, labels: torch.Ten
     """The targets of the held-out ``images`` (float NCHW in [-1, 1]): the off-the-shelf dense
     ``guide``'s own maps, or their ground-truth maps."""
     if settings.target == "ground_truth":
-        return dense.ground_truth_maps(settings.task, images, labels, settings.threshold)
+        return dense.ground_truth_maps(settings.task, images.cpu(), labels, settings.threshold)
     if guide is None or getattr(guide, "task", None) != settings.kind:
         raise ValueError(f"targets from the off-the-shelf guide need a {settings.kind} guide")
     return dense.guide_maps(guide, images)
@@ -103,8 +103,8 @@ def predicted_maps(settings: DenseSettings, images_uint8: np.ndarray, evaluator=
         return dense.stroke_distance_map(x, settings.threshold)
     if evaluator is None:
         raise ValueError(f"scoring {settings.task} needs an evaluator network")
-    with torch.no_grad():
-        return dense.guide_maps(evaluator, x, batch_size)
+    with torch.no_grad():  # on the evaluator's device; the maps come back to the CPU
+        return dense.guide_maps(evaluator, x.to(next(evaluator.parameters()).device), batch_size).cpu()
 
 
 def dense_scores(settings: DenseSettings, predicted: torch.Tensor, targets: torch.Tensor,

@@ -119,19 +119,14 @@ def run_workflow(workdir: Path, target: str | tuple, *options: str, timeout: int
                           env={**os.environ, "PYTHONHASHSEED": "0", "PATH": path, **(env or {})})
 
 
-DENSE_ROWS = "dense_rows.yaml"  # the smoke run's overlay: null drops a row (an overlay cannot delete keys otherwise)
-
-
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """One uninterrupted local run of Table 1 and the dense table on the smoke preset, shared by every
     test that reads it (tests that need to change it work on a copy)."""
     workdir = tmp_path_factory.mktemp("smoke")
-    # the dense table in the same run (its networks train while Table 1's do: one DAG, both cores busy),
-    # without its off-the-shelf and FreeDoM rows (tests/test_dense.py covers their guidance paths)
-    (workdir / DENSE_ROWS).write_text("dense: {methods: {off_the_shelf: null, freedom: null}}\n")
+    # the dense table in the same run: its networks train while Table 1's do (one DAG, both cores busy)
     result = run_workflow(workdir, ("results/table1.csv", "results/table_dense.csv"), "--cores", "2",
-                          "--configfile", str(REPO / "config" / "smoke.yaml"), str(workdir / DENSE_ROWS))
+                          "--configfile", str(REPO / "config" / "smoke.yaml"))
     if result.returncode != 0:
         logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
         pytest.fail(f"smoke workflow failed:\n{result.stderr[-4000:]}\n{logs}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from test_imagenet_preset import planned_jobs, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,9 +49,20 @@ def test_glide_preset_plans_the_dense_table_from_public_models(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_a_dense_file_of_the_wrong_kind_is_named_before_any_job(tmp_path):
-    placeholders(tmp_path, {**DENSE_FILES, "pretrained/dpt_hybrid_midas_depth.pt": ("segmentation", 21)})
-    result = snakemake(tmp_path, "results/table_dense.csv", "-n", "--cores", "1", "--configfile", *PRESETS)
-    assert result.returncode != 0
-    assert ("dense.pretrained.depth: pretrained/dpt_hybrid_midas_depth.pt is a segmentation network; "
-            "task depth needs regression") in result.stderr + result.stdout
+def test_a_dense_file_of_the_wrong_kind_is_named(tmp_path):
+    """What the pre-run checks say (ppap.checks.check_files) when a depth model is a segmenter."""
+    from pretrained_files import write_dense_guide
+
+    from ppap.checks import DataShape, check_dense_guide_file
+    from ppap.config import ConfigError
+
+    data = DataShape("folder", 1000, 3, 64)
+    path = write_dense_guide(tmp_path / "depth.pt", "segmentation", 21)
+    with pytest.raises(ConfigError, match="dense.pretrained.depth: .*depth.pt is a segmentation network; "
+                                          "task depth needs regression"):
+        check_dense_guide_file("dense.pretrained.depth", str(path), "depth", data)
+    assert check_dense_guide_file("dense.pretrained.segmentation", str(path), "segmentation", data)["num_outputs"] == 21
+    with pytest.raises(ConfigError, match="takes 3 channels"):
+        check_dense_guide_file("dense.pretrained.segmentation", str(path), "segmentation", DataShape("digits", 10, 1, 8))
+    with pytest.raises(ConfigError, match="no such file"):
+        check_dense_guide_file("dense.pretrained.depth", str(tmp_path / "missing.pt"), "depth", data)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DENSE_ROWS, REPO, merged_config
+from conftest import REPO, merged_config
 from conftest import run_workflow as run_snakemake
 from ppap import grammar
 
@@ -275,8 +275,8 @@ def test_smoke_guidance_methods_table_and_validation_choices(smoke_run):
 
 
 def test_smoke_dense_table(smoke_run):
-    """results/table_dense.csv on the smoke preset (both tasks; the off-the-shelf and FreeDoM rows left
-    out for the suite's time: their guidance paths are tests/test_dense.py's): targets are the
+    """results/table_dense.csv on the smoke preset (both tasks; its off-the-shelf and FreeDoM rows are
+    dropped in config/smoke.yaml for the suite's time: their guidance paths are tests/test_dense.py's): targets are the
     off-the-shelf dense guide's maps of the test digits, segmentations are scored by the evaluator
     (another network, its own seed, trained apart from every guide), distances exactly."""
     import torch
@@ -284,8 +284,8 @@ def test_smoke_dense_table(smoke_run):
     from ppap import data, dense
     from ppap.models import dense as dense_models
 
-    # the smoke run built it (tests/conftest.py), with the rows of its overlay: nothing is left to do
-    options = ["--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml"), str(smoke_run / DENSE_ROWS)]
+    # the smoke run built it (tests/conftest.py): nothing is left to do
+    options = ["--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml")]
     plan = run_snakemake(smoke_run, "results/table_dense.csv", "-n", *options)
     assert plan.returncode == 0 and "Nothing to be done" in plan.stdout + plan.stderr, plan.stderr[-3000:]
     table = pd.read_csv(smoke_run / "results" / "table_dense.csv")

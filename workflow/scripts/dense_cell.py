@@ -5,9 +5,9 @@ import numpy as np
 import torch
 
 from ppap import data, dense_study, grammar, metrics, pipeline
-from ppap.guidance import NonFiniteError
 from ppap.compute import cost_record
 from ppap.data import save_npz_reproducible
+from ppap.guidance import NonFiniteError
 from ppap.io import write_json
 from ppap.models import dense as dense_models
 from ppap.runtime import batch_size_for, resolve_device, rule_session
@@ -21,16 +21,15 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
     if f"{split_name}_images" not in split:
         raise ValueError(f"the dense study's {split_name} split is missing (data.val_fraction must be > 0)")
     real = split[f"{split_name}_images"]
-    off_the_shelf = dense_models.load_dense_guide(snakemake.input.dense_guide)
+    off_the_shelf = dense_models.load_dense_guide(snakemake.input.dense_guide).to(device)
     num_classes = dense_models.read_dense_spec(snakemake.input.dense_guide)["num_outputs"]
     if "target_maps" in snakemake.input.keys():  # the table's targets given in a file (dense.target_maps)
-        target_pool = dense_study.load_target_maps(snakemake.input.target_maps, settings, image_shape[-1],
-                                                   dense_models.read_dense_spec(snakemake.input.dense_guide)["num_outputs"])
+        target_pool = dense_study.load_target_maps(snakemake.input.target_maps, settings, image_shape[-1], num_classes)
         log.info("targets: %d maps from %s", len(target_pool), snakemake.input.target_maps)
     else:
-        target_pool = dense_study.target_maps(settings, data.to_float(real),
-                                              torch.as_tensor(split[f"{split_name}_labels"]), off_the_shelf)
-    evaluator = (dense_models.load_dense_guide(snakemake.input.dense_evaluator)
+        target_pool = dense_study.target_maps(settings, data.to_float(real).to(device),
+                                              torch.as_tensor(split[f"{split_name}_labels"]), off_the_shelf).cpu()
+    evaluator = (dense_models.load_dense_guide(snakemake.input.dense_evaluator).to(device)
                  if "dense_evaluator" in snakemake.input.keys() else None)
     manifest = None
     if grammar.guide_kind(guide_name) == "experts":
