@@ -266,9 +266,9 @@ def dense_validation_runs(config: dict) -> list[DenseRun]:
     return runs
 
 
-def dense_cell_path(task: str, guide: str, sampling: str, split: str = "test") -> str:
-    root = "results/dense" if split == "test" else "results/tuning/dense"
-    return f"{root}/{task}/{guide}/{sampling}.json"
+def dense_cell_path(task: str, guide: str, sampling: str) -> str:
+    """A test cell's record (the validation sweeps: results/tuning/dense/<task>/<guide>.json)."""
+    return f"results/dense/{task}/{guide}/{sampling}.json"
 
 
 def all_runs(config: dict) -> list[Run]:
@@ -478,10 +478,24 @@ def _check_dense(config: dict) -> None:
         raise ConfigError("dense.sweeps needs a default sweep")
     if section["target"] == "ground_truth" and "depth" in section["tasks"]:
         raise ConfigError("dense.target: ground_truth needs the digits' maps; depth has none (use off_the_shelf)")
+    pretrained = section.get("pretrained") or {}
+    evaluators = (section.get("evaluator") or {}).get("pretrained") or {}
+    for task in section["tasks"]:
+        # the embedded dense networks and the labeled experts learn the digits' exact maps
+        if task != "depth" and config["data"]["source"] != "digits" and (
+                task not in pretrained or (task != "distance" and task not in evaluators)):
+            raise ConfigError(f"dense task {task} on data.source {config['data']['source']}: its guide and evaluator "
+                              f"must come from files (dense.pretrained.{task}, dense.evaluator.pretrained.{task}); "
+                              "the embedded ones train on the digits' maps")
+        labeled = [m for m, name in dense_methods(config).items()
+                   if guide_kind(name, f"dense.methods.{m}") == "experts"
+                   and grammar.parse_guide_set(name).supervision == "labeled"]
+        if labeled and (task == "depth" or config["data"]["source"] != "digits"):
+            raise ConfigError(f"dense.methods {', '.join(labeled)}: labeled experts need ground-truth {task} maps, "
+                              "which only the digits have (set the row to null)")
     if "depth" in section["tasks"]:
         # no ground-truth depth to train an embedded guide or evaluator on: both come from files
-        evaluators = (section.get("evaluator") or {}).get("pretrained") or {}
-        if "depth" not in (section.get("pretrained") or {}) or "depth" not in evaluators:
+        if "depth" not in pretrained or "depth" not in evaluators:
             raise ConfigError("dense task depth needs dense.pretrained.depth and dense.evaluator.pretrained.depth "
                               "(python -m ppap.models.import_dense)")
 

@@ -250,3 +250,33 @@ def test_target_maps_from_a_file_are_checked(tmp_path):
     assert distances.shape == (5, 1, 8, 8) and distances.dtype == torch.float32
     index, targets = dense_study.targets_for_samples(loaded, 7)
     assert list(index) == [0, 1, 2, 3, 4, 0, 1] and torch.equal(targets[5], loaded[0])
+
+
+def test_dense_config_checks_name_the_key():
+    import copy
+
+    import yaml
+
+    from conftest import REPO, merged_config
+    from ppap.config import ConfigError, _check_dense, dense_runs
+
+    glide = merged_config(*(yaml.safe_load((REPO / "config" / name).read_text())
+                            for name in ("imagenet256.yaml", "glide64.yaml")))
+    _check_dense(glide)
+    assert [(r.task, r.method) for r in dense_runs(glide)][:4] == [
+        ("segmentation", "unguided"), ("segmentation", "off_the_shelf"), ("segmentation", "ppap"),
+        ("segmentation", "freedom")]  # the null row is dropped
+    labeled = copy.deepcopy(glide)
+    labeled["dense"]["methods"]["labeled_experts"] = "labeled_full_n5"
+    for task in ("segmentation", "depth"):
+        labeled["dense"]["scales"][task]["labeled_experts"] = 1
+    with pytest.raises(ConfigError, match="labeled experts need ground-truth"):
+        _check_dense(labeled)
+    embedded = copy.deepcopy(glide)
+    del embedded["dense"]["evaluator"]["pretrained"]["segmentation"]
+    with pytest.raises(ConfigError, match="dense.evaluator.pretrained.segmentation"):
+        _check_dense(embedded)
+    default = merged_config()
+    del default["dense"]["scales"]["distance"]["ppap"]
+    with pytest.raises(ConfigError, match="dense.scales.distance: no scale for ppap"):
+        _check_dense(default)
