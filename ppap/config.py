@@ -486,7 +486,7 @@ def _check_dense(config: dict) -> None:
                 task not in pretrained or (task != "distance" and task not in evaluators)):
             raise ConfigError(f"dense task {task} on data.source {config['data']['source']}: its guide and evaluator "
                               f"must come from files (dense.pretrained.{task}, dense.evaluator.pretrained.{task}); "
-                              "the embedded ones train on the digits' maps")
+                              "the embedded ones train on the digits' maps; or dense: null, no dense study")
         labeled = [m for m, name in dense_methods(config).items()
                    if guide_kind(name, f"dense.methods.{m}") == "experts"
                    and grammar.parse_guide_set(name).supervision == "labeled"]
