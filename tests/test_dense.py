@@ -280,3 +280,15 @@ def test_dense_config_checks_name_the_key():
     del default["dense"]["scales"]["distance"]["ppap"]
     with pytest.raises(ConfigError, match="dense.scales.distance: no scale for ppap"):
         _check_dense(default)
+
+
+def test_distance_scores_come_from_the_samples_own_strokes():
+    from ppap import dense_study
+
+    images = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    settings = dense_study.DenseSettings("distance")
+    shown = dense_study.predicted_maps(settings, images)  # no evaluator network at all
+    assert torch.equal(shown, dense.stroke_distance_map(torch.from_numpy(images).permute(0, 3, 1, 2) / 127.5 - 1))
+    assert dense_study.dense_scores(settings, shown, shown) == {"rmse": 0.0}
+    with pytest.raises(ValueError, match="needs an evaluator"):
+        dense_study.predicted_maps(dense_study.DenseSettings("segmentation"), images)

@@ -275,12 +275,11 @@ def test_smoke_guidance_methods_table_and_validation_choices(smoke_run):
 
 
 def test_smoke_dense_table(smoke_run):
-    """results/table_dense.csv on the smoke preset (both tasks; its off-the-shelf and FreeDoM rows are
-    dropped in config/smoke.yaml for the suite's time: their guidance paths are tests/test_dense.py's): targets are the
-    off-the-shelf dense guide's maps of the test digits, segmentations are scored by the evaluator
-    (another network, its own seed, trained apart from every guide), distances exactly."""
-    import torch
-
+    """results/table_dense.csv on the smoke preset (both tasks, three rows: config/smoke.yaml drops the
+    off-the-shelf and FreeDoM rows, whose guidance paths are tests/test_dense.py's), built in the same
+    run as Table 1: targets are the off-the-shelf dense guide's maps of the test digits, segmentations
+    are scored by the evaluator (another network, its own seed, trained apart from every guide),
+    distances exactly from the samples' own strokes."""
     from ppap import data, dense
     from ppap.models import dense as dense_models
 
@@ -305,14 +304,17 @@ def test_smoke_dense_table(smoke_run):
     # the evaluator is no guide: another architecture, its own seed, its own file
     evaluator, guide = (json.loads((models / "segmentation" / f"{n}.json").read_text()) for n in ("evaluator", "guide"))
     assert evaluator["family"] == "plain_unet" and guide["family"] == "timm_unet" and evaluator["seed"] != guide["seed"]
+    cell = np.load(smoke_run / "results" / "dense" / "segmentation" / "datafree_lora2_n1" / "ddim4_s1.npz")
+    off_the_shelf = dense_models.load_dense_guide(models / "segmentation" / "guide.pt")
+    # (another process, maybe other thread counts: an argmax may flip on a float tie, hence >= 99%)
+    assert (cell["targets"] == dense.guide_maps(off_the_shelf, test_images).numpy()).mean() >= 0.99
+    assert list(cell["target_index"]) == list(range(20))  # sample i aims at test digit i
+    scorer = dense_models.load_dense_guide(models / "segmentation" / "evaluator.pt")
+    assert (cell["predicted"] == dense.guide_maps(scorer, data.to_float(cell["samples"])).numpy()).mean() >= 0.99
+    distance = np.load(smoke_run / "results" / "dense" / "distance" / "labeled_full_n1" / "ddim4_s1.npz")
+    own = dense.stroke_distance_map(data.to_float(distance["samples"]), 0.5).numpy()
+    assert np.array_equal(distance["predicted"], own)  # scored on the samples' own strokes, exactly
     for task in ("segmentation", "distance"):
-        cell = np.load(smoke_run / "results" / "dense" / task / "datafree_lora2_n1" / "ddim4_s1.npz")
-        off_the_shelf = dense_models.load_dense_guide(models / task / "guide.pt")
-        assert np.allclose(cell["targets"], dense.guide_maps(off_the_shelf, test_images).numpy())
-        assert list(cell["target_index"]) == list(range(20))  # sample i aims at test digit i
-        if task == "distance":  # scored on the sample's own strokes, exactly
-            own = dense.stroke_distance_map(data.to_float(cell["samples"]), 0.5).numpy()
-            assert np.array_equal(cell["predicted"], own)
         assert (smoke_run / "results" / "figures" / f"dense_{task}.png").stat().st_size > 0
     record = json.loads((smoke_run / "results" / "dense" / "segmentation" / "none" / "ddim4_s0.json").read_text())
     assert record["split"] == "test" and record["target"] == "off_the_shelf" and len(record["per_seed"]) == 2
