@@ -40,7 +40,6 @@ line and exit with code 2.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import sys

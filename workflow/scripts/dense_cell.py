@@ -1,7 +1,6 @@
 """Rules dense_cell (a row of results/table_dense.csv, on the test split, every sampling seed) and
 dense_validation (a method's sweep on the validation split, the tuning seed): samples guided towards
 the held-out digits' maps, scored against them and against the real digits of the same split."""
-import numpy as np
 import torch
 
 from ppap import data, dense_study, grammar, metrics, pipeline

@@ -1,7 +1,6 @@
 """Rule tune_dense: the dense study's validation grid, each method's chosen scale (highest mIoU, or
 lowest RMSE, among cells whose validation FID is within tuning.dense.max_fid_ratio of the unguided
 cell's) beside the scale the config holds (dense.scales)."""
-import pandas as pd
 
 from ppap import dense_study
 from ppap.io import atomic_path, read_json
