@@ -25,11 +25,9 @@ fit it) print one line and exit with code 2.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +35,7 @@ from typing import Sequence
 import torch
 
 from ppap.models.checkpoints import CheckpointError
+from ppap.models.cli import OneLineParser, int_list, number_list, positive_int, user_errors
 
 # guided-diffusion's default channel multipliers per image size (create_model in its script_util);
 # it has none for other sizes, and neither has this converter: pass --channel-mult.
@@ -376,55 +375,23 @@ def conversion_record(arch: ADMArchitecture, checkpoint, sha256: str, num_timest
                 num_timesteps=num_timesteps, noise_schedule=noise_schedule)
 
 
-def _ints(text: str) -> tuple:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 32,16,8, got {text!r}") from None
-
-
-def _mults(text: str) -> tuple:
-    try:
-        return tuple(float(v) if "." in v else int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,1,2,2,4,4, "
-                                         f"got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line, ``prog: error: message``, with exit code 2 (no usage dump)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = _Parser(prog="python -m ppap.models.convert_adm", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m ppap.models.convert_adm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="guided-diffusion .pt state dict")
     parser.add_argument("--out", required=True, help="diffusers directory to write (unet/ + scheduler/)")
-    parser.add_argument("--image-size", type=_positive_int, default=256)
-    parser.add_argument("--num-res-blocks", type=_positive_int, default=2)
-    parser.add_argument("--channel-mult", type=_mults, default=(), help="e.g. 1,1,2,2,4,4 (default: by image size)")
-    parser.add_argument("--attention-resolutions", type=_ints, default=(32, 16, 8), help="e.g. 32,16,8")
+    parser.add_argument("--image-size", type=positive_int, default=256)
+    parser.add_argument("--num-res-blocks", type=positive_int, default=2)
+    parser.add_argument("--channel-mult", type=number_list, default=(), help="e.g. 1,1,2,2,4,4 (default: by image size)")
+    parser.add_argument("--attention-resolutions", type=int_list, default=(32, 16, 8), help="e.g. 32,16,8")
     parser.add_argument("--num-head-channels", type=int, default=64, help="-1: use --num-heads")
-    parser.add_argument("--num-heads", type=_positive_int, default=4)
+    parser.add_argument("--num-heads", type=positive_int, default=4)
     parser.add_argument("--num-heads-upsample", type=int, default=-1,
                         help="-1: --num-heads; another count is refused (diffusers cannot express it)")
     parser.add_argument("--use-new-attention-order", action="store_true")
-    parser.add_argument("--diffusion-steps", type=_positive_int, default=1000)
+    parser.add_argument("--diffusion-steps", type=positive_int, default=1000)
     parser.add_argument("--noise-schedule", choices=("linear", "cosine"), default="linear")
     args = parser.parse_args(argv)
-    try:
+    with user_errors(parser.prog):
         arch = convert_checkpoint(args.checkpoint, args.out, image_size=args.image_size,
                                   num_timesteps=args.diffusion_steps, noise_schedule=args.noise_schedule,
                                   num_res_blocks=args.num_res_blocks, channel_mult=args.channel_mult,
@@ -432,9 +399,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   num_head_channels=args.num_head_channels, num_heads=args.num_heads,
                                   num_heads_upsample=args.num_heads_upsample,
                                   use_new_attention_order=args.use_new_attention_order)
-    except (CheckpointError, ValueError, OSError) as err:   # user errors: one line; anything else is a bug
-        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"wrote {args.out}: {arch}")
     print(f"{', '.join(NOT_IN_CHECKPOINT)} shape no tensor, so the checkpoint cannot confirm them: they are "
           f"the flags given (every flag is recorded in {Path(args.out) / 'adm_conversion.json'})")

@@ -30,11 +30,9 @@ print one line and exit with code 2.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
@@ -42,6 +40,7 @@ from typing import Sequence
 import torch
 
 from ppap.models.checkpoints import CheckpointError
+from ppap.models.cli import OneLineParser, int_list, positive_int, user_errors
 from ppap.models.glide import (CONFIG_FILE, GLIDE_DIR, WEIGHTS_FILE, GlideArchitecture, build_glide,
                                padded_tokens_and_mask)
 
@@ -172,59 +171,32 @@ def convert_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, ca
     return arch
 
 
-def _ints(text: str) -> tuple:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 32,16,8, got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line, ``prog: error: message``, with exit code 2 (no usage dump)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     defaults = {f.name: f.default for f in fields(GlideArchitecture) if f.init}
-    parser = _Parser(prog="python -m ppap.models.convert_glide", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m ppap.models.convert_glide", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="GLIDE base.pt (a state dict)")
     parser.add_argument("--out", required=True, help="directory to write (glide/ + scheduler/)")
     parser.add_argument("--caption", default="",
                         help="the fixed caption (default: empty, GLIDE's unconditional branch)")
     parser.add_argument("--tokenizer",
                         help="directory with GPT-2's vocab.json and merges.txt (for a non-empty caption)")
-    parser.add_argument("--image-size", type=_positive_int, default=defaults["image_size"])
-    parser.add_argument("--num-res-blocks", type=_positive_int, default=defaults["num_res_blocks"])
-    parser.add_argument("--channel-mult", type=_ints, default=(), help="e.g. 1,2,3,4 (default: by image size)")
-    parser.add_argument("--attention-resolutions", type=_ints, default=defaults["attention_resolutions"],
+    parser.add_argument("--image-size", type=positive_int, default=defaults["image_size"])
+    parser.add_argument("--num-res-blocks", type=positive_int, default=defaults["num_res_blocks"])
+    parser.add_argument("--channel-mult", type=int_list, default=(), help="e.g. 1,2,3,4 (default: by image size)")
+    parser.add_argument("--attention-resolutions", type=int_list, default=defaults["attention_resolutions"],
                         help="e.g. 32,16,8")
     parser.add_argument("--num-head-channels", type=int, default=defaults["num_head_channels"],
                         help="-1: use --num-heads")
-    parser.add_argument("--num-heads", type=_positive_int, default=defaults["num_heads"])
+    parser.add_argument("--num-heads", type=positive_int, default=defaults["num_heads"])
     parser.add_argument("--num-heads-upsample", type=int, default=defaults["num_heads_upsample"])
-    parser.add_argument("--xf-heads", type=_positive_int, default=defaults["xf_heads"])
+    parser.add_argument("--xf-heads", type=positive_int, default=defaults["xf_heads"])
     args = parser.parse_args(argv)
-    try:
+    with user_errors(parser.prog):
         arch = convert_checkpoint(args.checkpoint, args.out, caption=args.caption, tokenizer=args.tokenizer,
                                   image_size=args.image_size, num_res_blocks=args.num_res_blocks,
                                   channel_mult=args.channel_mult, attention_resolutions=args.attention_resolutions,
                                   num_head_channels=args.num_head_channels, num_heads=args.num_heads,
                                   num_heads_upsample=args.num_heads_upsample, xf_heads=args.xf_heads)
-    except (CheckpointError, ValueError, OSError) as err:   # user errors: one line; anything else is a bug
-        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"wrote {args.out}: {arch}")
     print(f"{', '.join(NOT_IN_CHECKPOINT)} shape no tensor, so the checkpoint cannot confirm them: they are the "
           f"flags given (every flag is recorded in {Path(args.out) / GLIDE_DIR / CONFIG_FILE})")

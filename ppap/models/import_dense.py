@@ -42,15 +42,15 @@ from __future__ import annotations
 
 import difflib
 import json
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ppap.models.checkpoints import CheckpointError, load_state_dict_strict
+from ppap.models.cli import OneLineParser, positive_int, user_errors
 from ppap.models.dense import build_dense_guide, dense_spec, save_dense_guide
-from ppap.models.import_guide import _Parser, _positive_int, check_normalisation, read_weights
+from ppap.models.import_guide import check_normalisation, read_weights
 
 FAMILY_TASKS = {"torchvision_segmentation": "segmentation", "dpt": "regression"}
 AUX_PREFIX = "aux_classifier."
@@ -235,7 +235,7 @@ def import_dense(family: str, weights: str | Path, out: str | Path, *, arch: str
 
 
 def main(argv=None) -> None:
-    parser = _Parser(prog="python -m ppap.models.import_dense", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m ppap.models.import_dense", description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", required=True, choices=sorted(FAMILY_TASKS))
     parser.add_argument("--arch", default=None,
                         help="torchvision segmentation model name, e.g. deeplabv3_resnet50 (not for dpt)")
@@ -243,20 +243,17 @@ def main(argv=None) -> None:
                         help="torchvision: a local .pth/.pt/.safetensors state dict; dpt: a local model directory")
     parser.add_argument("--task", choices=sorted(set(FAMILY_TASKS.values())), default=None,
                         help="default: the family's (segmentation for torchvision, regression for dpt)")
-    parser.add_argument("--num-outputs", type=_positive_int, default=None,
+    parser.add_argument("--num-outputs", type=positive_int, default=None,
                         help="classes of a segmentation model (21 for VOC labels); 1 for depth (the default)")
-    parser.add_argument("--input-size", type=_positive_int, default=None,
+    parser.add_argument("--input-size", type=positive_int, default=None,
                         help="side the network runs at (default: x's own resolution)")
     parser.add_argument("--mean", type=float, nargs=3, required=True, help="per RGB channel, on [0, 1]")
     parser.add_argument("--std", type=float, nargs=3, required=True, help="per RGB channel")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    try:
+    with user_errors(parser.prog):
         import_dense(args.family, args.weights, args.out, arch=args.arch, task=args.task,
                      num_outputs=args.num_outputs, input_size=args.input_size, mean=args.mean, std=args.std)
-    except (CheckpointError, ValueError, OSError) as err:   # user errors: one line; anything else is a bug
-        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"wrote {args.out}")
 
 

@@ -13,13 +13,12 @@ and exit with code 2.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 from ppap.models.checkpoints import CheckpointError, load_state_dict_strict
+from ppap.models.cli import OneLineParser, positive_int, user_errors
 from ppap.models.classifiers import build_timm_guide, guide_spec, save_guide
 
 
@@ -103,41 +102,21 @@ def import_timm_guide(arch: str, weights: str | Path, num_classes: int, in_chans
     save_guide(out, guide, spec, source=str(weights))
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line, ``prog: error: message``, with exit code 2 (no usage dump)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def main(argv=None) -> None:
-    parser = _Parser(prog="python -m ppap.models.import_guide", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m ppap.models.import_guide", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, help="timm model name, e.g. resnet50 or deit_small_patch16_224")
     parser.add_argument("--weights", required=True, help="local .pth/.pt/.safetensors state dict")
-    parser.add_argument("--num-classes", type=_positive_int, required=True)
-    parser.add_argument("--in-chans", type=_positive_int, default=3,
+    parser.add_argument("--num-classes", type=positive_int, required=True)
+    parser.add_argument("--in-chans", type=positive_int, default=3,
                         help="input channels of the classifier (default 3; 1 for grey-scale guides)")
-    parser.add_argument("--input-size", type=_positive_int, default=None, help="side the classifier expects")
+    parser.add_argument("--input-size", type=positive_int, default=None, help="side the classifier expects")
     parser.add_argument("--mean", type=float, nargs="+", required=True, help="one per input channel, on [0, 1]")
     parser.add_argument("--std", type=float, nargs="+", required=True, help="one per input channel")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    try:
+    with user_errors(parser.prog):
         import_timm_guide(args.arch, args.weights, args.num_classes, args.in_chans, args.input_size, args.mean,
                           args.std, args.out)
-    except (CheckpointError, ValueError, OSError) as err:   # user errors: one line; anything else is a bug
-        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"wrote {args.out}")
 
 
