@@ -71,18 +71,12 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                      lr: float, generator: torch.Generator, weight_decay: float = 0.05, max_shift: int = 1,
                      label_smoothing: float = 0.0, show_progress: bool = True, desc: str = "classifier") -> nn.Module:
     """Cross-entropy training on clean images (the guide never sees noise; nor does the evaluator)."""
-    optimizer, schedule = make_optimizer(list(model.parameters()), lr, weight_decay, steps, warmup_steps=steps // 20)
-    model.train()
-    for step in progress(range(steps), total=steps, desc=desc, enabled=show_progress):
-        idx = random_batch(len(images), batch_size, generator).to(images.device)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         x = random_shift(images[idx], max_shift, generator)
-        loss = F.cross_entropy(model(x), labels[idx], label_smoothing=label_smoothing)
-        check_finite(loss, step, desc)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return model.eval()
+        return F.cross_entropy(model(x), labels[idx], label_smoothing=label_smoothing)
+
+    return _fit_on_clean(model, batch_loss, images, steps, batch_size, lr, generator, weight_decay, show_progress, desc)
 
 
 def train_dense_network(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, kind: str, steps: int,
@@ -91,11 +85,21 @@ def train_dense_network(model: nn.Module, images: torch.Tensor, maps: torch.Tens
     """A dense network on clean images and their ground-truth maps (``kind``: segmentation, with
     per-pixel cross-entropy, or regression, with MSE). No shift augmentation: a shifted image's map
     would have to shift with it, and the maps are exact functions of the image already."""
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return supervised_loss(kind, model(images[idx]), maps[idx]).mean()
+
+    return _fit_on_clean(model, batch_loss, images, steps, batch_size, lr, generator, weight_decay, show_progress, desc)
+
+
+def _fit_on_clean(model: nn.Module, batch_loss, images: torch.Tensor, steps: int, batch_size: int, lr: float,
+                  generator: torch.Generator, weight_decay: float, show_progress: bool, desc: str) -> nn.Module:
+    """AdamW with warm-up and linear decay over ``steps`` random batches of ``images``;
+    ``batch_loss(indices)`` is the loss of one batch."""
     optimizer, schedule = make_optimizer(list(model.parameters()), lr, weight_decay, steps, warmup_steps=steps // 20)
     model.train()
     for step in progress(range(steps), total=steps, desc=desc, enabled=show_progress):
-        idx = random_batch(len(images), batch_size, generator).to(images.device)
-        loss = supervised_loss(kind, model(images[idx]), maps[idx]).mean()
+        loss = batch_loss(random_batch(len(images), batch_size, generator).to(images.device))
         check_finite(loss, step, desc)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
