@@ -20,6 +20,14 @@ GUIDE_KIND = "ppap-guide"
 EVALUATOR_KIND = "ppap-evaluator"
 
 
+def to_network_input(x: torch.Tensor, input_size: int | None, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images at the diffusion model's resolution -> what a network was trained on: resized
+    (bilinear) to ``input_size`` unless None, then normalised on [0, 1] with its mean and std."""
+    if input_size is not None and x.shape[-1] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    return ((x + 1) / 2 - mean.to(x.dtype)) / std.to(x.dtype)
+
+
 class ClassifierGuide(nn.Module):
     """A classifier seen from the diffusion model: ``forward(x, t) -> logits`` for x in [-1, 1].
 
@@ -40,10 +48,7 @@ class ClassifierGuide(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_size is not None and x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        x01 = (x + 1) / 2
-        return (x01 - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return to_network_input(x, self.input_size, self.mean, self.std)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         return self.backbone(self.preprocess(x))

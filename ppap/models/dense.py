@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppap.models.checkpoints import load_checkpoint, load_state_dict_strict, save_checkpoint
+from ppap.models.classifiers import to_network_input
 
 DENSE_GUIDE_KIND = "ppap-dense-guide"
 TASKS = ("segmentation", "regression")
@@ -141,9 +142,7 @@ class DenseGuide(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_size is not None and x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        return ((x + 1) / 2 - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return to_network_input(x, self.input_size, self.mean, self.std)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         out = self.network(self.preprocess(x))
