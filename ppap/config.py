@@ -301,6 +301,8 @@ class ExpertTraining:
     ranges: list | None = None          # custom half-open ranges; None: the equal split
     batch_size_by_device: dict | None = None
     precision: str = "fp32"
+    channels_last: bool = False         # performance: the student in NHWC (rounding only)
+    fused_optimizer: bool = False       # performance: AdamW's fused kernel (rounding only)
 
     def as_params(self) -> dict:
         return asdict(self)
@@ -332,7 +334,43 @@ def expert_training(guide_set: str, config: dict) -> ExpertTraining:
                                                  include=lora.get("include"), exclude=lora.get("exclude")),
         ranges=[list(r) for r in ranges] if ranges else None,
         batch_size_by_device=train.get("batch_size_by_device") or None,
-        precision=config.get("precision", "fp32"))
+        precision=config.get("precision", "fp32"),
+        channels_last=performance(config)["channels_last"],
+        fused_optimizer=performance(config)["fused_optimizer"])
+
+
+PERFORMANCE_KEYS = ("channels_last", "fused_optimizer", "merge_adapters")
+
+
+def performance(config: dict) -> dict[str, bool]:
+    """The config's speed switches (schema: ``performance``), each off unless the config sets it.
+
+    They change kernels and memory layouts, never the computation: results move by rounding only."""
+    section = config.get("performance") or {}
+    return {key: bool(section.get(key, False)) for key in PERFORMANCE_KEYS}
+
+
+def guide_performance(guide: str, config: dict) -> dict[str, bool]:
+    """The speed switches that sampling with `guide` uses, as a rule's params (a rerun trigger):
+    none for unguided or classifier-free cells, ``merge_adapters`` only for LoRA expert sets."""
+    kind = grammar.guide_kind(guide)
+    if kind in ("none", "classifier_free"):
+        return {}
+    switches = performance(config)
+    used = {"channels_last": switches["channels_last"]}
+    if kind == "experts" and grammar.parse_guide_set(guide).rank is not None:
+        used["merge_adapters"] = switches["merge_adapters"]
+    return used
+
+
+SCORING_KEYS = ("feature_extractor", "nearest_k", "isc_splits")
+
+
+def scoring_settings(config: dict) -> dict:
+    """What scoring a cell reads from the evaluation section (its files are the rule's inputs): a
+    change to another key of it (accuracy_timesteps, read by the manifests) reruns no scoring."""
+    evaluation = config["evaluation"]
+    return {key: evaluation[key] for key in SCORING_KEYS if evaluation.get(key) is not None}
 
 
 def synthetic_shards(num_samples: int, shards: int, seed: int) -> list[tuple[int, int]]:

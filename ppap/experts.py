@@ -116,9 +116,11 @@ class AdapterExperts(RoutedGuide):
     each guide call costs what the plain guide costs. peft merges in place, which autograd does
     not see: take each call's gradient before the next call (``grad_log_prob`` does), and a
     batch that mixes experts runs with its adapters unmerged (swapping weights between its parts
-    would change what the earlier parts' backward pass reads). Merge and unmerge round in float:
-    the backbone drifts by about one ulp per switch (a DDIM-25 batch over 5 experts makes 5).
-    Call :meth:`unmerge` before saving or training the backbone.
+    would change what the earlier parts' backward pass reads). peft's unmerge subtracts the delta it
+    added, which rounds (W + d - d is not W in float); the backbone's weights are therefore kept
+    before each merge and put back on unmerge, so every merge starts from the trained weights and a
+    batch's samples do not depend on the batches before it. Call :meth:`unmerge` before saving or
+    training the backbone.
     """
 
     def __init__(self, peft_model: nn.Module, adapter_names: Sequence[str], ranges: Sequence[Range],
@@ -134,6 +136,7 @@ class AdapterExperts(RoutedGuide):
         if merge and not self._probe:
             raise ValueError("merge=True needs a peft model with LoRA layers")
         self._merge_now = False  # this call merges: merge=True and one expert owns the whole batch
+        self._unmerged_weights: list[tuple[torch.Tensor, torch.Tensor]] = []  # (weight, its value unmerged)
 
     @property
     def merged_adapter(self) -> str | None:
@@ -152,6 +155,7 @@ class AdapterExperts(RoutedGuide):
                 self.unmerge()
                 self.model.set_adapter(name, inference_mode=True)
                 with torch.no_grad():
+                    self._unmerged_weights = [(w, w.detach().clone()) for w in self._lora_base_weights()]
                     self.model.merge_adapter([name])
         else:
             self.unmerge()  # a merging router on the same backbone may have left an adapter merged
@@ -164,7 +168,14 @@ class AdapterExperts(RoutedGuide):
         """Take the merged adapter (if any) back out of the backbone's weights."""
         if self.merged_adapter is not None:
             with torch.no_grad():
-                self.model.unmerge_adapter()
+                self.model.unmerge_adapter()  # peft's own record of what is merged
+                for weight, unmerged in self._unmerged_weights:
+                    weight.copy_(unmerged)
+            self._unmerged_weights = []
+
+    def _lora_base_weights(self) -> list[torch.Tensor]:
+        """The weights a merge changes: each LoRA layer's base weight (peft merges no bias here)."""
+        return [m.get_base_layer().weight for m in self.model.modules() if hasattr(m, "lora_A")]
 
 
 class SingleGuide(nn.Module):

@@ -22,7 +22,7 @@ from ppap.models import classifiers, dense as dense_models, unet as unet_models
 from ppap.models.checkpoints import CheckpointError, load_checkpoint, load_state_dict_strict
 from ppap.runtime import autocast_context
 from ppap.training_free import TrainingFreeSettings, sample_ddim_training_free
-from ppap.training import load_optimizer_moments, noisy_accuracy, optimizer_moments
+from ppap.training import adamw, load_optimizer_moments, noisy_accuracy, optimizer_moments
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -134,6 +134,8 @@ def train_expert(
             load_state_dict_strict(model, previous["state_dict"], previous_expert)
         params = list(model.parameters())
         trainable = sum(p.numel() for p in params)
+    if settings.channels_last:  # oneDNN's native layout: the same student, faster kernels
+        model = model.to(memory_format=torch.channels_last)
     images = clean_images.to(device)
     teacher_logits = None
     if settings.supervision == "datafree":
@@ -142,7 +144,7 @@ def train_expert(
             teacher_logits = distill.precompute_teacher_logits(teacher, images)
     # Batch norm in train mode wherever it is trained: full fine-tuning, or per-expert norms.
     model.train(settings.rank is None or settings.norm == "trained")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = adamw(params, settings.lr, settings.weight_decay, fused=settings.fused_optimizer)
     if warm and settings.warm_start == "optimizer":
         if previous.get("optimizer_moments") is None:
             raise CheckpointError(f"{previous_expert} holds no optimizer state to continue from "
@@ -159,6 +161,8 @@ def train_expert(
             desc=f"{settings.guide_set}[{index}]", optimizer=optimizer, kind=kind,
             regression_loss=regression_loss)
     model.eval()
+    if settings.channels_last:  # files hold contiguous tensors whatever layout trained them
+        model = model.to(memory_format=torch.contiguous_format)
     window = max(1, min(20, len(losses) // 10))  # short runs: the windows must not overlap
     # guide passes of the training (per image in a batch): each step a forward and a backward,
     # and data-free transfer's one teacher forward per clean image
@@ -416,13 +420,16 @@ class Guidance:
 
 def load_guidance(guide_name: str, eps_model, num_timesteps: int, device: torch.device, guide_path=None,
                   manifest: dict | None = None, conditional_model_dir=None, training_free: dict | None = None,
-                  routing: str = "owner", energy: guidance.Energy | None = None) -> Guidance:
+                  routing: str = "owner", energy: guidance.Energy | None = None, merge_adapters: bool = False,
+                  channels_last: bool = False) -> Guidance:
     """The :class:`Guidance` of a guide name (:mod:`ppap.grammar`): none, the off-the-shelf guide on
     x_t or (training-free) on x0_hat, a trained guide set (its manifest's experts and ranges), or
     the class-conditional model at ``conditional_model_dir`` (classifier-free).
 
     ``guide_path`` may hold a classifier or a dense guide; ``energy`` is then the guide's
-    log-likelihood of a target (default: the classifier's; a dense guide needs its own)."""
+    log-likelihood of a target (default: the classifier's; a dense guide needs its own).
+    Speed only (config ``performance``): ``merge_adapters`` merges the LoRA expert in use into the
+    weights (:class:`ppap.experts.AdapterExperts`), ``channels_last`` puts the guide in NHWC."""
     kind = grammar.guide_kind(guide_name)
     if kind == "none":
         return Guidance(eps_model)
@@ -438,13 +445,20 @@ def load_guidance(guide_name: str, eps_model, num_timesteps: int, device: torch.
                    else classifiers.read_guide_spec(guide_path)["num_classes"])
     if kind in ("off_the_shelf", "training_free"):
         guide = experts.SingleGuide(load_any_guide(guide_path)).to(device).requires_grad_(False)
+        guide = _in_layout(guide, channels_last)
         settings = TrainingFreeSettings(**training_free) if kind == "training_free" else None
         return Guidance(eps_model, guide, num_classes, settings, energy=energy,
                         description=f"{guide_path} off the shelf" + (f", on x0_hat: {settings}" if settings else ""))
     guide = load_expert_set(guide_name, guide_path, manifest["experts"], num_timesteps, manifest["ranges"],
-                            routing=routing).to(device)
+                            merge=merge_adapters, routing=routing).to(device)
+    guide = _in_layout(guide, channels_last)
     return Guidance(eps_model, guide, num_classes, energy=energy,
                     description=f"{guide_name} on {guide_path}: experts {manifest['experts']}, ranges {manifest['ranges']}")
+
+
+def _in_layout(guide: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+    """The guide in NHWC (oneDNN's native layout on the CPU, tensor cores' on CUDA) if asked."""
+    return guide.to(memory_format=torch.channels_last) if channels_last else guide
 
 
 def sample_with_cost(guidance: Guidance, alphas_cumprod: torch.Tensor, image_shape, num_samples: int,

@@ -45,7 +45,7 @@ def train_diffusion(unet: nn.Module, images: torch.Tensor, alphas_cumprod: torch
         check_finite(loss, step, "diffusion training")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0, foreach=True)  # multi-tensor: same bits
         optimizer.step()
         schedule.step()
         ema.update(unet)

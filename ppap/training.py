@@ -41,10 +41,17 @@ def progress(iterable: Iterable, total: int | None = None, desc: str = "", enabl
 
 
 def make_optimizer(params: Sequence[nn.Parameter], lr: float, weight_decay: float, steps: int,
-                   warmup_steps: int = 0) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+                   warmup_steps: int = 0, fused: bool = False
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW, linear warm-up then linear decay to zero (the PPAP recipe's schedule)."""
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = adamw(params, lr, weight_decay, fused)
     return optimizer, linear_decay(optimizer, steps, warmup_steps)
+
+
+def adamw(params: Sequence[nn.Parameter], lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW; ``fused`` runs torch's fused kernel (one pass over every parameter per step, on the
+    CPU and CUDA), which rounds differently from the per-parameter loop: same update, other bits."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if fused else None)
 
 
 def linear_decay(optimizer: torch.optim.Optimizer, steps: int,
@@ -61,7 +68,9 @@ def linear_decay(optimizer: torch.optim.Optimizer, steps: int,
 
 def optimizer_moments(optimizer: torch.optim.Optimizer) -> dict:
     """The per-parameter state of an optimizer (AdamW: step, exp_avg, exp_avg_sq), by position."""
-    return {index: {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in state.items()}
+    # contiguous: a channels-last parameter's moments are channels-last too; the file stays canonical
+    return {index: {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) if torch.is_tensor(v) else v
+                    for k, v in state.items()}
             for index, state in optimizer.state_dict()["state"].items()}
 
 
@@ -78,7 +87,14 @@ def load_optimizer_moments(optimizer: torch.optim.Optimizer, moments: dict) -> N
             if torch.is_tensor(value) and value.dim() > 0 and value.shape != params[index].shape:
                 raise ValueError(f"optimizer state {key} of parameter {index} has shape {tuple(value.shape)}, "
                                  f"the parameter {tuple(params[index].shape)}")
-    optimizer.load_state_dict({"state": {int(k): v for k, v in moments.items()}, "param_groups": current["param_groups"]})
+    # Each moment takes its parameter's memory layout (a channels-last student): the fused kernel
+    # walks parameter and moments as one layout.
+    state = {}
+    for index, entry in moments.items():
+        param = params[int(index)]
+        state[int(index)] = {k: (torch.empty_like(param, dtype=v.dtype).copy_(v)
+                                 if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in entry.items()}
+    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
 
 
 def check_finite(loss: torch.Tensor, step: int, what: str) -> None:
@@ -122,8 +138,8 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1 - decay)
+        # one multi-tensor op per step, not one op per parameter (the same lerp, bit for bit)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
 

@@ -10,6 +10,8 @@ from ppap.config import (
     ablation_runs,
     check_config,
     expert_training,
+    guide_performance,
+    scoring_settings,
     synthetic_shards,
     table1_runs,
     tuning_runs,
@@ -127,6 +129,15 @@ def guide_inputs(wildcards):
     if kind in ("off_the_shelf", "training_free"):
         return {"guide": base_guide_path()}
     return {"guide": base_guide_path(), "manifest": manifest_path(wildcards.guide)}
+
+
+def performance_params():
+    """The speed switches (config performance) that sampling with the cell's guide uses."""
+    return {"performance": lambda wildcards: guide_performance(wildcards.guide, config)}
+
+
+# What scoring reads of the evaluation section (ppap.config.scoring_settings), as params.
+SCORING = scoring_settings(config)
 
 
 def training_free_params():

@@ -195,6 +195,7 @@ rule dense_cell:
     params:
         **device_params(config["sampling"]),
         **training_free_params(),
+        **performance_params(),
         **dense_task_params(),
         split="test",
         samplings=lambda wc: [sampling_settings(wc.sampling)],
@@ -203,7 +204,7 @@ rule dense_cell:
         seeds=SEEDS,
         batch_size=config["sampling"]["batch_size"],
         eta=config["sampling"]["eta"],
-        evaluation=config["evaluation"],
+        evaluation=SCORING,
         device=config["device"],
     script:
         "../scripts/dense_cell.py"
@@ -234,6 +235,7 @@ rule dense_validation:
     params:
         **device_params(config["sampling"]),
         **training_free_params(),
+        **performance_params(),
         **dense_task_params(),
         split="val",
         samplings=dense_validation_samplings,
@@ -242,7 +244,7 @@ rule dense_validation:
         seeds=[DENSE_TUNING.get("seed")],
         batch_size=config["sampling"]["batch_size"],
         eta=config["sampling"]["eta"],
-        evaluation=config["evaluation"],
+        evaluation=SCORING,
         device=config["device"],
     script:
         "../scripts/dense_cell.py"

@@ -45,7 +45,7 @@ rule evaluate:
         ),
     params:
         **({"device": config["device"]} if INCEPTION else {}),
-        evaluation=config["evaluation"],
+        evaluation=SCORING,
         seeds=SEEDS,
     script:
         "../scripts/evaluate.py"

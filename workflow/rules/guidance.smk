@@ -32,12 +32,13 @@ rule score_on_validation:
     params:
         **device_params(config["sampling"]),
         **training_free_params(),
+        **performance_params(),
         sampling=lambda wc: sampling_settings(wc.sampling),
         num_samples=GUIDANCE_TUNING.get("samples"),
         seed=GUIDANCE_TUNING.get("seed"),
         batch_size=config["sampling"]["batch_size"],
         eta=config["sampling"]["eta"],
-        evaluation=config["evaluation"],
+        evaluation=SCORING,
         device=config["device"],
     script:
         "../scripts/score_on_validation.py"

@@ -25,6 +25,7 @@ rule sample:
     params:
         **device_params(config["sampling"]),
         **training_free_params(),
+        **performance_params(),
         sampling=lambda wc: sampling_settings(wc.sampling),
         num_samples=config["sampling"]["num_samples"],
         batch_size=config["sampling"]["batch_size"],

@@ -54,7 +54,8 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
         guidance = pipeline.load_guidance(guide_name, eps_model, len(alphas_cumprod), device,
                                           guide_path=snakemake.input.dense_guide, manifest=manifest,
                                           training_free=snakemake.params.get("training_free"),
-                                          routing=setting["routing"], energy=settings.energy())
+                                          routing=setting["routing"], energy=settings.energy(),
+                                          **snakemake.params.get("performance", {}))
         log.info("%s %s on the %s split, scale %s: %s", task, guide_name, split_name, setting["scale"],
                  guidance.description)
         try:

@@ -14,7 +14,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "score_on_validation") as
                                       guide_path=snakemake.input.get("guide"), manifest=manifest,
                                       conditional_model_dir=snakemake.input.get("conditional_model"),
                                       training_free=snakemake.params.get("training_free"),
-                                      routing=setting["routing"])
+                                      routing=setting["routing"], **snakemake.params.get("performance", {}))
     if snakemake.input.get("guide"):
         log.info("%s", describe_guide(snakemake.input.guide))
     log.info("guide %s: %s", snakemake.wildcards.guide, guidance.description)
