@@ -15,18 +15,20 @@ def train_diffusion(unet: nn.Module, images: torch.Tensor, alphas_cumprod: torch
                     batch_size: int, lr: float, generator: torch.Generator, ema_decay: float = 0.999,
                     warmup_steps: int = 100, weight_decay: float = 0.0, show_progress: bool = True,
                     labels: torch.Tensor | None = None, num_classes: int | None = None,
-                    label_dropout: float = 0.1) -> nn.Module:
+                    label_dropout: float = 0.1, fused_optimizer: bool = False) -> nn.Module:
     """Epsilon-prediction DDPM training (Ho et al., 2020, Algorithm 1); returns the EMA model.
 
     With `labels` (and `num_classes`), a class-conditional model for classifier-free guidance (Ho &
     Salimans, 2022): each sample's label is replaced by the null label ``num_classes`` with
     probability `label_dropout`, so one network learns eps(x, t, y) and eps(x, t, null). Without
     labels the generator is drawn from exactly as it always was (the base model is reproducible).
+    ``fused_optimizer``: AdamW's fused kernel (speed only; it rounds differently).
     """
     if labels is not None:
         _check_labels(labels, num_classes, label_dropout)
     num_timesteps = len(alphas_cumprod)
-    optimizer, schedule = make_optimizer(list(unet.parameters()), lr, weight_decay, steps, warmup_steps)
+    optimizer, schedule = make_optimizer(list(unet.parameters()), lr, weight_decay, steps, warmup_steps,
+                                         fused=fused_optimizer)
     ema = EMA(unet, ema_decay)
     unet.train()
     for step in progress(range(steps), total=steps, desc="diffusion", enabled=show_progress):

@@ -11,6 +11,7 @@ from ppap.config import (
     check_config,
     expert_training,
     guide_performance,
+    performance,
     scoring_settings,
     synthetic_shards,
     table1_runs,
@@ -136,6 +137,7 @@ def performance_params():
     return {"performance": lambda wildcards: guide_performance(wildcards.guide, config)}
 
 
+PERFORMANCE = performance(config)
 # What scoring reads of the evaluation section (ppap.config.scoring_settings), as params.
 SCORING = scoring_settings(config)
 

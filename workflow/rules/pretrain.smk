@@ -29,13 +29,16 @@ rule train_diffusion:
         "logs/train_diffusion.log",
     benchmark:
         "benchmarks/snakemake/train_diffusion.tsv"
-    priority: 10
+    # first whenever a core is free: the base model heads the longest chain (synthesize, the
+    # data-free experts, their samples)
+    priority: 20
     threads: THREADS["diffusion"]
     resources:
         **rule_resources("train_diffusion", mem_mb=4000, runtime=60, gpu=GPU),
         cpus_per_task=THREADS["diffusion"],
     params:
         diffusion=config["diffusion"],
+        fused_optimizer=PERFORMANCE["fused_optimizer"],
         device=config["device"],
     script:
         "../scripts/train_diffusion.py"
@@ -63,6 +66,7 @@ rule train_conditional_diffusion:
     params:
         unet=config["diffusion"]["unet"],
         conditional=config["conditional_diffusion"],
+        fused_optimizer=PERFORMANCE["fused_optimizer"],
         device=config["device"],
     script:
         "../scripts/train_conditional_diffusion.py"

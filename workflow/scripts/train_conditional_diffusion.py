@@ -30,7 +30,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_conditional_diffus
     start = time.perf_counter()
     ema = pretrain.train_diffusion(unet, images, alphas_cumprod, train["steps"], train["batch_size"], train["lr"],
                                    generator, ema_decay=train["ema_decay"], labels=labels, num_classes=num_classes,
-                                   label_dropout=cfg["label_dropout"])
+                                   label_dropout=cfg["label_dropout"],
+                                   fused_optimizer=snakemake.params.get("fused_optimizer", False))
     wall = time.perf_counter() - start
     unet_models.save_diffusion_model(snakemake.output.model, ema.cpu(), scheduler)
     # the upper bound's one-time cost (results/guidance_methods.csv): each step a forward and a

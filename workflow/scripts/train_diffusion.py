@@ -20,5 +20,6 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_diffusion") as log
     train = cfg["train"]
     generator = torch.Generator(device).manual_seed(train["seed"])
     ema = pretrain.train_diffusion(unet, images, alphas_cumprod, train["steps"], train["batch_size"],
-                                   train["lr"], generator, ema_decay=train["ema_decay"])
+                                   train["lr"], generator, ema_decay=train["ema_decay"],
+                                   fused_optimizer=snakemake.params.get("fused_optimizer", False))
     unet_models.save_diffusion_model(snakemake.output[0], ema.cpu(), scheduler)
