@@ -9,7 +9,7 @@ fresh process with this file's probe and ``PYTHONPATH`` set to one tree or the o
 trees run the same measuring code; old and new alternate round by round (the order flips every
 round), and the ratios are medians of per-round ratios. Each side runs with the settings its tree
 has: the new tree with the default preset's ``performance`` switches (channels-last guides, fused
-AdamW, merged adapters), the old one without (it has none).
+AdamW, merged adapters, centre-tap convolutions), the old one without (it has none).
 
 - distillation: ``pipeline.train_expert`` on the embedded preset's guide (timm resnet10t at half
   width, random weights), batch 128, a 2000-image pool; per-step time = (time of S2 steps - time
@@ -74,7 +74,8 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
                       lr=1e-2 if "lora" in guide_set else 3e-3, weight_decay=0.05, seed=50, norm="trained",
                       warm_start="off", synthetic_size=POOL if datafree else None,
                       temperature=0.25 if datafree else None, lora=lora if "lora" in guide_set else None,
-                      channels_last=performance["channels_last"], fused_optimizer=performance["fused_optimizer"])
+                      channels_last=performance["channels_last"], fused_optimizer=performance["fused_optimizer"],
+                      center_tap_convs=performance["center_tap_convs"])
         return ExpertTraining(**{k: v for k, v in values.items() if k in fields})
 
     def train(guide_set: str, steps: int, index: int = 0):
@@ -117,8 +118,9 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
         manifest = {"experts": paths, "ranges": [[200 * i, 200 * (i + 1)] for i in range(5)]}
         if "merge_adapters" in accepted:
             kwargs["merge_adapters"] = performance["merge_adapters"]
-    if "channels_last" in accepted:
-        kwargs["channels_last"] = performance["channels_last"]
+    for switch in ("channels_last", "center_tap_convs"):
+        if switch in accepted:
+            kwargs[switch] = performance[switch]
     guidance = pipeline.load_guidance(guide_name, eps_model, len(alphas_cumprod), cpu, guide_path=guide_path,
                                       manifest=manifest, **kwargs)
 
@@ -141,7 +143,8 @@ def _tree_performance(tree: Path) -> dict:
 
     config = yaml.safe_load((tree / "config" / "default.yaml").read_text())
     section = config.get("performance") or {}
-    return {k: bool(section.get(k, False)) for k in ("channels_last", "fused_optimizer", "merge_adapters")}
+    return {k: bool(section.get(k, False))
+            for k in ("channels_last", "fused_optimizer", "merge_adapters", "center_tap_convs")}
 
 
 # ---------------------------------------------------------------------------------- driver

@@ -303,6 +303,7 @@ class ExpertTraining:
     precision: str = "fp32"
     channels_last: bool = False         # performance: the student in NHWC (rounding only)
     fused_optimizer: bool = False       # performance: AdamW's fused kernel (rounding only)
+    center_tap_convs: bool = False      # performance: 1x1 inputs multiply the centre tap only
 
     def as_params(self) -> dict:
         return asdict(self)
@@ -336,10 +337,11 @@ def expert_training(guide_set: str, config: dict) -> ExpertTraining:
         batch_size_by_device=train.get("batch_size_by_device") or None,
         precision=config.get("precision", "fp32"),
         channels_last=performance(config)["channels_last"],
-        fused_optimizer=performance(config)["fused_optimizer"])
+        fused_optimizer=performance(config)["fused_optimizer"],
+        center_tap_convs=performance(config)["center_tap_convs"])
 
 
-PERFORMANCE_KEYS = ("channels_last", "fused_optimizer", "merge_adapters")
+PERFORMANCE_KEYS = ("channels_last", "fused_optimizer", "merge_adapters", "center_tap_convs")
 
 
 def performance(config: dict) -> dict[str, bool]:
@@ -357,7 +359,7 @@ def guide_performance(guide: str, config: dict) -> dict[str, bool]:
     if kind in ("none", "classifier_free"):
         return {}
     switches = performance(config)
-    used = {"channels_last": switches["channels_last"]}
+    used = {"channels_last": switches["channels_last"], "center_tap_convs": switches["center_tap_convs"]}
     if kind == "experts" and grammar.parse_guide_set(guide).rank is not None:
         used["merge_adapters"] = switches["merge_adapters"]
     return used

@@ -20,6 +20,7 @@ from ppap.compute import SamplingCost
 from ppap.config import ExpertTraining
 from ppap.models import classifiers, dense as dense_models, unet as unet_models
 from ppap.models.checkpoints import CheckpointError, load_checkpoint, load_state_dict_strict
+from ppap.models.convs import use_center_taps
 from ppap.runtime import autocast_context
 from ppap.training_free import TrainingFreeSettings, sample_ddim_training_free
 from ppap.training import adamw, load_optimizer_moments, noisy_accuracy, optimizer_moments
@@ -136,6 +137,8 @@ def train_expert(
         trainable = sum(p.numel() for p in params)
     if settings.channels_last:  # oneDNN's native layout: the same student, faster kernels
         model = model.to(memory_format=torch.channels_last)
+    if settings.center_tap_convs:  # 1x1 feature maps: no multiplications by the padding
+        use_center_taps(model)
     images = clean_images.to(device)
     teacher_logits = None
     if settings.supervision == "datafree":
@@ -421,7 +424,7 @@ class Guidance:
 def load_guidance(guide_name: str, eps_model, num_timesteps: int, device: torch.device, guide_path=None,
                   manifest: dict | None = None, conditional_model_dir=None, training_free: dict | None = None,
                   routing: str = "owner", energy: guidance.Energy | None = None, merge_adapters: bool = False,
-                  channels_last: bool = False) -> Guidance:
+                  channels_last: bool = False, center_tap_convs: bool = False) -> Guidance:
     """The :class:`Guidance` of a guide name (:mod:`ppap.grammar`): none, the off-the-shelf guide on
     x_t or (training-free) on x0_hat, a trained guide set (its manifest's experts and ranges), or
     the class-conditional model at ``conditional_model_dir`` (classifier-free).
@@ -429,7 +432,8 @@ def load_guidance(guide_name: str, eps_model, num_timesteps: int, device: torch.
     ``guide_path`` may hold a classifier or a dense guide; ``energy`` is then the guide's
     log-likelihood of a target (default: the classifier's; a dense guide needs its own).
     Speed only (config ``performance``): ``merge_adapters`` merges the LoRA expert in use into the
-    weights (:class:`ppap.experts.AdapterExperts`), ``channels_last`` puts the guide in NHWC."""
+    weights (:class:`ppap.experts.AdapterExperts`), ``channels_last`` puts the guide in NHWC,
+    ``center_tap_convs`` skips the padding's taps on 1x1 maps (:mod:`ppap.models.convs`)."""
     kind = grammar.guide_kind(guide_name)
     if kind == "none":
         return Guidance(eps_model)
@@ -445,19 +449,22 @@ def load_guidance(guide_name: str, eps_model, num_timesteps: int, device: torch.
                    else classifiers.read_guide_spec(guide_path)["num_classes"])
     if kind in ("off_the_shelf", "training_free"):
         guide = experts.SingleGuide(load_any_guide(guide_path)).to(device).requires_grad_(False)
-        guide = _in_layout(guide, channels_last)
+        guide = _in_layout(guide, channels_last, center_tap_convs)
         settings = TrainingFreeSettings(**training_free) if kind == "training_free" else None
         return Guidance(eps_model, guide, num_classes, settings, energy=energy,
                         description=f"{guide_path} off the shelf" + (f", on x0_hat: {settings}" if settings else ""))
     guide = load_expert_set(guide_name, guide_path, manifest["experts"], num_timesteps, manifest["ranges"],
                             merge=merge_adapters, routing=routing).to(device)
-    guide = _in_layout(guide, channels_last)
+    guide = _in_layout(guide, channels_last, center_tap_convs)
     return Guidance(eps_model, guide, num_classes, energy=energy,
                     description=f"{guide_name} on {guide_path}: experts {manifest['experts']}, ranges {manifest['ranges']}")
 
 
-def _in_layout(guide: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
-    """The guide in NHWC (oneDNN's native layout on the CPU, tensor cores' on CUDA) if asked."""
+def _in_layout(guide: torch.nn.Module, channels_last: bool, center_tap_convs: bool) -> torch.nn.Module:
+    """The guide in NHWC (oneDNN's native layout on the CPU, tensor cores' on CUDA) and with
+    centre-tap convolutions, if asked."""
+    if center_tap_convs:
+        use_center_taps(guide)
     return guide.to(memory_format=torch.channels_last) if channels_last else guide
 
 

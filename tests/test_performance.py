@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 SPEC = classifiers.guide_spec("resnet10t", 10, 1, 16, [0.5], [0.5], {"channels": [8, 16, 32, 64], "stem_width": 8})
 LORA = dict(rank=2, alpha=2.0, layer_types=["conv"], include=r"(conv1\.[0-9]+|conv[12])$", exclude=None)
-FAST = dict(channels_last=True, fused_optimizer=True)
+FAST = dict(channels_last=True, fused_optimizer=True, center_tap_convs=True)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_fast_sampling_draws_the_images_of_the_plain_path(guide_path, alphas_cum
                                       manifest=manifest, **switches)
 
     plain = guidance()
-    fast = guidance(merge_adapters=True, channels_last=True)
+    fast = guidance(merge_adapters=True, channels_last=True, center_tap_convs=True)
     assert fast.guide.merge and not plain.guide.merge
     plain_seed1 = draw(plain, 1)
     fast_seed1 = draw(fast, 1)
@@ -175,12 +175,12 @@ def test_fast_sampling_draws_the_images_of_the_plain_path(guide_path, alphas_cum
 
 def test_params_hold_only_what_a_rule_uses(config):
     on = performance(config)
+    any_guide = {"channels_last": on["channels_last"], "center_tap_convs": on["center_tap_convs"]}
     assert guide_performance("none", config) == {} and guide_performance("classifier_free", config) == {}
-    assert guide_performance("off_the_shelf", config) == {"channels_last": on["channels_last"]}
-    assert guide_performance("trainingfree_freedom", config) == {"channels_last": on["channels_last"]}
-    assert guide_performance("labeled_full_n5", config) == {"channels_last": on["channels_last"]}
-    assert guide_performance("datafree_lora4_n5", config) == {"channels_last": on["channels_last"],
-                                                              "merge_adapters": on["merge_adapters"]}
+    assert guide_performance("off_the_shelf", config) == any_guide
+    assert guide_performance("trainingfree_freedom", config) == any_guide
+    assert guide_performance("labeled_full_n5", config) == any_guide
+    assert guide_performance("datafree_lora4_n5", config) == {**any_guide, "merge_adapters": on["merge_adapters"]}
     # The manifests' accuracy timesteps are not scoring's: changing them reruns no evaluate job.
     other = copy.deepcopy(config)
     other["evaluation"]["accuracy_timesteps"] = [0, 500]
@@ -190,7 +190,7 @@ def test_params_hold_only_what_a_rule_uses(config):
     # Each switch reaches the jobs that use it, and only those.
     slow = copy.deepcopy(config)
     slow["performance"] = {}
-    assert performance(slow) == dict(channels_last=False, fused_optimizer=False, merge_adapters=False)
+    assert not any(performance(slow).values())
     trained = config_expert_training("datafree_lora4_n5", config)
     assert (trained.channels_last, trained.fused_optimizer) == (on["channels_last"], on["fused_optimizer"])
     merge_only = copy.deepcopy(config)
@@ -200,4 +200,34 @@ def test_params_hold_only_what_a_rule_uses(config):
 
 
 def test_the_default_preset_turns_every_switch_on(config):
-    assert performance(config) == dict(channels_last=True, fused_optimizer=True, merge_adapters=True)
+    assert performance(config) == dict(channels_last=True, fused_optimizer=True, merge_adapters=True,
+                                       center_tap_convs=True)
+
+
+def test_center_tap_convolutions_are_the_same_convolutions():
+    from ppap.models.convs import CenterTapConv2d, use_center_taps
+
+    gen = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.Conv2d(6, 5, 3, stride=2, padding=1),
+                                torch.nn.Conv2d(5, 5, 3),                 # no padding: every tap reads data
+                                torch.nn.Conv2d(5, 5, 3, padding=2, dilation=2))
+    reference = copy.deepcopy(model)
+    assert use_center_taps(model) == 2
+    assert [type(m) is CenterTapConv2d for m in model] == [True, True, False, False]
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    for size in (1, 2, 7):  # the centre-tap path (1x1) and the ordinary one
+        for conv, plain in zip(model[:2], reference[:2]):
+            x = torch.randn((3, conv.in_channels, size, size), generator=gen)
+            xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+            out, expected = conv(xa), plain(xb)
+            assert out.shape == expected.shape
+            assert torch.allclose(out, expected, atol=1e-6)
+            out.square().sum().backward()
+            expected.square().sum().backward()
+            assert torch.allclose(xa.grad, xb.grad, atol=1e-5)
+            assert torch.allclose(conv.weight.grad, plain.weight.grad, atol=1e-5)
+            if size == 1:  # only the centre tap has a gradient: the others multiplied padding
+                mask = torch.ones_like(conv.weight.grad, dtype=torch.bool)
+                mask[:, :, 1, 1] = False
+                assert torch.count_nonzero(conv.weight.grad[mask]) == 0
+            conv.zero_grad(), plain.zero_grad()
