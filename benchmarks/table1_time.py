@@ -1,0 +1,107 @@
+"""Wall time of `snakemake --cores 2 results/table1.csv` from a fresh folder, for this checkout and an
+older commit, in one run, with each run's job seconds per rule.
+
+    python benchmarks/table1_time.py --old c5a451b [--cores 2] [--repeats 1]
+
+Each tree (the old commit exported with ``git archive``, and this checkout's committed HEAD, the
+same way) runs its own Snakefile with ``PYTHONPATH`` set to it, in a new working folder; the
+trees alternate (old first in odd rounds). Writes ``benchmarks/results/table1_time.csv`` (one row
+per run: commit, wall seconds, jobs, job seconds in all and per rule from Snakemake's benchmark
+files, the load average before and after) and ``.md``. About 8-10 minutes per run on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import _common as common
+
+REPO = Path(__file__).resolve().parents[1]
+RULE_FOLDERS = {"distill": "distill_expert", "sample": "sample", "evaluate": "evaluate", "synthesize": "synthesize"}
+
+
+def export(commit: str, to: Path) -> str:
+    """The commit's tree in `to`; returns its short hash."""
+    to.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(to)], input=archive, check=True)
+    return subprocess.run(["git", "rev-parse", "--short", commit], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def job_seconds(workdir: Path) -> dict[str, float]:
+    """Job wall-seconds per rule (manifests apart) from the run's benchmark files."""
+    per_rule: dict[str, float] = defaultdict(float)
+    for tsv in (workdir / "benchmarks" / "snakemake").rglob("*.tsv"):
+        parts = tsv.relative_to(workdir / "benchmarks" / "snakemake").parts
+        rule = tsv.stem if len(parts) == 1 else RULE_FOLDERS.get(parts[0], parts[0])
+        if parts[0] == "distill" and tsv.stem == "manifest":
+            rule = "expert_manifest"
+        with tsv.open() as f:
+            per_rule[rule] += float(next(csv.DictReader(f, delimiter="\t"))["s"])
+    return dict(per_rule)
+
+
+def time_run(tree: Path, cores: int, timeout: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="table1-time-") as workdir:
+        cmd = [sys.executable, "-m", "snakemake", "results/table1.csv", "-s", str(tree / "Snakefile"),
+               "--directory", workdir, "--cores", str(cores)]
+        load_before = os.getloadavg()[0]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"})
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"snakemake failed in {tree}:\n{done.stderr[-3000:]}")
+        per_rule = job_seconds(Path(workdir))
+        return dict(wall_s=wall, jobs=sum(1 for _ in (Path(workdir) / "benchmarks" / "snakemake").rglob("*.tsv")),
+                    job_s=sum(per_rule.values()), load_before=load_before, load_after=os.getloadavg()[0],
+                    **{f"{rule}_s": seconds for rule, seconds in sorted(per_rule.items())})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--old", default="c5a451b")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--timeout", type=int, default=3600)
+    p.add_argument("--out", type=Path, default=common.RESULTS)
+    args = p.parse_args()
+    machine = common.machine(1)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="table1-trees-") as tmp:
+        trees = {"old": Path(tmp) / "old", "new": Path(tmp) / "new"}
+        commits = {"old": export(args.old, trees["old"]), "new": export("HEAD", trees["new"])}
+        for r in range(args.repeats):
+            for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                row = dict(side=side, commit=commits[side], cores=args.cores, round=r + 1,
+                           **time_run(trees[side], args.cores, args.timeout))
+                rows.append(row)
+                print(f"{side} {commits[side]}: {row['wall_s']:.0f} s wall, {row['jobs']} jobs, "
+                      f"{row['job_s']:.0f} job-s (load {row['load_before']:.2f} -> {row['load_after']:.2f})",
+                      flush=True)
+    columns = ["side", "commit", "cores", "round", "wall_s", "jobs", "job_s", "load_before", "load_after"]
+    columns += sorted({k for row in rows for k in row} - set(columns))
+    common.write_csv(args.out / "table1_time.csv", rows, columns)
+    shown = [dict(side=r["side"], commit=r["commit"], **{"wall": f"{int(r['wall_s'] // 60)} min {r['wall_s'] % 60:.0f} s",
+                                                         "jobs": r["jobs"], "job s": f"{r['job_s']:.0f}",
+                                                         "distillation job s": f"{r.get('distill_expert_s', 0):.0f}",
+                                                         "load before / after": f"{r['load_before']:.2f} / "
+                                                                                f"{r['load_after']:.2f}"})
+             for r in rows]
+    common.report(args.out, "table1_time", [f"Machine: {machine}.",
+                                            f"`snakemake --cores {args.cores} results/table1.csv` from a fresh folder, "
+                                            "each tree its own Snakefile and library."],
+                  [("Table 1 wall time", common.markdown_table(shown, list(shown[0])))], [])
+
+
+if __name__ == "__main__":
+    main()
