@@ -56,7 +56,8 @@ def time_run(tree: Path, cores: int, timeout: int) -> dict:
                "--directory", workdir, "--cores", str(cores)]
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+        # cwd = the work folder: `python -m` puts the cwd first on sys.path, before PYTHONPATH
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir,
                               env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"})
         wall = time.perf_counter() - start
         if done.returncode != 0:
