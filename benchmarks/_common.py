@@ -13,6 +13,7 @@ import io
 import os
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,6 +23,7 @@ import torch
 from ppap.io import write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
 
 # The embedded default preset (config/default.yaml), as the brief of issue 5 fixes it.
 GUIDE_ARGS = dict(arch="resnet10t", num_classes=10, in_chans=1, input_size=16, mean=[0.5], std=[0.5],
@@ -64,6 +66,15 @@ def machine(threads: int) -> str:
     load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (f"{cores}-core CPU ({cpu}), no GPU used; torch {torch.__version__}, {threads} torch thread(s); "
             f"load average at start {load}")
+
+
+def export_commit(commit: str, to: Path) -> str:
+    """The commit's tree (``git archive``, no .git) in the new folder `to`; returns its short hash."""
+    to.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(to)], input=archive, check=True)
+    return subprocess.run(["git", "rev-parse", "--short", commit], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 # ------------------------------------------------------------------------------- networks

@@ -191,9 +191,7 @@ def main() -> None:
                                 capture_output=True, text=True).stdout.strip())
     with tempfile.TemporaryDirectory(prefix="ppap-old-") as tmp:
         old_tree = Path(tmp) / "tree"
-        old_tree.mkdir()
-        archive = subprocess.run(["git", "archive", args.old], cwd=REPO, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
+        common.export_commit(args.old, old_tree)
         trees = {"old": old_tree, "new": REPO}
         results = {side: {w: [] for w in args.workloads} for side in trees}
         for workload in args.workloads:

@@ -13,41 +13,16 @@ files, the load average before and after) and ``.md``. About 8-10 minutes per ru
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import _common as common
 
-REPO = Path(__file__).resolve().parents[1]
-RULE_FOLDERS = {"distill": "distill_expert", "sample": "sample", "evaluate": "evaluate", "synthesize": "synthesize"}
-
-
-def export(commit: str, to: Path) -> str:
-    """The commit's tree in `to`; returns its short hash."""
-    to.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(to)], input=archive, check=True)
-    return subprocess.run(["git", "rev-parse", "--short", commit], cwd=REPO, capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def job_seconds(workdir: Path) -> dict[str, float]:
-    """Job wall-seconds per rule (manifests apart) from the run's benchmark files."""
-    per_rule: dict[str, float] = defaultdict(float)
-    for tsv in (workdir / "benchmarks" / "snakemake").rglob("*.tsv"):
-        parts = tsv.relative_to(workdir / "benchmarks" / "snakemake").parts
-        rule = tsv.stem if len(parts) == 1 else RULE_FOLDERS.get(parts[0], parts[0])
-        if parts[0] == "distill" and tsv.stem == "manifest":
-            rule = "expert_manifest"
-        with tsv.open() as f:
-            per_rule[rule] += float(next(csv.DictReader(f, delimiter="\t"))["s"])
-    return dict(per_rule)
+from ppap.publish import summarize_benchmarks
 
 
 def time_run(tree: Path, cores: int, timeout: int) -> dict:
@@ -62,10 +37,11 @@ def time_run(tree: Path, cores: int, timeout: int) -> dict:
         wall = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"snakemake failed in {tree}:\n{done.stderr[-3000:]}")
-        per_rule = job_seconds(Path(workdir))
-        return dict(wall_s=wall, jobs=sum(1 for _ in (Path(workdir) / "benchmarks" / "snakemake").rglob("*.tsv")),
-                    job_s=sum(per_rule.values()), load_before=load_before, load_after=os.getloadavg()[0],
-                    **{f"{rule}_s": seconds for rule, seconds in sorted(per_rule.items())})
+        summary = summarize_benchmarks({"run": Path(workdir) / "benchmarks" / "snakemake"}).set_index("rule")
+        return dict(wall_s=wall, jobs=int(summary.loc["all rules", "jobs"]), job_s=summary.loc["all rules", "wall_s"],
+                    load_before=load_before, load_after=os.getloadavg()[0],
+                    **{f"{rule}_s": summary.loc[rule, "wall_s"] for rule in sorted(summary.index)
+                       if rule != "all rules"})
 
 
 def main() -> None:
@@ -80,7 +56,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="table1-trees-") as tmp:
         trees = {"old": Path(tmp) / "old", "new": Path(tmp) / "new"}
-        commits = {"old": export(args.old, trees["old"]), "new": export("HEAD", trees["new"])}
+        commits = {side: common.export_commit(commit, trees[side])
+                   for side, commit in (("old", args.old), ("new", "HEAD"))}
         for r in range(args.repeats):
             for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
                 row = dict(side=side, commit=commits[side], cores=args.cores, round=r + 1,

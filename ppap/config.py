@@ -336,9 +336,7 @@ def expert_training(guide_set: str, config: dict) -> ExpertTraining:
         ranges=[list(r) for r in ranges] if ranges else None,
         batch_size_by_device=train.get("batch_size_by_device") or None,
         precision=config.get("precision", "fp32"),
-        channels_last=performance(config)["channels_last"],
-        fused_optimizer=performance(config)["fused_optimizer"],
-        center_tap_convs=performance(config)["center_tap_convs"])
+        **{k: v for k, v in performance(config).items() if k != "merge_adapters"})  # merging: sampling only
 
 
 PERFORMANCE_KEYS = ("channels_last", "fused_optimizer", "merge_adapters", "center_tap_convs")

@@ -135,10 +135,7 @@ def train_expert(
             load_state_dict_strict(model, previous["state_dict"], previous_expert)
         params = list(model.parameters())
         trainable = sum(p.numel() for p in params)
-    if settings.channels_last:  # oneDNN's native layout: the same student, faster kernels
-        model = model.to(memory_format=torch.channels_last)
-    if settings.center_tap_convs:  # 1x1 feature maps: no multiplications by the padding
-        use_center_taps(model)
+    model = with_speed_switches(model, settings.channels_last, settings.center_tap_convs)
     images = clean_images.to(device)
     teacher_logits = None
     if settings.supervision == "datafree":
@@ -449,20 +446,21 @@ def load_guidance(guide_name: str, eps_model, num_timesteps: int, device: torch.
                    else classifiers.read_guide_spec(guide_path)["num_classes"])
     if kind in ("off_the_shelf", "training_free"):
         guide = experts.SingleGuide(load_any_guide(guide_path)).to(device).requires_grad_(False)
-        guide = _in_layout(guide, channels_last, center_tap_convs)
+        guide = with_speed_switches(guide, channels_last, center_tap_convs)
         settings = TrainingFreeSettings(**training_free) if kind == "training_free" else None
         return Guidance(eps_model, guide, num_classes, settings, energy=energy,
                         description=f"{guide_path} off the shelf" + (f", on x0_hat: {settings}" if settings else ""))
     guide = load_expert_set(guide_name, guide_path, manifest["experts"], num_timesteps, manifest["ranges"],
                             merge=merge_adapters, routing=routing).to(device)
-    guide = _in_layout(guide, channels_last, center_tap_convs)
+    guide = with_speed_switches(guide, channels_last, center_tap_convs)
     return Guidance(eps_model, guide, num_classes, energy=energy,
                     description=f"{guide_name} on {guide_path}: experts {manifest['experts']}, ranges {manifest['ranges']}")
 
 
-def _in_layout(guide: torch.nn.Module, channels_last: bool, center_tap_convs: bool) -> torch.nn.Module:
-    """The guide in NHWC (oneDNN's native layout on the CPU, tensor cores' on CUDA) and with
-    centre-tap convolutions, if asked."""
+def with_speed_switches(guide: torch.nn.Module, channels_last: bool, center_tap_convs: bool) -> torch.nn.Module:
+    """A guide (to train or to sample with) under the config's ``performance`` switches: NHWC
+    (oneDNN's native layout on the CPU, tensor cores' on CUDA) and centre-tap convolutions on 1x1
+    maps (:mod:`ppap.models.convs`). The same computation, other kernels."""
     if center_tap_convs:
         use_center_taps(guide)
     return guide.to(memory_format=torch.channels_last) if channels_last else guide
