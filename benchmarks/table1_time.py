@@ -7,7 +7,8 @@ Each tree (the old commit exported with ``git archive``, and this checkout's com
 same way) runs its own Snakefile with ``PYTHONPATH`` set to it, in a new working folder; the
 trees alternate (old first in odd rounds). Writes ``benchmarks/results/table1_time.csv`` (one row
 per run: commit, wall seconds, jobs, job seconds in all and per rule from Snakemake's benchmark
-files, the load average before and after) and ``.md``. About 8-10 minutes per run on 2 cores.
+files, the critical path (``ppap.publish.run_critical_path``), the load average before and after)
+and ``.md``. About 8-10 minutes per run on 2 cores.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import _common as common
 
-from ppap.publish import summarize_benchmarks
+from ppap.publish import run_critical_path, summarize_benchmarks
 
 
 def time_run(tree: Path, cores: int, timeout: int) -> dict:
@@ -38,7 +39,9 @@ def time_run(tree: Path, cores: int, timeout: int) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"snakemake failed in {tree}:\n{done.stderr[-3000:]}")
         summary = summarize_benchmarks({"run": Path(workdir) / "benchmarks" / "snakemake"}).set_index("rule")
-        return dict(wall_s=wall, jobs=int(summary.loc["all rules", "jobs"]), job_s=summary.loc["all rules", "wall_s"],
+        path = run_critical_path(Path(workdir))
+        return dict(wall_s=wall, critical_path_s=path["seconds"], work_bound_s=path["job_s"] / cores,
+                    critical_path=" > ".join(f"{name} {s:.0f}" for name, s in zip(path["chain"], path["chain_s"])), jobs=int(summary.loc["all rules", "jobs"]), job_s=summary.loc["all rules", "wall_s"],
                     load_before=load_before, load_after=os.getloadavg()[0],
                     **{f"{rule}_s": summary.loc[rule, "wall_s"] for rule in sorted(summary.index)
                        if rule != "all rules"})
@@ -66,10 +69,13 @@ def main() -> None:
                 print(f"{side} {commits[side]}: {row['wall_s']:.0f} s wall, {row['jobs']} jobs, "
                       f"{row['job_s']:.0f} job-s (load {row['load_before']:.2f} -> {row['load_after']:.2f})",
                       flush=True)
-    columns = ["side", "commit", "cores", "round", "wall_s", "jobs", "job_s", "load_before", "load_after"]
+    columns = ["side", "commit", "cores", "round", "wall_s", "critical_path_s", "work_bound_s", "jobs", "job_s",
+               "load_before", "load_after", "critical_path"]
     columns += sorted({k for row in rows for k in row} - set(columns))
     common.write_csv(args.out / "table1_time.csv", rows, columns)
     shown = [dict(side=r["side"], commit=r["commit"], **{"wall": f"{int(r['wall_s'] // 60)} min {r['wall_s'] % 60:.0f} s",
+                                                         "critical path s": f"{r['critical_path_s']:.0f}",
+                                                         f"job s / {r['cores']} cores": f"{r['work_bound_s']:.0f}",
                                                          "jobs": r["jobs"], "job s": f"{r['job_s']:.0f}",
                                                          "distillation job s": f"{r.get('distill_expert_s', 0):.0f}",
                                                          "load before / after": f"{r['load_before']:.2f} / "
@@ -78,7 +84,12 @@ def main() -> None:
     common.report(args.out, "table1_time", [f"Machine: {machine}.",
                                             f"`snakemake --cores {args.cores} results/table1.csv` from a fresh folder, "
                                             "each tree its own Snakefile and library."],
-                  [("Table 1 wall time", common.markdown_table(shown, list(shown[0])))], [])
+                  [("Table 1 wall time", common.markdown_table(shown, list(shown[0]))),
+                   ("Critical path of each run (job wall seconds)",
+                    "\n".join(f"- {r['side']} round {r['round']}: {r['critical_path']}" for r in rows))],
+                  ["wall >= max(critical path, job seconds / cores): the critical path is the longest chain of "
+                   "dependent jobs (inputs to outputs, from Snakemake's log), weighted by each job's wall seconds "
+                   "from its benchmark file; no scheduler and no number of cores runs these jobs faster."])
 
 
 if __name__ == "__main__":

@@ -126,6 +126,88 @@ def summarize_benchmarks(folders: dict[str, Path]) -> pd.DataFrame:
     return pd.concat([per_rule, totals]).reset_index().round(1)
 
 
+_JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
+_JOB_FIELD = re.compile(r"^    (input|output|jobid|benchmark|wildcards): (.*)$")
+
+
+def snakemake_jobs(log_text: str) -> dict[int, dict]:
+    """The jobs a Snakemake run started, from its log (``.snakemake/log/*.log``): per job id its
+    rule, wildcards, input and output paths and benchmark file, as the log lists them."""
+    jobs, current = {}, None
+    for line in log_text.splitlines():
+        header = _JOB_HEADER.match(line)
+        if header:
+            current = dict(rule=header.group(1), input=[], output=[], benchmark=None, wildcards="")
+            continue
+        field = _JOB_FIELD.match(line) if current is not None else None
+        if field is None:
+            if current is not None and not line.startswith("    "):
+                current = None  # the job's block ended before its jobid: not a started job
+            continue
+        key, value = field.groups()
+        if key in ("input", "output"):
+            current[key] = [path.strip() for path in value.split(",") if path.strip()]
+        elif key == "jobid":
+            jobs[int(value)] = current
+        else:
+            current[key] = value.strip()
+    return jobs
+
+
+def critical_path(jobs: dict[int, dict], seconds: dict[int, float]) -> tuple[float, list[int]]:
+    """The longest chain of dependent jobs, weighted by each job's seconds: no number of cores runs
+    the DAG faster. Job B depends on job A when one of B's inputs is an output of A or lies inside
+    an output folder of A. Returns (seconds, job ids from first to last)."""
+    producer = {}
+    for job_id, job in jobs.items():
+        for path in job["output"]:
+            producer[path.rstrip("/")] = job_id
+
+    def parents(job: dict) -> set[int]:
+        found = set()
+        for path in job["input"]:
+            path = path.rstrip("/")
+            while path:
+                if path in producer:
+                    found.add(producer[path])
+                    break
+                path = path.rpartition("/")[0]
+        return found
+
+    finish: dict[int, tuple[float, list[int]]] = {}
+
+    def longest_to(job_id: int, visiting: frozenset = frozenset()) -> tuple[float, list[int]]:
+        if job_id in visiting:
+            raise ValueError(f"the jobs' inputs and outputs form a cycle through job {job_id}")
+        if job_id not in finish:
+            best = max((longest_to(parent, visiting | {job_id}) for parent in parents(jobs[job_id]) - {job_id}),
+                       default=(0.0, []), key=lambda chain: chain[0])
+            finish[job_id] = (best[0] + seconds.get(job_id, 0.0), best[1] + [job_id])
+        return finish[job_id]
+
+    return max((longest_to(job_id) for job_id in jobs), default=(0.0, []), key=lambda chain: chain[0])
+
+
+def run_critical_path(workdir: Path) -> dict:
+    """A finished Snakemake run's critical path, from its newest log and the jobs' benchmark files
+    (wall seconds of each job): ``seconds``, ``chain`` (rule[wildcards] per job, in order), ``job_s``
+    (all jobs with a benchmark file) and ``jobs``."""
+    workdir = Path(workdir)
+    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda path: path.stat().st_size)
+    if not logs:
+        raise FileNotFoundError(f"no Snakemake log under {workdir / '.snakemake' / 'log'}")
+    jobs = snakemake_jobs(logs[-1].read_text())  # the largest log: the run itself, not a later dry run
+    seconds = {}
+    for job_id, job in jobs.items():
+        if job["benchmark"] and (workdir / job["benchmark"]).is_file():
+            seconds[job_id] = float(pd.read_csv(workdir / job["benchmark"], sep="\t").iloc[-1]["s"])
+    total, chain = critical_path(jobs, seconds)
+    names = [jobs[job_id]["rule"] + (f"[{jobs[job_id]['wildcards']}]" if jobs[job_id]["wildcards"] else "")
+             for job_id in chain]
+    return dict(seconds=total, chain=names, chain_s=[seconds.get(job_id, 0.0) for job_id in chain],
+                job_s=sum(seconds.values()), jobs=len(jobs))
+
+
 def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None = None,
             legacy: Path | None = None, guidance: Path | None = None, dense: Path | None = None) -> list[str]:
     """Rebuild ``to`` from the run folder(s); returns the copied paths relative to ``to``."""

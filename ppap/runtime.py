@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -111,6 +113,27 @@ def _quiet_excepthook(previous):
     return hook
 
 
+_FAST_EXIT_REGISTERED = False
+
+
+def skip_final_collection() -> bool:
+    """At interpreter exit, freeze every object before the final garbage collection.
+
+    A rule's process imports some 4,700 modules (torch, peft, transformers, diffusers,
+    torch-fidelity); tearing them down took 1.2-1.8 s per job here, most of it the final cyclic
+    collection walking objects that are about to be freed anyway. ``gc.freeze`` moves them out of
+    the collector's view; modules are still torn down and files still closed, and the job's
+    outputs are written before the process exits. Registered once per process (an ``atexit``
+    handler, so it runs after everything the job did); returns whether this call registered it.
+    """
+    global _FAST_EXIT_REGISTERED
+    if _FAST_EXIT_REGISTERED:
+        return False
+    atexit.register(gc.freeze)
+    _FAST_EXIT_REGISTERED = True
+    return True
+
+
 @contextlib.contextmanager
 def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") -> Iterator[logging.Logger]:
     """Send stdout, stderr and logging of a rule's script to its log file; set its threads.
@@ -122,6 +145,7 @@ def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") 
     """
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     set_threads(threads)
+    skip_final_collection()
     started = time.time()
     what = name or "rule"
     try:

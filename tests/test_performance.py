@@ -231,3 +231,27 @@ def test_center_tap_convolutions_are_the_same_convolutions():
                 mask[:, :, 1, 1] = False
                 assert torch.count_nonzero(conv.weight.grad[mask]) == 0
             conv.zero_grad(), plain.zero_grad()
+
+
+def test_a_rule_process_freezes_its_objects_at_exit_after_the_job(tmp_path):
+    """rule_session registers gc.freeze at exit (teardown without the final full collection): it
+    runs after the job's own exit handlers were registered and done, and the job's files are whole."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import atexit, gc
+        atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0, flush=True))
+        from ppap import runtime
+        with runtime.rule_session({str(tmp_path / "job.log")!r}, 1, "probe"):
+            open({str(tmp_path / "out.txt")!r}, "w").write("done")
+        print("registered again:", runtime.skip_final_collection(), flush=True)
+        print("frozen before exit:", gc.get_freeze_count() > 0, flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["registered again: False", "frozen before exit: False",
+                                           "frozen at exit: True"]
+    assert (tmp_path / "out.txt").read_text() == "done"
+    assert "done in" in (tmp_path / "job.log").read_text()

@@ -132,3 +132,67 @@ def test_publish_adds_the_dense_run_and_names_its_rules(tmp_path):
     rules = set(summary[summary["run"] == "dense"]["rule"])
     assert rules == {"train_dense_guide", "train_dense_evaluator", "distill_dense_expert", "dense_cell",
                      "dense_validation", "tune_dense", "table_dense", "all rules"}
+
+
+SNAKEMAKE_LOG = """Building DAG of jobs...
+Job stats:
+job      count
+total        5
+
+[Fri Nov 27 05:11:59 2026]
+localrule prepare_data:
+    output: results/data/digits.npz
+    log: logs/prepare_data.log
+    jobid: 2
+    benchmark: benchmarks/prepare_data.tsv
+    reason: Missing output files: results/data/digits.npz
+[Fri Nov 27 05:12:00 2026]
+rule train_diffusion:
+    input: results/data/digits.npz
+    output: results/models/diffusion
+    jobid: 3
+    benchmark: benchmarks/train_diffusion.tsv
+[Fri Nov 27 05:12:01 2026]
+rule train_guide:
+    input: results/data/digits.npz
+    output: results/models/guide.pt, results/models/guide.json
+    jobid: 4
+    benchmark: benchmarks/train_guide.tsv
+[Fri Nov 27 05:12:02 2026]
+rule sample:
+    input: results/models/diffusion/unet/config.json, results/models/guide.pt
+    output: results/samples/a.npz
+    jobid: 5
+    benchmark: benchmarks/sample_a.tsv
+    wildcards: guide=a
+[Fri Nov 27 05:12:03 2026]
+localrule table:
+    input: results/samples/a.npz, results/data/digits.npz
+    output: results/table.csv
+    jobid: 0
+    benchmark: benchmarks/table.tsv
+Finished jobid: 0 (Rule: table)
+"""
+
+
+def test_the_critical_path_follows_inputs_into_output_folders(tmp_path):
+    jobs = publish.snakemake_jobs(SNAKEMAKE_LOG)
+    assert sorted(jobs) == [0, 2, 3, 4, 5]
+    assert jobs[5]["input"] == ["results/models/diffusion/unet/config.json", "results/models/guide.pt"]
+    assert jobs[5]["wildcards"] == "guide=a" and jobs[0]["rule"] == "table"
+    seconds = {2: 1.0, 3: 10.0, 4: 4.0, 5: 2.0, 0: 0.5}
+    assert publish.critical_path(jobs, seconds) == (13.5, [2, 3, 5, 0])  # through the diffusion folder
+    seconds[4] = 12.0  # now the guide is the longer branch
+    assert publish.critical_path(jobs, seconds) == (15.5, [2, 4, 5, 0])
+
+    (tmp_path / ".snakemake" / "log").mkdir(parents=True)
+    (tmp_path / ".snakemake" / "log" / "run.snakemake.log").write_text(SNAKEMAKE_LOG)
+    (tmp_path / ".snakemake" / "log" / "dry.snakemake.log").write_text("Building DAG of jobs...\n")
+    for job_id, name in ((2, "prepare_data"), (3, "train_diffusion"), (4, "train_guide"), (5, "sample_a"),
+                         (0, "table")):
+        path = tmp_path / "benchmarks" / f"{name}.tsv"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"s\th:m:s\tmax_rss\n{seconds[job_id]}\t0:00:01\t10\n")
+    run = publish.run_critical_path(tmp_path)
+    assert run["seconds"] == 15.5 and run["jobs"] == 5 and run["job_s"] == 25.5
+    assert run["chain"] == ["prepare_data", "train_guide", "sample[guide=a]", "table"]
