@@ -1,0 +1,86 @@
+"""What a workflow job costs before and after its work: the imports of its script, and the
+interpreter's teardown at exit, with and without ``ppap.runtime.rule_session``'s exit freeze.
+
+    python benchmarks/job_overhead.py [--repeats 5]
+
+Each measurement is a fresh ``python -c`` process that imports what a rule's script imports
+(the libraries loaded at the top and the ones its work loads: peft for LoRA experts, diffusers for
+the denoiser, torch-fidelity and prdc for scoring), builds nothing, and exits. Import seconds are
+timed inside the process; teardown = process end (seen by this script) minus the moment the last
+exit handler started. ``default``: Python's own exit; ``freeze``: the handler ``rule_session``
+registers (``gc.freeze`` before the final collection). The modes alternate within each round.
+Writes ``benchmarks/results/job_overhead.csv`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+
+import _common as common
+
+# what each kind of job imports before it does any work (its script's imports and the lazy ones)
+JOBS = {
+    "distill_expert_lora": "from ppap import data, dense, pipeline; from ppap.config import ExpertTraining; "
+                             "from ppap.runtime import rule_session; import peft, timm",
+    "sample": "from ppap import pipeline; from ppap.runtime import rule_session; import diffusers, peft, timm; "
+              "from diffusers import UNet2DModel",
+    "evaluate": "from ppap import data, metrics, report; from ppap.runtime import rule_session",
+    "table1": "from ppap import pipeline, report; import pandas; from ppap.runtime import rule_session",
+}
+MODES = ("default", "freeze")
+
+PROBE = """
+import atexit, gc, sys, time
+started = time.time()
+{imports}
+imported = time.time() - started
+if {freeze}:
+    atexit.register(gc.freeze)  # what rule_session registers
+atexit.register(lambda: print(f"{{imported}} {{time.time()!r}}", flush=True))  # runs first (LIFO)
+print(len(sys.modules), flush=True)
+"""
+
+
+def measure(imports: str, freeze: bool) -> dict:
+    done = subprocess.run([sys.executable, "-c", PROBE.format(imports=imports, freeze=freeze)],
+                          capture_output=True, text=True, cwd=common.REPO)
+    ended = time.time()
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-2000:])
+    modules, last = done.stdout.split("\n")[:2]
+    imported, exit_started = (float(value) for value in last.split())
+    return dict(modules=int(modules), import_s=imported, teardown_s=ended - exit_started)
+
+
+def main() -> None:
+    args = common.parser(__doc__.split("\n")[0]).parse_args()
+    machine = common.machine(1)
+    samples = {(job, mode): [] for job in JOBS for mode in MODES}
+    for r in range(args.repeats):
+        for job, imports in JOBS.items():
+            for mode in (MODES if r % 2 == 0 else MODES[::-1]):
+                samples[job, mode].append(measure(imports, mode == "freeze"))
+    rows = []
+    for job in JOBS:
+        row = dict(job=job, modules=samples[job, "default"][0]["modules"],
+                   import_s=statistics.median(s["import_s"] for mode in MODES for s in samples[job, mode]))
+        for mode in MODES:
+            row[f"teardown_{mode}_s"] = statistics.median(s["teardown_s"] for s in samples[job, mode])
+        row["saved_s"] = row["teardown_default_s"] - row["teardown_freeze_s"]
+        rows.append(row)
+    columns = ["job", "modules", "import_s", "teardown_default_s", "teardown_freeze_s", "saved_s"]
+    common.write_csv(args.out / "job_overhead.csv", rows, columns)
+    shown = [{**row, **{c: common.fmt(row[c], 2) for c in columns[2:]}} for row in rows]
+    common.report(args.out, "job_overhead",
+                  [f"Machine: {machine}.", f"{args.repeats} rounds, a fresh process per measurement; medians."],
+                  [("Imports and teardown of a job's process", common.markdown_table(shown, columns))],
+                  ["- import_s: the script's imports and the libraries its work loads, both modes pooled.",
+                   "- teardown: from the last exit handler's start to the process's end; `freeze` is "
+                   "`ppap.runtime.rule_session`'s exit handler (`gc.freeze` before the final collection)."])
+
+
+if __name__ == "__main__":
+    main()
