@@ -189,7 +189,7 @@ def critical_path(jobs: dict[int, dict], seconds: dict[int, float]) -> tuple[flo
 
 
 def run_critical_path(workdir: Path) -> dict:
-    """A finished Snakemake run's critical path, from its newest log and the jobs' benchmark files
+    """A finished Snakemake run's critical path, from its largest log and the jobs' benchmark files
     (wall seconds of each job): ``seconds``, ``chain`` (rule[wildcards] per job, in order), ``job_s``
     (all jobs with a benchmark file) and ``jobs``."""
     workdir = Path(workdir)
