@@ -8,7 +8,8 @@ Each measurement is a fresh ``python -c`` process that imports what a rule's scr
 the denoiser, torch-fidelity and prdc for scoring), builds nothing, and exits. Import seconds are
 timed inside the process; teardown = process end (seen by this script) minus the moment the last
 exit handler started. ``default``: Python's own exit; ``freeze``: the handler ``rule_session``
-registers (``gc.freeze`` before the final collection). The modes alternate within each round.
+registers (``ppap.runtime.skip_final_collection``: ``gc.freeze`` before the final collection).
+The modes alternate within each round.
 Writes ``benchmarks/results/job_overhead.csv`` and ``.md``.
 """
 
@@ -33,12 +34,13 @@ JOBS = {
 MODES = ("default", "freeze")
 
 PROBE = """
-import atexit, gc, sys, time
+import atexit, sys, time
 started = time.time()
 {imports}
 imported = time.time() - started
 if {freeze}:
-    atexit.register(gc.freeze)  # what rule_session registers
+    from ppap.runtime import skip_final_collection  # what rule_session registers
+    skip_final_collection()
 atexit.register(lambda: print(f"{{imported}} {{time.time()!r}}", flush=True))  # runs first (LIFO)
 print(len(sys.modules), flush=True)
 """

@@ -39,9 +39,11 @@ def time_run(tree: Path, cores: int, timeout: int) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"snakemake failed in {tree}:\n{done.stderr[-3000:]}")
         summary = summarize_benchmarks({"run": Path(workdir) / "benchmarks" / "snakemake"}).set_index("rule")
+        job_s = summary.loc["all rules", "wall_s"]
         path = run_critical_path(Path(workdir))
-        return dict(wall_s=wall, critical_path_s=path["seconds"], work_bound_s=path["job_s"] / cores,
-                    critical_path=" > ".join(f"{name} {s:.0f}" for name, s in zip(path["chain"], path["chain_s"])), jobs=int(summary.loc["all rules", "jobs"]), job_s=summary.loc["all rules", "wall_s"],
+        chain = " > ".join(f"{name} {seconds:.0f}" for name, seconds in zip(path["chain"], path["chain_s"]))
+        return dict(wall_s=wall, critical_path_s=path["seconds"], work_bound_s=job_s / cores, critical_path=chain,
+                    jobs=int(summary.loc["all rules", "jobs"]), job_s=job_s,
                     load_before=load_before, load_after=os.getloadavg()[0],
                     **{f"{rule}_s": summary.loc[rule, "wall_s"] for rule in sorted(summary.index)
                        if rule != "all rules"})

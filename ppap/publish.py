@@ -157,35 +157,23 @@ def snakemake_jobs(log_text: str) -> dict[int, dict]:
 def critical_path(jobs: dict[int, dict], seconds: dict[int, float]) -> tuple[float, list[int]]:
     """The longest chain of dependent jobs, weighted by each job's seconds: no number of cores runs
     the DAG faster. Job B depends on job A when one of B's inputs is an output of A or lies inside
-    an output folder of A. Returns (seconds, job ids from first to last)."""
-    producer = {}
+    an output folder of A. ``jobs`` in the order they started (as :func:`snakemake_jobs` reads them:
+    a job starts after every job it depends on). Returns (seconds, job ids from first to last)."""
+    producer = {path.rstrip("/"): job_id for job_id, job in jobs.items() for path in job["output"]}
+    finish: dict[int, tuple[float, list[int]]] = {}  # per job: the longest chain ending with it
     for job_id, job in jobs.items():
-        for path in job["output"]:
-            producer[path.rstrip("/")] = job_id
-
-    def parents(job: dict) -> set[int]:
-        found = set()
+        longest = (0.0, [])
         for path in job["input"]:
             path = path.rstrip("/")
-            while path:
-                if path in producer:
-                    found.add(producer[path])
-                    break
+            while path and path not in producer:  # a file inside an output folder: its folder's job
                 path = path.rpartition("/")[0]
-        return found
-
-    finish: dict[int, tuple[float, list[int]]] = {}
-
-    def longest_to(job_id: int, visiting: frozenset = frozenset()) -> tuple[float, list[int]]:
-        if job_id in visiting:
-            raise ValueError(f"the jobs' inputs and outputs form a cycle through job {job_id}")
-        if job_id not in finish:
-            best = max((longest_to(parent, visiting | {job_id}) for parent in parents(jobs[job_id]) - {job_id}),
-                       default=(0.0, []), key=lambda chain: chain[0])
-            finish[job_id] = (best[0] + seconds.get(job_id, 0.0), best[1] + [job_id])
-        return finish[job_id]
-
-    return max((longest_to(job_id) for job_id in jobs), default=(0.0, []), key=lambda chain: chain[0])
+            parent = producer.get(path)
+            if parent is not None and parent != job_id:
+                if parent not in finish:
+                    raise ValueError(f"job {job_id} reads an output of job {parent}, which started after it")
+                longest = max(longest, finish[parent], key=lambda chain: chain[0])
+        finish[job_id] = (longest[0] + seconds.get(job_id, 0.0), longest[1] + [job_id])
+    return max(finish.values(), default=(0.0, []), key=lambda chain: chain[0])
 
 
 def run_critical_path(workdir: Path) -> dict:

@@ -120,10 +120,10 @@ def skip_final_collection() -> bool:
     """At interpreter exit, freeze every object before the final garbage collection.
 
     A rule's process imports up to 4,200 modules (torch, peft, transformers, diffusers,
-    torch-fidelity); tearing them down took 1.6-1.7 s per job here, most of it the final cyclic
-    collection walking objects that are about to be freed anyway (``benchmarks/job_overhead.py``). ``gc.freeze`` moves them out of
-    the collector's view; modules are still torn down and files still closed, and the job's
-    outputs are written before the process exits. Registered once per process as an ``atexit``
+    torch-fidelity); tearing them down took 1.6-1.7 s per job here (``benchmarks/job_overhead.py``),
+    most of it the final cyclic collection walking objects that are about to be freed anyway.
+    ``gc.freeze`` moves them out of the collector's view; modules are still torn down and files
+    still closed, and the job's outputs are written before the process exits. Registered once per process as an ``atexit``
     handler, so it runs when the job is over; returns whether this call registered it.
     """
     global _FAST_EXIT_REGISTERED
