@@ -4,19 +4,17 @@
 #   snakemake --cores 8 tune                   learning rates, guidance scales and training-free variants
 #                                              chosen on the validation split
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from ppap.checks import (
-    check_overlays,
-    is_main_process,
-    overlays_of,
-    preset_name,
-    select_study,
-)
-from ppap.config import ConfigError, schema_error_message
-from ppap.locks import clear_stale_locks, forget_owner, record_owner
+from ppap.study.checks import check_overlays, is_main_process, overlays_of, preset_name, select_study
+from ppap.study.config import ConfigError, schema_error_message
+
+# The rule harness lives with the workflow (workflow/scripts/, on every rule script's path too).
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+from locks import clear_stale_locks, forget_owner, record_owner
 
 min_version("9.0")
 
@@ -34,7 +32,7 @@ except WorkflowError as err:
 check_overlays(overlays_of(workflow), config)
 # `study: {ablations: [names]}` selects ablations (a list replaces; [] runs none).
 select_study(config)
-# Recorded with Table 1 (results/table1.preset.json) for `python -m ppap.reference`.
+# Recorded with Table 1 (results/table1.preset.json) for `python -m ppap.tools.reference`.
 config.setdefault("preset", preset_name(workflow.config_settings.configfiles))
 
 # A Snakemake killed with SIGKILL leaves its lock behind; remove it if its process is gone.

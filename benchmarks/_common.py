@@ -101,7 +101,7 @@ def preset_eps_model():
 
 
 def lora_targets(guide) -> list[str]:
-    from ppap.adapters import lora_target_modules
+    from ppap.experts.adapters import lora_target_modules
 
     return lora_target_modules(guide, LORA_LAYER_TYPES)
 

@@ -35,7 +35,6 @@ def run_table1(workdir: Path, device: str, cores: int, configfile: Path | None, 
 
 def main() -> None:
     import torch
-
     from dag_parallelism import job_times
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,5 +1,5 @@
 """Training throughput of one expert: LoRA (rank 4, data-free knowledge transfer with the adapter
-teacher, as ``ppap.pipeline.train_expert`` does) against full fine-tuning (labeled cross-entropy,
+teacher, as ``ppap.experts.sets.train_expert`` does) against full fine-tuning (labeled cross-entropy,
 and data-free transfer with a module teacher). Images per second of ``distill.fit_noise_aware``.
 
     python benchmarks/distill_throughput.py [--threads 1] [--batch-size 128] [--steps 10] [--repeats 5]
@@ -23,7 +23,7 @@ T_RANGE = (200, 400)
 
 def setups(rank: int, pool: torch.Tensor, labels: torch.Tensor, precompute: bool) -> dict:
     """name -> (student, params, objective kwargs, one-off seconds before training)."""
-    from ppap import adapters, distill
+    from ppap.experts import adapters, distill
 
     out = {}
 
@@ -64,7 +64,7 @@ def main() -> None:
     common.set_threads(args.threads)
     machine = common.machine(args.threads)
 
-    from ppap import distill
+    from ppap.experts import distill
 
     gen = torch.Generator().manual_seed(0)
     pool = torch.rand((args.pool, *common.IMAGE_SHAPE), generator=gen) * 2 - 1
@@ -115,9 +115,10 @@ def main() -> None:
                      "one-off teacher s": f"{r['one_off_teacher_s']:.2f}"}) for r in rows]
     by = {r["config"]: r for r in rows}
     lora_online = by[f"lora{args.rank}_kd_adapter_teacher"]
-    from ppap import pipeline
 
-    uses_precomputed = "precompute_teacher_logits" in inspect.getsource(pipeline.train_expert)
+    from ppap.experts.sets import train_expert
+
+    uses_precomputed = "precompute_teacher_logits" in inspect.getsource(train_expert)
     footer = [
         f"- LoRA rank {args.rank} with the adapter teacher per step: {lora_online['cpu_speed_vs_full_kd']:.2f}x "
         f"(CPU; wall {lora_online['wall_speed_vs_full_kd']:.2f}x) the images/s of full fine-tuning with a module "
@@ -130,7 +131,7 @@ def main() -> None:
     if precompute:
         footer.append(f"- precomputed_logits rows: the teacher's logits on the {args.pool}-image pool computed once "
                       "(one-off teacher s), with `distill.precompute_teacher_logits`; no teacher pass per step. "
-                      f"`pipeline.train_expert` in this checkout {'does this' if uses_precomputed else 'runs the teacher per step'}.")
+                      f"`train_expert` in this checkout {'does this' if uses_precomputed else 'runs the teacher per step'}.")
     else:
         footer.append("- this ppap has no precomputed-teacher option; only per-step teachers are measured.")
     common.report(args.out, "distill_throughput",

@@ -1,5 +1,5 @@
 """What a workflow job costs before and after its work: the imports of its script, and the
-interpreter's teardown at exit, with and without ``ppap.runtime.rule_session``'s exit freeze.
+interpreter's teardown at exit, with and without ``harness.rule_session``'s exit freeze.
 
     python benchmarks/job_overhead.py [--repeats 5]
 
@@ -8,7 +8,7 @@ Each measurement is a fresh ``python -c`` process that imports what a rule's scr
 the denoiser, torch-fidelity and prdc for scoring), builds nothing, and exits. Import seconds are
 timed inside the process; teardown = process end (seen by this script) minus the moment the last
 exit handler started. ``default``: Python's own exit; ``freeze``: the handler ``rule_session``
-registers (``ppap.runtime.skip_final_collection``: ``gc.freeze`` before the final collection).
+registers (``harness.skip_final_collection``: ``gc.freeze`` before the final collection).
 The modes alternate within each round.
 Writes ``benchmarks/results/job_overhead.csv`` and ``.md``.
 """
@@ -24,22 +24,25 @@ import _common as common
 
 # what each kind of job imports before it does any work (its script's imports and the lazy ones)
 JOBS = {
-    "distill_expert_lora": "from ppap import data, dense, pipeline; from ppap.config import ExpertTraining; "
-                             "from ppap.runtime import rule_session; import peft, timm",
-    "sample": "from ppap import pipeline; from ppap.runtime import rule_session; import diffusers, peft, timm; "
-              "from diffusers import UNet2DModel",
-    "evaluate": "from ppap import data, metrics, report; from ppap.runtime import rule_session",
-    "table1": "from ppap import pipeline, report; import pandas; from ppap.runtime import rule_session",
+    "distill_expert_lora": "from ppap import data, dense; from ppap.experts.sets import train_expert; "
+                           "from ppap.specs import ExpertTraining; from harness import rule_session; import peft, timm",
+    "sample": "from ppap.generate import sample_with_cost; from ppap.study.guides import load_guidance; "
+              "from ppap.models.denoisers import load_eps_model; from harness import rule_session; "
+              "import diffusers, peft, timm; from diffusers import UNet2DModel",
+    "evaluate": "from ppap import data, metrics; from ppap.study import report; from harness import rule_session",
+    "table1": "from ppap.study import report; from ppap.tools.reference import write_preset_record; import pandas; "
+              "from harness import rule_session",
 }
 MODES = ("default", "freeze")
 
 PROBE = """
 import atexit, sys, time
+sys.path.insert(0, "workflow/scripts")  # the rule harness, as a rule script finds it
 started = time.time()
 {imports}
 imported = time.time() - started
 if {freeze}:
-    from ppap.runtime import skip_final_collection  # what rule_session registers
+    from harness import skip_final_collection  # what rule_session registers
     skip_final_collection()
 atexit.register(lambda: print(f"{{imported}} {{time.time()!r}}", flush=True))  # runs first (LIFO)
 print(len(sys.modules), flush=True)
@@ -81,7 +84,7 @@ def main() -> None:
                   [("Imports and teardown of a job's process", common.markdown_table(shown, columns))],
                   ["- import_s: the script's imports and the libraries its work loads, both modes pooled.",
                    "- teardown: from the last exit handler's start to the process's end; `freeze` is "
-                   "`ppap.runtime.rule_session`'s exit handler (`gc.freeze` before the final collection)."])
+                   "`harness.rule_session`'s exit handler (`gc.freeze` before the final collection)."])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ copies (what the original PPAP code loads), and the bytes each expert needs on d
     python benchmarks/memory_storage.py [--experts 1 5 10] [--ranks 1 2 4 8 16]
 
 Resident bytes = parameters + buffers of the routed guide, each tensor counted once. Stored bytes
-= file sizes written by ``ppap.adapters.save_adapter`` and ``ppap.models.classifiers.save_guide``.
+= file sizes written by ``ppap.experts.adapters.save_adapter`` and ``ppap.models.classifiers.save_guide``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ def main() -> None:
     common.set_threads(args.threads)
     machine = common.machine(args.threads)
 
-    from ppap import adapters
-    from ppap.experts import AdapterExperts, ModuleExperts, timestep_ranges
+    from ppap.experts import AdapterExperts, ModuleExperts, adapters, timestep_ranges
     from ppap.models.classifiers import guide_spec, save_guide
 
     guide_bytes, guide_elements = resident_bytes(common.preset_guide())

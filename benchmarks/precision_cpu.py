@@ -1,5 +1,5 @@
 """Does bf16 pay on this CPU? The embedded preset's networks under ``precision: fp32`` and ``bf16``
-(``ppap.runtime.autocast_context``: bf16 autocast for convolutions and matmuls, weights fp32).
+(``ppap.devices.autocast_context``: bf16 autocast for convolutions and matmuls, weights fp32).
 
     python benchmarks/precision_cpu.py [--repeats 7] [--threads 1]
 
@@ -19,10 +19,9 @@ import time
 import torch
 
 import _common as common
-
-from ppap import pipeline
+from ppap.devices import autocast_context
+from ppap.models.guides import with_speed_switches
 from ppap.models.unet import build_unet
-from ppap.runtime import autocast_context
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -31,7 +30,7 @@ def workloads() -> dict:
     generator = torch.Generator().manual_seed(0)
     unet = build_unet(**common.UNET_ARGS)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-    guide = pipeline.with_speed_switches(common.preset_guide().eval(), True, True)
+    guide = with_speed_switches(common.preset_guide().eval(), True, True)
     x_train = torch.randn(128, *common.IMAGE_SHAPE, generator=generator)
     t_train = torch.randint(0, 1000, (128,), generator=generator)
     x_sample = torch.randn(500, *common.IMAGE_SHAPE, generator=generator)

@@ -7,7 +7,7 @@ timestep t (200, 400, ... for N = 5; and one step either side, where both router
 compares the expert that owns t (``routing: owner``) with the expert below it (the original's
 ``lower``): accuracy of the guide on x_t, mean log p(y | x_t) of the true class, and the mean L2
 norm of grad_x log p(y | x_t), the term that classifier guidance scales. Writes
-``RUN_DIR/results/diagnostics/routing_gradients.csv`` (``python -m ppap.publish`` copies it to the
+``RUN_DIR/results/diagnostics/routing_gradients.csv`` (``python -m ppap.tools.publish`` copies it to the
 reference). Uses the validation split only.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ppap import pipeline
+from ppap.experts.sets import load_expert_set
 from ppap.io import atomic_path, read_json
 from ppap.schedules import load_alphas_cumprod
 
@@ -33,8 +33,8 @@ def probe(run: Path, guide_set: str, seed: int) -> list[dict]:
     labels = torch.as_tensor(digits["val_labels"]).long()
     manifest = read_json(results / "models" / "guides" / guide_set / "manifest.json")
     experts = [str(run / path) for path in manifest["experts"]]
-    routers = {routing: pipeline.load_expert_set(guide_set, results / "models" / "guide.pt", experts, len(abar),
-                                                 manifest["ranges"], routing=routing).eval()
+    routers = {routing: load_expert_set(guide_set, manifest["rank"], results / "models" / "guide.pt", experts,
+                                        len(abar), manifest["ranges"], routing=routing).eval()
                for routing in ("owner", "lower")}
     rows = []
     for start, _ in manifest["ranges"][1:]:

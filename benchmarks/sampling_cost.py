@@ -4,7 +4,7 @@ into the weights), N fully fine-tuned experts. Compared with the FLOP ratio of t
     python benchmarks/sampling_cost.py [--threads 1] [--batch-size 250] [--steps 10] [--repeats 5]
 
 Embedded preset's networks (diffusers UNet 16/32 at 8x8, timm resnet10t at half width on 16x16),
-random weights; classifier guidance on epsilon at scale 1 through ``ppap.pipeline.generate_samples``.
+random weights; classifier guidance on epsilon at scale 1 through ``ppap.generate.generate_samples``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import _common as common
 
 
 def build_guides(n_experts: int, rank: int) -> dict:
-    from ppap import adapters
-    from ppap.experts import AdapterExperts, ModuleExperts, SingleGuide, timestep_ranges
+    from ppap.experts import AdapterExperts, ModuleExperts, SingleGuide, adapters, timestep_ranges
 
     ranges = timestep_ranges(1000, n_experts)
     names = [f"expert{i}" for i in range(n_experts)]
@@ -71,7 +70,7 @@ def main() -> None:
 
     from ppap import schedules
     from ppap.experts import expert_for_timestep, timestep_ranges
-    from ppap.pipeline import generate_samples
+    from ppap.generate import generate_samples
 
     eps_model = common.preset_eps_model()
     alphas_cumprod = common.alphas_cumprod()

@@ -11,12 +11,12 @@ round), and the ratios are medians of per-round ratios. Each side runs with the 
 has: the new tree with the default preset's ``performance`` switches (channels-last guides, fused
 AdamW, merged adapters, centre-tap convolutions), the old one without (it has none).
 
-- distillation: ``pipeline.train_expert`` on the embedded preset's guide (timm resnet10t at half
+- distillation: ``train_expert`` on the embedded preset's guide (timm resnet10t at half
   width, random weights), batch 128, a 2000-image pool; per-step time = (time of S2 steps - time
   of S1 steps) / (S2 - S1), so set-up (teacher logits, peft) is left out. ``datafree_lora4`` is
   PPAP's expert (data-free transfer, LoRA rank 4, trained norms); ``labeled_full`` the labeled
   baseline (full fine-tuning, cross-entropy).
-- sampling: ``pipeline.load_guidance`` + ``pipeline.sample_with_cost``: DDIM-25, 500 samples in one
+- sampling: ``load_guidance`` + ``sample_with_cost``: DDIM-25, 500 samples in one
   batch, scale 1; the N = 5 set is five rank-4 adapters with seeded non-zero B (the cost of
   trained experts). The samples of both trees are compared (uint8 levels).
 """
@@ -50,9 +50,11 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
 
     sys.path.insert(0, str(HERE))
     import _common as common
-    from ppap import pipeline
-    from ppap.config import ExpertTraining
+    from ppap.experts.sets import save_expert, train_expert
+    from ppap.generate import sample_with_cost
     from ppap.models import classifiers
+    from ppap.specs import ExpertTraining
+    from ppap.study.guides import load_guidance
 
     performance = _tree_performance(tree)
     work = Path(tempfile.mkdtemp(prefix="speedprobe"))
@@ -80,7 +82,7 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
 
     def train(guide_set: str, steps: int, index: int = 0):
         s = settings(guide_set, steps)
-        return s, pipeline.train_expert(s, index, guide_path, alphas_cumprod, pool,
+        return s, train_expert(s, index, guide_path, alphas_cumprod, pool,
                                         None if s.supervision == "datafree" else labels,
                                         torch.Generator().manual_seed(1 + index), cpu, show_progress=False)
 
@@ -100,7 +102,7 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
 
     eps_model = common.preset_eps_model()
     kwargs = {}
-    accepted = inspect.signature(pipeline.load_guidance).parameters
+    accepted = inspect.signature(load_guidance).parameters
     if workload == "sample_plain_guide":
         guide_name, manifest = "off_the_shelf", None
     else:
@@ -113,7 +115,7 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
                     if "lora_B" in name and f"expert{index}" in name:
                         param.copy_(torch.randn(param.shape, generator=g) * 0.02)
             path = work / f"expert{index}.pt"
-            pipeline.save_expert(path, model, s, index, stats, guide_path, moments)
+            save_expert(path, model, s, index, stats, guide_path, moments)
             paths.append(str(path))
         manifest = {"experts": paths, "ranges": [[200 * i, 200 * (i + 1)] for i in range(5)]}
         if "merge_adapters" in accepted:
@@ -121,11 +123,11 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
     for switch in ("channels_last", "center_tap_convs"):
         if switch in accepted:
             kwargs[switch] = performance[switch]
-    guidance = pipeline.load_guidance(guide_name, eps_model, len(alphas_cumprod), cpu, guide_path=guide_path,
+    guidance = load_guidance(guide_name, eps_model, len(alphas_cumprod), cpu, guide_path=guide_path,
                                       manifest=manifest, **kwargs)
 
     def draw(seed: int):
-        images, _, _, _ = pipeline.sample_with_cost(guidance, alphas_cumprod, common.IMAGE_SHAPE, SAMPLES, SAMPLES,
+        images, _, _, _ = sample_with_cost(guidance, alphas_cumprod, common.IMAGE_SHAPE, SAMPLES, SAMPLES,
                                                     seed, cpu, steps=STEPS, guidance_scale=1.0, show_progress=False)
         return images
 
@@ -243,7 +245,7 @@ def main() -> None:
                                f"wall {r['speedup_wall']:.2f}x, CPU {r['speedup_cpu']:.2f}x") for r in rows]
     footer += ["(a goal counts as met when both the wall-clock and the CPU-time medians meet it)", "",
                "- throughput: distillation in training images per second (one torch thread = per core), "
-               f"from the difference of {LONG}- and {SHORT}-step runs of `pipeline.train_expert`; sampling in "
+               f"from the difference of {LONG}- and {SHORT}-step runs of `train_expert`; sampling in "
                f"samples per second of DDIM-{STEPS}, {SAMPLES} samples in one batch.",
                "- speed-up: median of per-round ratios new / old (each round runs both, order flipped every round); "
                "CPU = the probe process's CPU time."]

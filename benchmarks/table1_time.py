@@ -7,7 +7,7 @@ Each tree (the old commit exported with ``git archive``, and this checkout's com
 same way) runs its own Snakefile with ``PYTHONPATH`` set to it, in a new working folder; the
 trees alternate (old first in odd rounds). Writes ``benchmarks/results/table1_time.csv`` (one row
 per run: commit, wall seconds, jobs, job seconds in all and per rule from Snakemake's benchmark
-files, the critical path (``ppap.publish.run_critical_path``), the load average before and after)
+files, the critical path (``ppap.tools.publish.run_critical_path``), the load average before and after)
 and ``.md``. About 8-10 minutes per run on 2 cores.
 """
 
@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 import _common as common
-
-from ppap.publish import run_critical_path, summarize_benchmarks
+from ppap.tools.publish import run_critical_path, summarize_benchmarks
 
 
 def time_run(tree: Path, cores: int, timeout: int) -> dict:

@@ -440,3 +440,8 @@ def load_sample_grid(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
         text = getattr(image, "text", {}).get(GRID_TEXT_KEY)
         array = np.asarray(image)
     return (array[..., None] if array.ndim == 2 else array), (json.loads(text) if text else None)
+
+
+def load_digits_npz(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as arrays:
+        return {key: arrays[key] for key in arrays.files}

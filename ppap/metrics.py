@@ -25,11 +25,10 @@ import os
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
-
 import prdc
+import torch
 import torch_fidelity
+from torch.utils.data import Dataset
 from torch_fidelity import metric_fid, metric_isc, metric_prc
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY

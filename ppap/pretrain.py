@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppap.distill import supervised_loss
+from ppap.experts.distill import supervised_loss
 from ppap.schedules import q_sample
-from ppap.training import (EMA, check_finite, make_optimizer, progress, random_batch, random_shift)
+from ppap.training import EMA, check_finite, make_optimizer, progress, random_batch, random_shift
 
 
 def train_diffusion(unet: nn.Module, images: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,

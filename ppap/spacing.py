@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-SPACINGS = ("ddim", "leading", "trailing")
+from ppap.vocab import SPACINGS
 
 
 def spaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "ddim") -> list[int]:

@@ -88,10 +88,10 @@ def merged_config(*overlays: dict) -> dict:
 
 
 def expert_training(guide_set: str, **overrides):
-    """The settings object of one distillation job, as ``ppap.config.expert_training`` would build
+    """The settings object of one distillation job, as ``ppap.study.config.expert_training`` would build
     it, with small defaults for unit tests (LoRA on every conv, norms frozen, no warm start)."""
-    from ppap import grammar
-    from ppap.config import ExpertTraining
+    from ppap.specs import ExpertTraining
+    from ppap.study import grammar
 
     spec = grammar.parse_guide_set(guide_set)
     datafree = spec.supervision == "datafree"

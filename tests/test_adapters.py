@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from ppap import adapters
-from ppap.distill import adapter_teacher
-from ppap.experts import AdapterExperts, expert_for_timestep, timestep_ranges
+from ppap.experts import AdapterExperts, adapters, expert_for_timestep, timestep_ranges
+from ppap.experts.distill import adapter_teacher
 from ppap.models.checkpoints import CheckpointError, load_checkpoint
 from ppap.models.classifiers import ClassifierGuide, save_guide
 

@@ -1,5 +1,5 @@
 """The labeled upper bound: a class-conditional UNet (ppap.models.unet, ppap.pretrain) sampled with
-classifier-free guidance (ppap.classifier_free)."""
+classifier-free guidance (ppap.guidance.classifier_free)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppap.classifier_free import classifier_free_eps
-from ppap.diffusion import sample_ddim, sample_ddpm
+from ppap.guidance.classifier_free import classifier_free_eps
 from ppap.models.checkpoints import CheckpointError
-from ppap.models.unet import (EpsilonModel, build_unet, load_class_conditioning, load_conditional_eps_model,
-                              load_diffusion_model, null_label_of, save_diffusion_model)
+from ppap.models.unet import (
+    EpsilonModel,
+    build_unet,
+    load_class_conditioning,
+    load_conditional_eps_model,
+    load_diffusion_model,
+    null_label_of,
+    save_diffusion_model,
+)
 from ppap.pretrain import drop_labels, train_diffusion
+from ppap.sampling import sample_ddim, sample_ddpm
 from ppap.schedules import make_ddpm_scheduler, q_sample, respaced_timesteps
 from ppap.training import EMA, check_finite, make_optimizer, random_batch
 

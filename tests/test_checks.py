@@ -1,6 +1,6 @@
-"""Checks before any job (ppap.checks): overlay traps, the study selection, every named file opened
-and compared with the data; stale locks of a killed Snakemake (ppap.locks); the console of a failed
-or interrupted job (ppap.runtime.rule_session)."""
+"""Checks before any job (ppap.study.checks): overlay traps, the study selection, every named file opened
+and compared with the data; stale locks of a killed Snakemake (locks); the console of a failed
+or interrupted job (harness.rule_session)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
+from pretrained_files import (
+    write_class_folders,
+    write_diffusion_dir,
+    write_guide,
+    write_inception_weights,
+    write_reference_npz,
+)
 
+import locks
 from conftest import merged_config
-from pretrained_files import (write_class_folders, write_diffusion_dir, write_guide, write_inception_weights,
-                              write_reference_npz)
-from ppap import checks, locks
-from ppap.config import ConfigError
+from ppap.study import checks
+from ppap.study.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +83,7 @@ def test_preset_name_comes_from_the_config_files():
 
 def test_no_named_file_imports_no_torch():
     """The default preset names no file: the Snakefile's checks stay light."""
-    code = ("import sys, yaml; from ppap.checks import check_files; "
+    code = ("import sys, yaml; from ppap.study.checks import check_files; "
             f"config = yaml.safe_load(open({str(REPO / 'config' / 'default.yaml')!r})); "
             "assert check_files(config) == {}; print(sorted(m for m in ('torch', 'timm', 'diffusers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -314,7 +319,7 @@ def fake_lock(snakemake_dir: Path, name: str) -> Path:
 
 def record_in_child(snakemake_dir: Path, lock: Path, wait: bool = False) -> subprocess.Popen:
     """A process that records itself as the owner of `lock`, then exits (or waits for stdin)."""
-    code = (f"import sys; from ppap.locks import record_owner; record_owner({str(snakemake_dir)!r}, [{str(lock)!r}]); "
+    code = (f"import sys; from locks import record_owner; record_owner({str(snakemake_dir)!r}, [{str(lock)!r}]); "
             "print('recorded', flush=True); " + ("sys.stdin.read()" if wait else ""))
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -373,7 +378,7 @@ rule waits:
 
 FAILS = """
 import sys
-from ppap.runtime import rule_session
+from harness import rule_session
 with rule_session(snakemake.log[0], 1, "fails") as log:
     for i in range(100):
         sys.stderr.write(f"\\rtraining {i + 1}/100")  # a progress bar, as tqdm draws it
@@ -384,7 +389,7 @@ with rule_session(snakemake.log[0], 1, "fails") as log:
 
 WAITS = """
 import time
-from ppap.runtime import rule_session
+from harness import rule_session
 with rule_session(snakemake.log[0], 1, "waits") as log:
     log.info("working")
     time.sleep(60)
@@ -443,7 +448,7 @@ def test_ctrl_c_is_one_line_per_job_and_no_traceback(toy):
 
 
 def test_log_tail_shows_a_progress_bar_once(tmp_path):
-    from ppap.runtime import log_tail
+    from harness import log_tail
 
     log = tmp_path / "x.log"
     log.write_text("start\n" + "".join(f"\rstep {i}" for i in range(50)) + "\n" + "\n".join(f"l{i}" for i in range(20)))

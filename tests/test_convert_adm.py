@@ -19,7 +19,6 @@ from torch import nn
 from ppap.models import convert_adm
 from ppap.models.checkpoints import CheckpointError
 
-
 # ------------------------------------------------------------------------- reference ADM UNet
 
 def gn(channels: int) -> nn.GroupNorm:
@@ -291,16 +290,18 @@ def test_adm256_configuration_is_what_the_released_model_needs():
 
 def test_converted_model_samples_with_guidance_in_bf16(tmp_path, make_guide, one_thread):
     """The converted directory drives ppap's guided DDIM (epsilon = first 3 of 6 channels), bf16 autocast included."""
-    from ppap import pipeline
+
+    from ppap.generate import generate_samples
+    from ppap.models.denoisers import load_eps_model
     from ppap.models.unet import save_diffusion_model
 
     state = reference(seed=4).state_dict()
     arch = convert_adm.infer_architecture(state, 32, **flags_for({}))
     save_diffusion_model(tmp_path / "adm", convert_adm.build_unet(state, arch), convert_adm.adm_scheduler())
-    eps, alphas_cumprod, shape = pipeline.load_eps_model(tmp_path / "adm", torch.device("cpu"))
+    eps, alphas_cumprod, shape = load_eps_model(tmp_path / "adm", torch.device("cpu"))
     assert shape == (3, 32, 32)
     guide = make_guide(seed=0, in_chans=3).requires_grad_(False)
-    images, labels = pipeline.generate_samples(eps, alphas_cumprod.float(), shape, 4, 2, 0, torch.device("cpu"),
+    images, labels = generate_samples(eps, alphas_cumprod.float(), shape, 4, 2, 0, torch.device("cpu"),
                                                steps=2, guide=guide, guidance_scale=2.0, show_progress=False,
                                                precision="bf16")
     assert images.shape == (4, 32, 32, 3) and images.dtype.name == "uint8" and len(labels) == 4

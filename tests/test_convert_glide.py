@@ -316,7 +316,7 @@ CLI_FLAGS = ["--image-size", "16", "--num-res-blocks", "1", "--channel-mult", "1
 def test_cli_writes_a_directory_ppap_loads(tmp_path, one_thread):
     import hashlib
 
-    from ppap import pipeline
+    from ppap.models.denoisers import load_eps_model
 
     checkpoint = _write_checkpoint(tmp_path)
     out = tmp_path / "glide64"
@@ -327,7 +327,7 @@ def test_cli_writes_a_directory_ppap_loads(tmp_path, one_thread):
     assert record["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert record["caption"] == "" and record["tokens"] == [49] * 8 and record["mask"] == [False] * 8
     assert record["architecture"]["channel_mult"] == [1, 2] and "xf_heads" in record["not_in_checkpoint"]
-    eps, alphas_cumprod, shape = pipeline.load_eps_model(out, torch.device("cpu"))
+    eps, alphas_cumprod, shape = load_eps_model(out, torch.device("cpu"))
     assert shape == (3, 16, 16) and not eps.training
     assert alphas_cumprod.dtype == torch.float64 and len(alphas_cumprod) == 1000
     assert not any(p.requires_grad for p in eps.parameters())
@@ -363,11 +363,11 @@ def test_scheduler_has_glides_cosine_betas(tmp_path):
 
 
 def test_directory_passes_the_pre_run_checks_and_a_damaged_one_is_named(tmp_path):
-    from conftest import merged_config
-
-    from ppap import checks
-    from ppap.config import ConfigError
     from pretrained_files import write_class_folders
+
+    from conftest import merged_config
+    from ppap.study import checks
+    from ppap.study.config import ConfigError
 
     out = tmp_path / "glide"
     convert_glide.convert_checkpoint(_write_checkpoint(tmp_path), out, **flags_for({}))
@@ -377,7 +377,7 @@ def test_directory_passes_the_pre_run_checks_and_a_damaged_one_is_named(tmp_path
     info = checks.check_files(config)["diffusion.pretrained"]
     assert info["unet_class"] == "GLIDE Text2ImUNet" and info["out_channels"] == 6 and info["sample_size"] == 16
     assert info["beta_schedule"] == "squaredcos_cap_v2" and info["block_out_channels"] == [32, 64]
-    from ppap.runtime import describe_diffusion_model
+    from harness import describe_diffusion_model
 
     assert "GLIDE Text2ImUNet 3->6 channels at 16 px" in describe_diffusion_model(out)
     with pytest.raises(ConfigError, match="makes 16 px images, data.image_size is 8"):
@@ -397,14 +397,15 @@ def test_directory_passes_the_pre_run_checks_and_a_damaged_one_is_named(tmp_path
 
 def test_guided_sampling_runs_on_the_converted_model(tmp_path, make_guide, one_thread):
     """The converted directory drives ppap's guided DDIM (epsilon = first 3 of 6 channels), bf16 autocast included."""
-    from ppap import pipeline
+    from ppap.generate import generate_samples
+    from ppap.models.denoisers import load_eps_model
 
     out = tmp_path / "glide"
     convert_glide.convert_checkpoint(_write_checkpoint(tmp_path, seed=4), out, **flags_for({}))
-    eps, alphas_cumprod, shape = pipeline.load_eps_model(out, torch.device("cpu"))
+    eps, alphas_cumprod, shape = load_eps_model(out, torch.device("cpu"))
     guide = make_guide(seed=0, in_chans=3).requires_grad_(False)
     for precision in ("fp32", "bf16"):
-        images, labels = pipeline.generate_samples(eps, alphas_cumprod.float(), shape, 2, 2, 0, torch.device("cpu"),
+        images, labels = generate_samples(eps, alphas_cumprod.float(), shape, 2, 2, 0, torch.device("cpu"),
                                                    steps=2, guide=guide, guidance_scale=2.0, show_progress=False,
                                                    precision=precision)
         assert images.shape == (2, 16, 16, 3) and images.dtype.name == "uint8" and len(labels) == 2

@@ -155,7 +155,7 @@ def test_open_samples_errors_name_the_file(tmp_path):
 
 
 def test_synthetic_shards_split_evenly_with_consecutive_seeds():
-    from ppap.config import ConfigError, synthetic_shards
+    from ppap.study.config import ConfigError, synthetic_shards
 
     assert synthetic_shards(10, 1, 40) == [(10, 40)]          # one shard: the unsharded pool
     assert synthetic_shards(10, 3, 40) == [(4, 40), (3, 41), (3, 42)]

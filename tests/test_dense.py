@@ -16,11 +16,14 @@ import pytest
 import torch
 
 from conftest import seeded_
-from ppap import dense, distill, guidance, pipeline
-from ppap.config import ExpertTraining
+from ppap import dense, guidance
+from ppap.experts import distill
+from ppap.experts.sets import load_expert_set, save_expert, train_expert
+from ppap.generate import generate_samples
+from ppap.guidance.training_free import TrainingFreeSettings, smoothed_log_prob
 from ppap.models import dense as dense_models
 from ppap.schedules import alphas_cumprod_from_scheduler, make_ddpm_scheduler
-from ppap.training_free import TrainingFreeSettings, smoothed_log_prob
+from ppap.specs import ExpertTraining
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -182,15 +185,15 @@ def test_zero_scale_dense_guidance_is_the_unguided_sample(task, training_free, a
     targets = (torch.randint(0, 11, (6, 8, 8), generator=torch.Generator().manual_seed(0)) if kind == "segmentation"
                else torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
     common = dict(steps=4, show_progress=False, clip="guided_diffusion")
-    plain, _ = pipeline.generate_samples(tiny_eps(), abar, (1, 8, 8), 6, 3, 5, torch.device("cpu"), **common)
+    plain, _ = generate_samples(tiny_eps(), abar, (1, 8, 8), 6, 3, 5, torch.device("cpu"), **common)
     settings = TrainingFreeSettings(variance=1.0, mean=0.0, recurrence=2) if training_free else None
     energy = guidance.energy_for(kind)
-    zero, returned = pipeline.generate_samples(tiny_eps(), abar, (1, 8, 8), 6, 3, 5, torch.device("cpu"),
+    zero, returned = generate_samples(tiny_eps(), abar, (1, 8, 8), 6, 3, 5, torch.device("cpu"),
                                                guide=guide, guidance_scale=0.0, targets=targets, energy=energy,
                                                training_free=settings, **common)
     assert np.array_equal(plain, zero)
     assert np.array_equal(returned, targets.numpy())
-    guided, _ = pipeline.generate_samples(tiny_eps(), abar, (1, 8, 8), 6, 3, 5, torch.device("cpu"),
+    guided, _ = generate_samples(tiny_eps(), abar, (1, 8, 8), 6, 3, 5, torch.device("cpu"),
                                           guide=guide, guidance_scale=50.0, targets=targets, energy=energy,
                                           training_free=settings, **common)
     assert not np.array_equal(plain, guided)
@@ -198,7 +201,7 @@ def test_zero_scale_dense_guidance_is_the_unguided_sample(task, training_free, a
 
 def expert_settings(guide_set: str, steps: int = 4) -> ExpertTraining:
     from conftest import merged_config
-    from ppap.config import expert_training
+    from ppap.study.config import expert_training
 
     config = merged_config({"experts": {"train": {"total_steps": steps * 2, "batch_size": 8, "synthetic_size": 16},
                                         "warm_start": "weights"}})
@@ -217,14 +220,14 @@ def test_dense_experts_train_and_load_as_a_routed_guide(guide_set, task, abar, t
     labels = dense.ground_truth_maps(task, images, classes, 0.5) if settings.supervision == "labeled" else None
     paths = []
     for index in range(2):
-        model, stats, moments = pipeline.train_expert(settings, index, base, abar, images, labels,
+        model, stats, moments = train_expert(settings, index, base, abar, images, labels,
                                                       torch.Generator().manual_seed(index), torch.device("cpu"),
                                                       previous_expert=paths[-1] if index else None,
                                                       show_progress=False)
         assert np.isfinite(stats["final_loss"]) and stats["final_loss"] >= 0
         paths.append(tmp_path / f"expert{index}.pt")
-        pipeline.save_expert(paths[-1], model.cpu(), settings, index, stats, base, moments)
-    routed = pipeline.load_expert_set(guide_set, base, paths, 1000)
+        save_expert(paths[-1], model.cpu(), settings, index, stats, base, moments)
+    routed = load_expert_set(guide_set, settings.rank, base, paths, 1000)
     t = torch.tensor([0, 999])
     out = routed(images[:2], t)
     assert out.shape == guide(images[:2], None).shape
@@ -234,7 +237,7 @@ def test_dense_experts_train_and_load_as_a_routed_guide(guide_set, task, abar, t
 
 
 def test_target_maps_from_a_file_are_checked(tmp_path):
-    from ppap import dense_study
+    from ppap.study import dense as dense_study
 
     settings = dense_study.DenseSettings("segmentation")
     maps = np.random.default_rng(0).integers(0, 11, (5, 8, 8))
@@ -258,7 +261,7 @@ def test_dense_config_checks_name_the_key():
     import yaml
 
     from conftest import REPO, merged_config
-    from ppap.config import ConfigError, _check_dense, dense_runs
+    from ppap.study.config import ConfigError, _check_dense, dense_runs
 
     glide = merged_config(*(yaml.safe_load((REPO / "config" / name).read_text())
                             for name in ("imagenet256.yaml", "glide64.yaml")))
@@ -283,7 +286,7 @@ def test_dense_config_checks_name_the_key():
 
 
 def test_distance_scores_come_from_the_samples_own_strokes():
-    from ppap import dense_study
+    from ppap.study import dense as dense_study
 
     images = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
     settings = dense_study.DenseSettings("distance")

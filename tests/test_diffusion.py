@@ -1,4 +1,4 @@
-"""DDIM / DDPM samplers (ppap.diffusion) and classifier guidance (ppap.guidance)."""
+"""DDIM / DDPM samplers (ppap.sampling) and classifier guidance (ppap.guidance)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppap.diffusion import ddim_step, ddpm_posterior, predict_x0, randn, sample_ddim, sample_ddpm
 from ppap.guidance import NonFiniteError, classifier_guided_eps, classifier_mean_shift, grad_log_prob
 from ppap.models.unet import EpsilonModel, build_unet
+from ppap.sampling import ddim_step, ddpm_posterior, predict_x0, randn, sample_ddim, sample_ddpm
 from ppap.schedules import q_sample, respaced_timesteps
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppap import adapters
-from ppap.distill import adapter_teacher, fit_noise_aware, kd_loss, module_teacher
+from ppap.experts import adapters
+from ppap.experts.distill import adapter_teacher, fit_noise_aware, kd_loss, module_teacher
 from ppap.guidance import NonFiniteError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,7 +143,7 @@ def test_fit_noise_aware_is_reproducible_and_uses_its_range(make_guide, alphas_c
 
 def test_an_image_pool_trains_exactly_like_the_pool_loaded_whole(make_guide, alphas_cumprod, tmp_path):
     from ppap.data import ImagePool, load_samples, open_samples, save_samples, to_float, to_uint8
-    from ppap.distill import precompute_teacher_logits
+    from ppap.experts.distill import precompute_teacher_logits
 
     save_samples(tmp_path / "shard0.npz", to_uint8(blobs(20)))       # a synthetic pool in two shards
     save_samples(tmp_path / "shard1.npz", to_uint8(blobs(28, seed=1)))

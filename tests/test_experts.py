@@ -183,8 +183,8 @@ def test_routed_guide_base_and_single_guide():
 # ------------------------------------------------------------------------ merged adapters ----
 
 def test_merged_adapter_routing_gives_the_same_logits_and_gradients_as_unmerged(make_guide, recwarn):
-    from ppap.adapters import attach_lora_experts
     from ppap.experts import AdapterExperts
+    from ppap.experts.adapters import attach_lora_experts
 
     names, layers = ["e0", "e1", "e2"], ["backbone.0", "backbone.2", "backbone.6"]
     model = attach_lora_experts(make_guide(0), names, 2, 4.0, layers).eval()

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ppap import data, report
+from ppap import data
+from ppap.study import report
 
 matplotlib.use("Agg")
 
@@ -23,7 +24,7 @@ def _close_figures():
 
 def _samples(n: int, guided: bool, num_classes: int = 10):
     """n 2x2 grey images (pixel value 1 + index mod 250: no sample is black, the first 250 are
-    distinct) and balanced targets in the order ppap.pipeline.balanced_labels gives (arange % K)."""
+    distinct) and balanced targets in the order ppap.generate.balanced_labels gives (arange % K)."""
     images = (1 + np.arange(n) % 250).astype(np.uint8)[:, None, None, None].repeat(2, 1).repeat(2, 2)
     return images, (np.arange(n) % num_classes if guided else None)
 

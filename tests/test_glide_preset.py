@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_imagenet_preset import planned_jobs, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,8 +17,14 @@ DENSE_FILES = {"pretrained/deeplabv3_resnet50_seg.pt": ("segmentation", 21),
 
 
 def placeholders(root: Path, dense_files: dict = DENSE_FILES) -> None:
-    from pretrained_files import (write_class_folders, write_dense_guide, write_glide_dir, write_guide,
-                                  write_inception_weights, write_reference_npz)
+    from pretrained_files import (
+        write_class_folders,
+        write_dense_guide,
+        write_glide_dir,
+        write_guide,
+        write_inception_weights,
+        write_reference_npz,
+    )
 
     for d in ("data/imagenet/train", "data/imagenet/val"):
         write_class_folders(root / d, 1000)
@@ -50,11 +55,11 @@ def test_glide_preset_plans_the_dense_table_from_public_models(tmp_path):
 
 
 def test_a_dense_file_of_the_wrong_kind_is_named(tmp_path):
-    """What the pre-run checks say (ppap.checks.check_files) when a depth model is a segmenter."""
+    """What the pre-run checks say (ppap.study.checks.check_files) when a depth model is a segmenter."""
     from pretrained_files import write_dense_guide
 
-    from ppap.checks import DataShape, check_dense_guide_file
-    from ppap.config import ConfigError
+    from ppap.study.checks import DataShape, check_dense_guide_file
+    from ppap.study.config import ConfigError
 
     data = DataShape("folder", 1000, 3, 64)
     path = write_dense_guide(tmp_path / "depth.pt", "segmentation", 21)

@@ -1,5 +1,5 @@
-"""The guide-set and sampling grammar (ppap.grammar), the spacing (ppap.spacing), and the runs and
-job settings the config derives from them (ppap.config)."""
+"""The guide-set and sampling grammar (ppap.study.grammar), the spacing (ppap.spacing), and the runs and
+job settings the config derives from them (ppap.study.config)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ppap import grammar
-from ppap.config import ConfigError, ablation_runs, check_config, expert_training, table1_runs, tuning_runs
-from ppap.grammar import GrammarError, GuideSet, Sampling
 from ppap.spacing import spaced_timesteps
+from ppap.study import grammar
+from ppap.study.config import ConfigError, ablation_runs, check_config, expert_training, table1_runs, tuning_runs
+from ppap.study.grammar import GrammarError, GuideSet, Sampling
 
 REPO = Path(__file__).resolve().parents[1]
 

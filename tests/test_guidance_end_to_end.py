@@ -60,20 +60,23 @@ def test_flipped_guidance_does_not_beat_chance(tiny_run, one_thread):
     other way."""
     import yaml
 
-    from ppap import grammar, pipeline
+    from ppap.experts.sets import load_expert_set
+    from ppap.generate import generate_samples
+    from ppap.models.denoisers import load_eps_model
+    from ppap.study import grammar
 
     results = tiny_run / "results"
     device = torch.device("cpu")
-    eps_model, alphas_cumprod, image_shape = pipeline.load_eps_model(results / "models" / "diffusion", device)
+    eps_model, alphas_cumprod, image_shape = load_eps_model(results / "models" / "diffusion", device)
     manifest = json.loads((results / "models" / "guides" / GUIDE / "manifest.json").read_text())
     experts = [str(tiny_run / path) for path in manifest["experts"]]
-    guide = pipeline.load_expert_set(GUIDE, results / "models" / "guide.pt", experts, len(alphas_cumprod),
-                                     manifest["ranges"]).to(device)
+    guide = load_expert_set(GUIDE, manifest["rank"], results / "models" / "guide.pt", experts, len(alphas_cumprod),
+                            manifest["ranges"]).to(device)
     config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())  # clip order, spacing (unchanged by TINY)
     sampling = grammar.resolve_sampling("ddim10_s2", config)
 
     def sample(scale: float):
-        return pipeline.generate_samples(eps_model, alphas_cumprod, image_shape, 200, 200, 0, device,
+        return generate_samples(eps_model, alphas_cumprod, image_shape, 200, 200, 0, device,
                                          sampler=sampling.sampler, steps=sampling.steps, eta=0.0, guide=guide,
                                          guidance_scale=scale, num_classes=10, clip=sampling.clip,
                                          spacing=sampling.spacing, show_progress=False)

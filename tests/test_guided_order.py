@@ -23,8 +23,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppap.diffusion import clipped_eps, randn, sample_ddim, sample_ddpm
 from ppap.guidance import guided_model
+from ppap.sampling import clipped_eps, randn, sample_ddim, sample_ddpm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from conftest import merged_config
-
-from ppap.config import ConfigError, check_config
+from ppap.study.config import ConfigError, check_config
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "config" / "imagenet256.yaml"
@@ -32,10 +31,15 @@ def snakemake(workdir: Path, target: str, *options: str, env: dict | None = None
 
 def placeholders(root: Path, skip: str | None = None) -> None:
     """Tiny files of the kinds the preset names, valid enough for the checks before any job
-    (ppap.checks opens every named file): a 256 px RGB UNet with a 6-channel output and a 1000-step
+    (ppap.study.checks opens every named file): a 256 px RGB UNet with a 6-channel output and a 1000-step
     schedule, a 1000-class RGB guide, 1000 class folders, a reference batch, Inception tensors."""
-    from pretrained_files import (write_class_folders, write_diffusion_dir, write_guide, write_inception_weights,
-                                  write_reference_npz)
+    from pretrained_files import (
+        write_class_folders,
+        write_diffusion_dir,
+        write_guide,
+        write_inception_weights,
+        write_reference_npz,
+    )
 
     for d in PLACEHOLDER_DIRS[2:]:
         write_class_folders(root / d, 1000)
@@ -106,7 +110,7 @@ def merged_preset(*extra: Path) -> dict:
 def test_lora_targets_per_family_select_what_the_preset_says(arch, overlay, expected):
     import timm
 
-    from ppap.adapters import lora_target_modules
+    from ppap.experts.adapters import lora_target_modules
     from ppap.models.classifiers import ClassifierGuide
 
     lora = merged_preset(*([overlay] if overlay else []))["experts"]["lora"]
@@ -164,7 +168,7 @@ def test_every_rule_declares_memory_runtime_and_threads_and_gpu_rules_a_gpu():
 
 
 def test_resources_are_sized_by_rule_name_and_the_preset_names_only_real_rules():
-    from ppap.config import RESOURCE_RULES
+    from ppap.study.config import RESOURCE_RULES
 
     names = set()
     for name, body in rule_blocks():

@@ -13,11 +13,15 @@ import torch
 import yaml
 
 from conftest import REPO, expert_training
-from ppap import adapters, grammar, pipeline
-from ppap.config import expert_training as config_expert_training
-from ppap.config import guide_performance, performance, scoring_settings
+from ppap.experts import adapters
+from ppap.experts.sets import save_expert, train_expert
+from ppap.generate import sample_with_cost
 from ppap.models import classifiers
 from ppap.models.checkpoints import load_checkpoint
+from ppap.study import grammar
+from ppap.study.config import expert_training as config_expert_training
+from ppap.study.config import guide_performance, performance, scoring_settings
+from ppap.study.guides import load_guidance
 from ppap.training import adamw, load_optimizer_moments, optimizer_moments
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,7 +56,7 @@ def images():
 
 def train(settings, index, guide_path, alphas_cumprod, images, previous=None):
     labels = torch.arange(len(images)) % 10 if settings.supervision == "labeled" else None
-    return pipeline.train_expert(settings, index, guide_path, alphas_cumprod.float(), images, labels,
+    return train_expert(settings, index, guide_path, alphas_cumprod.float(), images, labels,
                                  torch.Generator().manual_seed(10 + index), CPU, previous_expert=previous,
                                  show_progress=False)
 
@@ -80,7 +84,7 @@ def test_fast_training_is_the_same_training_up_to_rounding_and_saves_the_usual_f
         for index in range(2):  # expert 1 continues expert 0's weights and AdamW moments (warm start)
             model, stats, moments = train(settings, index, guide_path, alphas_cumprod, images, previous)
             path = tmp_path / f"{name}_{guide_set}_expert{index}.pt"
-            pipeline.save_expert(path, model, settings, index, stats, guide_path, moments)
+            save_expert(path, model, settings, index, stats, guide_path, moments)
             chain.append(trained_state(model, settings, index))
             previous = path
             if name == "fast":
@@ -146,19 +150,19 @@ def test_fast_sampling_draws_the_images_of_the_plain_path(guide_path, alphas_cum
                 if "lora_B" in name and f"expert{index}" in name:
                     param.normal_(0, 0.05, generator=torch.Generator().manual_seed(index))
         path = tmp_path / f"expert{index}.pt"
-        pipeline.save_expert(path, model, settings, index, stats, guide_path, moments)
+        save_expert(path, model, settings, index, stats, guide_path, moments)
         paths.append(path)
     manifest = {"experts": [str(p) for p in paths], "ranges": [[0, 500], [500, 1000]]}
     unet = build_unet(8, 1, [8, 16], 1, [False, False], 4, seed=0)
     eps_model = EpsilonModel(unet, alphas_cumprod.float()).eval().requires_grad_(False)
 
     def draw(guidance, seed):
-        images_out, _, _, _ = pipeline.sample_with_cost(guidance, alphas_cumprod.float(), (1, 8, 8), 16, 16, seed,
+        images_out, _, _, _ = sample_with_cost(guidance, alphas_cumprod.float(), (1, 8, 8), 16, 16, seed,
                                                         CPU, steps=6, guidance_scale=4.0, show_progress=False)
         return images_out.astype(int)
 
     def guidance(**switches):
-        return pipeline.load_guidance("datafree_lora2_n2", eps_model, 1000, CPU, guide_path=guide_path,
+        return load_guidance("datafree_lora2_n2", eps_model, 1000, CPU, guide_path=guide_path,
                                       manifest=manifest, **switches)
 
     plain = guidance()
@@ -243,10 +247,12 @@ def test_a_rule_process_freezes_its_objects_at_exit_after_the_job(tmp_path):
     script = textwrap.dedent(f"""
         import atexit, gc
         atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0, flush=True))
-        from ppap import runtime
-        with runtime.rule_session({str(tmp_path / "job.log")!r}, 1, "probe"):
+        import sys
+        sys.path.insert(0, "workflow/scripts")
+        from harness import rule_session, skip_final_collection
+        with rule_session({str(tmp_path / "job.log")!r}, 1, "probe"):
             open({str(tmp_path / "out.txt")!r}, "w").write("done")
-        print("registered again:", runtime.skip_final_collection(), flush=True)
+        print("registered again:", skip_final_collection(), flush=True)
         print("frozen before exit:", gc.get_freeze_count() > 0, flush=True)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)

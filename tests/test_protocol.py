@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from conftest import expert_training
-from ppap import adapters, pipeline
+from ppap.experts import adapters
+from ppap.experts.sets import load_expert_set, save_expert, train_expert
 from ppap.models import classifiers
 from ppap.models.checkpoints import CheckpointError, load_checkpoint
+from ppap.study.accounting import parameter_accounting
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,7 +40,7 @@ def images():
 
 
 def train(settings, index, guide_path, alphas_cumprod, images, previous=None, labels=None):
-    return pipeline.train_expert(settings, index, guide_path, alphas_cumprod.float(), images, labels,
+    return train_expert(settings, index, guide_path, alphas_cumprod.float(), images, labels,
                                  torch.Generator().manual_seed(10 + index), CPU, previous_expert=previous,
                                  show_progress=False)
 
@@ -94,10 +96,10 @@ def test_the_router_restores_each_experts_norm_state(tmp_path, guide_path, alpha
         model, stats, moments = train(settings, index, guide_path, alphas_cumprod, images,
                                       previous=paths[-1] if paths else None)
         path = tmp_path / f"expert{index}.pt"
-        pipeline.save_expert(path, model, settings, index, stats, guide_path, moments)
+        save_expert(path, model, settings, index, stats, guide_path, moments)
         paths.append(path)
         trained.append(model.eval())
-    routed = pipeline.load_expert_set(settings.guide_set, guide_path, paths, 1000, merge=merge)
+    routed = load_expert_set(settings.guide_set, settings.rank, guide_path, paths, 1000, merge=merge)
     x = images[:6]
     t = torch.tensor([10, 200, 499, 500, 700, 999])  # a batch mixing both experts
     with torch.no_grad():
@@ -107,7 +109,7 @@ def test_the_router_restores_each_experts_norm_state(tmp_path, guide_path, alpha
             torch.testing.assert_close(out[rows], expected, rtol=1e-5, atol=1e-5)
             alone = routed(x[rows], t[rows])  # one expert per batch: the merged path, if merging
             torch.testing.assert_close(alone, expected, rtol=1e-4, atol=1e-5)
-    accounting = pipeline.parameter_accounting(settings.guide_set, 100, paths)
+    accounting = parameter_accounting(settings.guide_set, 100, paths)
     stats = [load_checkpoint(p)["stats"] for p in paths]
     assert accounting["trainable_params"] == sum(s["trainable_params"] for s in stats)
     # Stored: the backbone, plus each expert's LoRA and norm parameters and its running statistics.
@@ -120,7 +122,7 @@ def test_warm_start_continues_from_the_previous_expert(tmp_path, guide_path, alp
     settings = lora_settings(warm_start="optimizer")
     model0, stats0, moments0 = train(settings, 0, guide_path, alphas_cumprod, images)
     first = tmp_path / "expert0.pt"
-    pipeline.save_expert(first, model0, settings, 0, stats0, guide_path, moments0)
+    save_expert(first, model0, settings, 0, stats0, guide_path, moments0)
     assert "optimizer_moments" in load_checkpoint(first)  # a successor continues them
     # With a zero learning rate the successor's weights are exactly its predecessor's...
     frozen = lora_settings(warm_start="optimizer", lr=0.0, weight_decay=0.0)
@@ -135,7 +137,7 @@ def test_warm_start_continues_from_the_previous_expert(tmp_path, guide_path, alp
     assert steps == {6}
     # The last expert of a set has no successor: its file carries no optimizer state.
     last = tmp_path / "expert1.pt"
-    pipeline.save_expert(last, model1, frozen, 1, stats1, guide_path, moments1)
+    save_expert(last, model1, frozen, 1, stats1, guide_path, moments1)
     assert "optimizer_moments" not in load_checkpoint(last)
 
 
@@ -143,7 +145,7 @@ def test_warm_start_weights_only_restarts_the_moments(tmp_path, guide_path, alph
     settings = lora_settings(warm_start="weights")
     model0, stats0, moments0 = train(settings, 0, guide_path, alphas_cumprod, images)
     first = tmp_path / "expert0.pt"
-    pipeline.save_expert(first, model0, settings, 0, stats0, guide_path, moments0)
+    save_expert(first, model0, settings, 0, stats0, guide_path, moments0)
     assert "optimizer_moments" not in load_checkpoint(first)
     _, _, moments1 = train(settings, 1, guide_path, alphas_cumprod, images, previous=first)
     assert {int(state["step"]) for state in moments1.values()} == {3}
@@ -154,7 +156,7 @@ def test_full_fine_tuning_warm_start(tmp_path, guide_path, alphas_cumprod, image
     settings = expert_training("labeled_full_n2", steps=3, batch_size=8, warm_start="optimizer")
     model0, stats0, moments0 = train(settings, 0, guide_path, alphas_cumprod, images, labels=labels)
     first = tmp_path / "expert0.pt"
-    pipeline.save_expert(first, model0, settings, 0, stats0, guide_path, moments0)
+    save_expert(first, model0, settings, 0, stats0, guide_path, moments0)
     frozen = expert_training("labeled_full_n2", steps=3, batch_size=8, warm_start="optimizer", lr=0.0)
     model1, _, _ = train(frozen, 1, guide_path, alphas_cumprod, images, previous=first, labels=labels)
     for (name, a), b in zip(model0.named_parameters(), model1.parameters()):
@@ -169,7 +171,7 @@ def test_warm_start_refuses_a_wrong_or_missing_predecessor(tmp_path, guide_path,
         train(lora_settings(warm_start="off"), 1, guide_path, alphas_cumprod, images, previous=tmp_path / "x.pt")
     model, stats, moments = train(lora_settings(guide_set="datafree_lora2_n3"), 0, guide_path, alphas_cumprod, images)
     other = tmp_path / "other_set.pt"
-    pipeline.save_expert(other, model, lora_settings(guide_set="datafree_lora2_n3"), 0, stats, guide_path, moments)
+    save_expert(other, model, lora_settings(guide_set="datafree_lora2_n3"), 0, stats, guide_path, moments)
     with pytest.raises(CheckpointError, match="is an expert of datafree_lora2_n3, not of datafree_lora2_n2"):
         train(settings, 1, guide_path, alphas_cumprod, images, previous=other)
 

@@ -1,11 +1,11 @@
-"""ppap.publish: a finished run becomes results/reference/, whole or not at all."""
+"""ppap.tools.publish: a finished run becomes results/reference/, whole or not at all."""
 
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from ppap import publish
+from ppap.tools import publish
 
 GUIDES = {"none": "ddim25_s0", "off_the_shelf": "ddim25_s1", "datafree_lora4_n5": "ddim25_s1"}
 

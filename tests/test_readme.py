@@ -1,4 +1,4 @@
-"""The README quotes only what the reference results say (ppap.readme)."""
+"""The README quotes only what the reference results say (ppap.tools.readme)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ppap import readme
+from ppap.tools import readme
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference"

@@ -1,7 +1,7 @@
 """Robustness: bad configs and damaged named files fail naming the key; a killed job, and a killed
 Snakemake, resume to the same bytes as an uninterrupted run (determinism); non-finite values stop a
 rule; checkpoint loaders refuse bad files; reference image sets; the reference-results check
-(``python -m ppap.reference``) and the preset it records."""
+(``python -m ppap.tools.reference``) and the preset it records."""
 
 from __future__ import annotations
 
@@ -21,15 +21,20 @@ import psutil
 import pytest
 import torch
 from PIL import Image
+from pretrained_files import write_diffusion_dir, write_guide
 
 from conftest import expert_training
-from pretrained_files import write_diffusion_dir, write_guide
-from ppap import adapters, data, pipeline, reference
+from ppap import data
+from ppap.data import load_digits_npz
+from ppap.experts import adapters
+from ppap.experts.sets import load_expert_set, save_expert, train_expert
+from ppap.generate import generate_samples
 from ppap.guidance import NonFiniteError
 from ppap.models import classifiers
 from ppap.models.checkpoints import CheckpointError
 from ppap.models.unet import EpsilonModel, build_unet, load_diffusion_model, save_diffusion_model
 from ppap.schedules import make_ddpm_scheduler
+from ppap.tools import reference
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "config" / "smoke.yaml")
@@ -223,7 +228,7 @@ def test_killed_job_and_killed_snakemake_resume_to_the_same_bytes_as_an_uninterr
        failed job's output and incomplete marker). Mid-run, SIGKILL Snakemake itself and its jobs:
        its lock and incomplete markers stay behind.
     3. Rerun the same command with the one documented flag, --rerun-incomplete (the local profile
-       sets it): the lock of the dead Snakemake is removed by the Snakefile (ppap.locks), the DAG
+       sets it): the lock of the dead Snakemake is removed by the Snakefile (locks), the DAG
        completes, and Table 1, the metric files and every sample .npz are byte-identical to the
        uninterrupted run's: the workflow is deterministic and a killed job leaves nothing that a
        rerun could mistake for a finished output."""
@@ -287,7 +292,7 @@ def test_sampling_seed_changes_the_samples_and_the_same_seed_repeats_them(alphas
     eps = EpsilonModel(unet, alphas_cumprod.float()).eval().requires_grad_(False)
 
     def draw(seed):
-        return pipeline.generate_samples(eps, alphas_cumprod.float(), (1, 8, 8), 6, 4, seed, torch.device("cpu"),
+        return generate_samples(eps, alphas_cumprod.float(), (1, 8, 8), 6, 4, seed, torch.device("cpu"),
                                          steps=3, show_progress=False)[0]
 
     first, again, other = draw(0), draw(0), draw(1)
@@ -306,7 +311,7 @@ def test_lora_expert_training_does_not_depend_on_the_global_rng(tmp_path, alphas
 
     def train(global_seed):
         torch.manual_seed(global_seed)  # what a fresh process would have: any state at all
-        model, stats, _ = pipeline.train_expert(
+        model, stats, _ = train_expert(
             expert_training("datafree_lora2_n2"), 1, guide_path, alphas_cumprod.float(), images, None,
             torch.Generator().manual_seed(7), torch.device("cpu"), show_progress=False)
         return adapters.adapter_state_dict(model, "expert1"), stats
@@ -351,7 +356,7 @@ def test_non_finite_guidance_gradient_stops_sampling(alphas_cumprod):
 
     for sampler in ("ddim", "ddpm"):
         with pytest.raises(NonFiniteError, match="non-finite guidance gradient"):
-            pipeline.generate_samples(eps, alphas_cumprod.float(), (1, 8, 8), 4, 4, 0, torch.device("cpu"),
+            generate_samples(eps, alphas_cumprod.float(), (1, 8, 8), 4, 4, 0, torch.device("cpu"),
                                       sampler=sampler, steps=3, guide=nan_guide, guidance_scale=1.0,
                                       show_progress=False)
 
@@ -382,7 +387,7 @@ def write_adapter(path: Path, guide_path: Path, guide_id: str, index: int, t_ran
     guide = classifiers.load_guide(guide_path)
     targets = adapters.lora_target_modules(guide, ["conv"])
     model = adapters.attach_lora_experts(guide, [f"expert{index}"], rank, 4.0, targets)
-    pipeline.save_expert(path, model, expert_training(guide_id), index, dict(t_range=list(t_range)), guide_path)
+    save_expert(path, model, expert_training(guide_id), index, dict(t_range=list(t_range)), guide_path)
     return path
 
 
@@ -423,7 +428,7 @@ def test_load_expert_set_refuses_a_file_of_another_expert(tmp_path, guide_file, 
     guide_set = "datafree_lora2_n2"
     ranges = [(0, 500), (500, 1000)]
     good = [write_adapter(tmp_path / f"expert{i}.pt", guide_file, guide_set, i, ranges[i]) for i in range(2)]
-    routed = pipeline.load_expert_set(guide_set, guide_file, good, 1000)
+    routed = load_expert_set(guide_set, 2, guide_file, good, 1000)
     assert routed.ranges == ranges
     bad = tmp_path / "bad_expert.pt"
     if case == "other-range":      # expert 1 of a set whose ranges are cut elsewhere
@@ -442,13 +447,13 @@ def test_load_expert_set_refuses_a_file_of_another_expert(tmp_path, guide_file, 
         corrupt("truncated", bad, good[1], evaluator_file)
         match = "cannot read checkpoint .*bad_expert.pt"
     with pytest.raises(CheckpointError, match=match):
-        pipeline.load_expert_set(guide_set, guide_file, [good[0], bad], 1000)
+        load_expert_set(guide_set, 2, guide_file, [good[0], bad], 1000)
 
 
 def test_load_expert_set_refuses_an_adapter_of_another_rank(tmp_path, guide_file):
     path = write_adapter(tmp_path / "expert0.pt", guide_file, "datafree_lora4_n1", 0, (0, 1000), rank=2)
     with pytest.raises(CheckpointError, match="expert0.pt holds a rank-2 adapter, datafree_lora4_n1 has rank 4"):
-        pipeline.load_expert_set("datafree_lora4_n1", guide_file, [path], 1000)
+        load_expert_set("datafree_lora4_n1", 4, guide_file, [path], 1000)
 
 
 @pytest.fixture
@@ -576,7 +581,7 @@ def test_evaluate_scores_against_the_reference_images(smoke_run, tmp_path):
     (its input changed) and gives the same metrics as scoring against the digits themselves."""
     workdir = tmp_path / "with_reference"
     shutil.copytree(smoke_run, workdir, symlinks=True)
-    digits = pipeline.load_digits_npz(workdir / "results" / "data" / "digits.npz")["test_images"]
+    digits = load_digits_npz(workdir / "results" / "data" / "digits.npz")["test_images"]
     folder = tmp_path / "test_digits"
     folder.mkdir()
     for i, image in enumerate(digits):
@@ -637,7 +642,7 @@ def test_reference_check_run_option_runs_the_workflow_first(smoke_run, tmp_path)
     check compares its table with the reference (here the same table: exit 0)."""
     scratch = tmp_path / "scratch"
     shutil.copytree(smoke_run, scratch, symlinks=True)
-    result = subprocess.run([sys.executable, "-m", "ppap.reference", "--run", "--cores", "1", "--scratch", str(scratch),
+    result = subprocess.run([sys.executable, "-m", "ppap.tools.reference", "--run", "--cores", "1", "--scratch", str(scratch),
                              "--configfile", SMOKE, "--reference", str(smoke_run / TABLE1)],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -658,7 +663,6 @@ def test_table1_records_its_preset(smoke_run):
 def preset_table(folder: Path, preset: str, **sampling) -> Path:
     """A Table 1 CSV and its preset record, as the table1 rule writes them (config: the smoke preset's)."""
     import yaml
-
     from test_checks import merged
 
     config = merged(yaml.safe_load(Path(SMOKE).read_text()), {"sampling": sampling, "preset": preset})

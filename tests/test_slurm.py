@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from slurm_cluster import PARTITION, diagnostics, local_slurm, missing_tools
 
 from conftest import REPO, run_workflow
-from slurm_cluster import PARTITION, diagnostics, local_slurm, missing_tools
 
 pytestmark = [
     pytest.mark.slow,

@@ -15,13 +15,20 @@ import torch
 from torch import nn
 
 from conftest import merged_config, seeded_
-from ppap import comparison, grammar, pipeline
 from ppap.compute import PassCounter, SamplingCost, cost_record
-from ppap.diffusion import predict_x0
+from ppap.generate import generate_samples
+from ppap.guidance.training_free import (
+    GuideOnEstimate,
+    TrainingFreeSettings,
+    mean_guidance_gradient,
+    sample_ddim_training_free,
+    schedule_weights,
+    smoothed_log_prob,
+    variance_guidance_gradient,
+)
+from ppap.sampling import predict_x0
 from ppap.schedules import respaced_timesteps
-from ppap.training_free import (GuideOnEstimate, TrainingFreeSettings, mean_guidance_gradient,
-                                sample_ddim_training_free,
-                                schedule_weights, smoothed_log_prob, variance_guidance_gradient)
+from ppap.study import comparison, grammar
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,10 +130,10 @@ def test_x0_guidance_depends_on_the_denoiser_and_mpgd_never_reaches_it(tiny):
 def test_scale_zero_is_the_unguided_sample(method, make_guide, alphas_cumprod):
     denoiser, guide = TinyDenoiser().requires_grad_(False), make_guide(seed=1)
     common = dict(num_samples=6, batch_size=4, seed=3, device=torch.device("cpu"), steps=5, show_progress=False)
-    unguided, _ = pipeline.generate_samples(denoiser, alphas_cumprod, SHAPE, **common)
-    at_zero, labels = pipeline.generate_samples(denoiser, alphas_cumprod, SHAPE, guide=guide, guidance_scale=0.0,
+    unguided, _ = generate_samples(denoiser, alphas_cumprod, SHAPE, **common)
+    at_zero, labels = generate_samples(denoiser, alphas_cumprod, SHAPE, guide=guide, guidance_scale=0.0,
                                                 training_free=METHODS[method], **common)
-    guided, _ = pipeline.generate_samples(denoiser, alphas_cumprod, SHAPE, guide=guide, guidance_scale=2.0,
+    guided, _ = generate_samples(denoiser, alphas_cumprod, SHAPE, guide=guide, guidance_scale=2.0,
                                           training_free=METHODS[method], **common)
     assert (at_zero == unguided).all()
     assert labels is not None and not (guided == unguided).all()
@@ -147,7 +154,7 @@ def expected_passes(settings: TrainingFreeSettings, steps: int) -> dict:
 def test_pass_counters_are_exact(method, make_guide, alphas_cumprod):
     settings = METHODS[method]
     cost = SamplingCost()
-    pipeline.generate_samples(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE, num_samples=5,
+    generate_samples(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE, num_samples=5,
                               batch_size=3, seed=0, device=torch.device("cpu"), steps=4, guide=make_guide(seed=2),
                               guidance_scale=1.0, training_free=settings, show_progress=False, cost=cost)
     assert cost.samples == 5
@@ -157,7 +164,7 @@ def test_pass_counters_are_exact(method, make_guide, alphas_cumprod):
 def test_pass_counters_of_classifier_and_classifier_free_guidance(make_guide, alphas_cumprod):
     common = dict(num_samples=4, batch_size=4, seed=0, device=torch.device("cpu"), steps=6, show_progress=False)
     cost = SamplingCost()
-    pipeline.generate_samples(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE, guide=make_guide(),
+    generate_samples(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE, guide=make_guide(),
                               guidance_scale=1.0, cost=cost, **common)
     assert cost.per_sample() == dict(denoiser_forward=6, denoiser_backward=0, guide_forward=6, guide_backward=6)
 
@@ -167,7 +174,7 @@ def test_pass_counters_of_classifier_and_classifier_free_guidance(make_guide, al
 
     for scale, forwards in ((0.0, 6), (2.0, 12)):
         cost = SamplingCost()
-        pipeline.generate_samples(Conditional(), alphas_cumprod, SHAPE, classifier_free=10, guidance_scale=scale,
+        generate_samples(Conditional(), alphas_cumprod, SHAPE, classifier_free=10, guidance_scale=scale,
                                   cost=cost, **common)
         assert cost.per_sample() == dict(denoiser_forward=forwards, denoiser_backward=0, guide_forward=0,
                                          guide_backward=0)

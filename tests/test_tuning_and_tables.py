@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from ppap import data, report, tuning
+from ppap import data
+from ppap.study import report, tuning
 
 
 def test_validation_split_is_carved_from_train_and_leaves_test_alone():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ import yaml
 
 from conftest import REPO, merged_config
 from conftest import run_workflow as run_snakemake
-from ppap import grammar
+from ppap.study import grammar
 
 
 def test_dry_run_plans_default_target(tmp_path):
@@ -186,7 +185,7 @@ def test_the_default_preset_plans_without_importing_torch(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
-    assert "ppap.checks" in imported and "torch" not in imported and "timm" not in imported
+    assert "ppap.study.checks" in imported and "torch" not in imported and "timm" not in imported
 
 
 @pytest.mark.slow

@@ -41,8 +41,14 @@ import torch
 
 from ppap.models.checkpoints import CheckpointError
 from ppap.models.cli import OneLineParser, int_list, positive_int, user_errors
-from ppap.models.glide import (CONFIG_FILE, GLIDE_DIR, WEIGHTS_FILE, GlideArchitecture, build_glide,
-                               padded_tokens_and_mask)
+from ppap.models.glide import (
+    CONFIG_FILE,
+    GLIDE_DIR,
+    WEIGHTS_FILE,
+    GlideArchitecture,
+    build_glide,
+    padded_tokens_and_mask,
+)
 
 NUM_TIMESTEPS = 1000                # GLIDE's base model: 1000 steps, squaredcos_cap_v2 (cosine) betas
 READ_FROM_CHECKPOINT = ("model_channels", "in_channels", "out_channels", "use_scale_shift_norm", "resblock_updown",

@@ -17,7 +17,7 @@ strictly into :class:`GlideText2ImUNet`. It is an ADM UNet with two additions:
 ``padded_tokens_and_mask([], text_ctx)``), so the rest of ppap sees an ordinary ``eps_model(x, t)``.
 The output has 6 channels (learned variance); epsilon is the first 3. A converted directory
 (:mod:`ppap.models.convert_glide`) holds ``glide/config.json``, ``glide/model.safetensors`` and
-``scheduler/``; :func:`load_glide_eps` loads it with the contract of ``ppap.pipeline.load_eps_model``.
+``scheduler/``; :func:`load_glide_eps` loads it with the contract of ``ppap.models.denoisers.load_eps_model``.
 """
 
 from __future__ import annotations
@@ -484,7 +484,7 @@ def load_glide(directory: str | os.PathLike) -> tuple[GlideEpsilon, dict]:
 
 
 def load_glide_eps(directory: str | os.PathLike, device: torch.device | str):
-    """(eps_model, alphas_cumprod, image_shape) as ``ppap.pipeline.load_eps_model`` returns them:
+    """(eps_model, alphas_cumprod, image_shape) as ``ppap.models.denoisers.load_eps_model`` returns them:
     the frozen epsilon model on `device`, alpha-bar (float64) of the scheduler, (3, size, size)."""
     from ppap.models.unet import load_scheduler
     from ppap.schedules import alphas_cumprod_from_scheduler

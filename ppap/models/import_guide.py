@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from ppap.models.checkpoints import CheckpointError, load_state_dict_strict
-from ppap.models.cli import OneLineParser, positive_int, user_errors
 from ppap.models.classifiers import build_timm_guide, guide_spec, save_guide
+from ppap.models.cli import OneLineParser, positive_int, user_errors
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -4,20 +4,10 @@ import os
 
 from dataclasses import asdict
 
-from ppap import grammar
-from ppap.checks import check_files, is_main_process
-from ppap.config import (
-    ablation_runs,
-    check_config,
-    expert_training,
-    guide_performance,
-    performance,
-    scoring_settings,
-    synthetic_shards,
-    table1_runs,
-    tuning_runs,
-    unguided_sampling,
-)
+from ppap.study import grammar
+from ppap.study.checks import check_files, is_main_process
+from ppap.study.config import (ablation_runs, check_config, expert_training, guide_performance, performance,
+                               scoring_settings, synthetic_shards, table1_runs, tuning_runs, unguided_sampling)
 
 check_config(config)
 # Every file the config names is opened and checked against the data (torch only if one is set);
@@ -103,7 +93,7 @@ def expert_files(guide_set):
 
 
 def distill_settings(guide_set):
-    """What one expert job of a set uses (ppap.config.ExpertTraining), as params: a job reruns
+    """What one expert job of a set uses (ppap.specs.ExpertTraining), as params: a job reruns
     when these change, not when an unrelated key of the experts section does."""
     return expert_training(guide_set, config).as_params()
 
@@ -138,7 +128,7 @@ def performance_params():
 
 
 PERFORMANCE = performance(config)
-# What scoring reads of the evaluation section (ppap.config.scoring_settings), as params.
+# What scoring reads of the evaluation section (ppap.study.config.scoring_settings), as params.
 SCORING = scoring_settings(config)
 
 

@@ -5,11 +5,7 @@
 # by an independent evaluator segmenter (mIoU, pixel accuracy) or the samples' own exact distance
 # maps (RMSE), and FID / IS / precision / recall. `snakemake tune` scores the validation grid
 # (results/tuning/dense.csv); dense.scales holds its choices.
-from ppap.config import (
-    dense_cell_path,
-    dense_runs,
-    dense_validation_runs,
-)
+from ppap.study.config import dense_cell_path, dense_runs, dense_validation_runs
 
 DENSE = config.get("dense") or {}
 DENSE_TUNING = (config.get("tuning") or {}).get("dense") or {}

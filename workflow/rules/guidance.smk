@@ -3,12 +3,7 @@
 # with classifier-free guidance), each at the scale chosen on the validation split, with its compute.
 # `snakemake tune` scores the validation grid (results/tuning/guidance.csv); the config holds its
 # choices (guidance_methods.scales, training_free), as it holds the tuned learning rates.
-from ppap.config import (
-    guidance_method_runs,
-    guidance_sweep_runs,
-    guidance_tuning_runs,
-    tuning_metrics_path,
-)
+from ppap.study.config import guidance_method_runs, guidance_sweep_runs, guidance_tuning_runs, tuning_metrics_path
 
 GUIDANCE_TUNING = (config.get("tuning") or {}).get("guidance") or {}
 

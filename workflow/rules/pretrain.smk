@@ -45,7 +45,7 @@ rule train_diffusion:
 
 
 # The labeled upper bound: a class-conditional model of the same architecture and budget, sampled
-# with classifier-free guidance (ppap.classifier_free). Not part of `all` by itself.
+# with classifier-free guidance (ppap.guidance.classifier_free). Not part of `all` by itself.
 rule train_conditional_diffusion:
     input:
         data=REAL_DATA,

@@ -9,7 +9,7 @@ rule table1:
             "results/table1.csv", caption="../report/table.rst", category="Table 1"
         ),
         markdown="results/table1.md",
-        # the preset and config Table 1 was made with, beside the CSV where ppap.reference looks
+        # the preset and config Table 1 was made with, beside the CSV where ppap.tools.reference looks
         preset="results/table1.preset.json",
     log:
         "logs/table1.log",

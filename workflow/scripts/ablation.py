@@ -1,11 +1,11 @@
 """Rule ablation: results/ablations/<name>.csv, .md and a plot, from the metric files of its runs."""
 import io
 
-from ppap import report
-from ppap.config import metrics_path
+from harness import rule_session
 from ppap.io import atomic_path, read_json, write_text
 from ppap.models import classifiers
-from ppap.runtime import rule_session
+from ppap.study import report
+from ppap.study.config import metrics_path
 
 with rule_session(snakemake.log[0], snakemake.threads, "ablation") as log:
     name = snakemake.wildcards.ablation

@@ -3,20 +3,26 @@ dense_validation (a method's sweep on the validation split, the tuning seed): sa
 the held-out digits' maps, scored against them and against the real digits of the same split."""
 import torch
 
-from ppap import data, dense_study, grammar, metrics, pipeline
+from harness import rule_session
+from ppap import data, metrics
 from ppap.compute import cost_record
-from ppap.data import save_npz_reproducible
+from ppap.data import load_digits_npz, save_npz_reproducible
+from ppap.devices import batch_size_for, resolve_device
+from ppap.experts.sets import expert_ranges
 from ppap.guidance import NonFiniteError
 from ppap.io import write_json
 from ppap.models import dense as dense_models
-from ppap.runtime import batch_size_for, resolve_device, rule_session
+from ppap.models.denoisers import load_eps_model
+from ppap.study import dense as dense_study
+from ppap.study import grammar
+from ppap.study.guides import load_guidance
 
 with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.params.split})") as log:
     device = resolve_device(snakemake.params.device)
     task, guide_name, split_name = snakemake.wildcards.task, snakemake.wildcards.guide, snakemake.params.split
     settings = dense_study.DenseSettings.from_config(task, snakemake.params.dense)
-    eps_model, alphas_cumprod, image_shape = pipeline.load_eps_model(snakemake.input.model, device)
-    split = pipeline.load_digits_npz(snakemake.input.data)
+    eps_model, alphas_cumprod, image_shape = load_eps_model(snakemake.input.model, device)
+    split = load_digits_npz(snakemake.input.data)
     if f"{split_name}_images" not in split:
         raise ValueError(f"the dense study's {split_name} split is missing (data.val_fraction must be > 0)")
     real = split[f"{split_name}_images"]
@@ -32,7 +38,7 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
                  if "dense_evaluator" in snakemake.input.keys() else None)
     manifest = None
     if grammar.guide_kind(guide_name) == "experts":
-        ranges = snakemake.params.ranges or pipeline.expert_ranges(
+        ranges = snakemake.params.ranges or expert_ranges(
             guide_name, grammar.parse_guide_set(guide_name).n_experts, len(alphas_cumprod))
         manifest = dict(experts=list(snakemake.input.experts), ranges=[list(r) for r in ranges])
     evaluation = snakemake.params.evaluation
@@ -51,7 +57,7 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
                                      batch_size_by_device=snakemake.params.get("batch_size_by_device")), device)
     cells, first = [], None
     for setting in snakemake.params.samplings:
-        guidance = pipeline.load_guidance(guide_name, eps_model, len(alphas_cumprod), device,
+        guidance = load_guidance(guide_name, eps_model, len(alphas_cumprod), device,
                                           guide_path=snakemake.input.dense_guide, manifest=manifest,
                                           training_free=snakemake.params.get("training_free"),
                                           routing=setting["routing"], energy=settings.energy(),

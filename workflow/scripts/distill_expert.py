@@ -3,11 +3,14 @@ import time
 
 import torch
 
-from ppap import data, dense, pipeline
+from harness import describe_guide, describe_schedule, rule_session
+from ppap import data, dense
 from ppap.compute import machine_description
-from ppap.config import ExpertTraining
-from ppap.runtime import describe_guide, describe_schedule, resolve_device, rule_session
+from ppap.data import load_digits_npz
+from ppap.devices import resolve_device
+from ppap.experts.sets import save_expert, train_expert
 from ppap.schedules import load_alphas_cumprod
+from ppap.specs import ExpertTraining
 
 with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
     settings = ExpertTraining.from_params(snakemake.params.settings)
@@ -25,14 +28,14 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
                              f"the pool's {len(shards)} shard(s) hold {available} (synthetic.num_samples)")
         images, labels = data.ImagePool(shards, limit=settings.synthetic_size), None
     else:
-        split = pipeline.load_digits_npz(snakemake.input.data)
+        split = load_digits_npz(snakemake.input.data)
         images, labels = data.ImagePool([split["train_images"]]), torch.as_tensor(split["train_labels"])
         if "task" in snakemake.wildcards.keys():  # a dense guide's labeled experts learn ground-truth maps
             labels = dense.ground_truth_maps(snakemake.wildcards.task, data.to_float(split["train_images"]), labels,
                                              snakemake.params.threshold)
     generator = torch.Generator(device).manual_seed(settings.seed + 1000 * index)
     start = time.perf_counter()
-    model, stats, moments = pipeline.train_expert(
+    model, stats, moments = train_expert(
         settings, index, snakemake.input.guide, alphas_cumprod, images, labels, generator, device,
         previous_expert=snakemake.input.get("previous"),
         regression_loss=snakemake.params.get("regression_loss") or "mse")
@@ -40,4 +43,4 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
     stats.update(synthetic_size=settings.synthetic_size, temperature=settings.temperature,
                  wall_s=time.perf_counter() - start, threads=snakemake.threads, machine=machine_description(device))
     log.info("expert %d of %s: %s", index, settings.guide_set, stats)
-    pipeline.save_expert(snakemake.output[0], model.cpu(), settings, index, stats, snakemake.input.guide, moments)
+    save_expert(snakemake.output[0], model.cpu(), settings, index, stats, snakemake.input.guide, moments)

@@ -5,10 +5,12 @@ The real set is the test digits, or the images at ``evaluation.reference`` (a fo
 With ``evaluation.feature_extractor: inception`` the features are InceptionV3's (local weights), the
 real set's computed once, and accuracy comes from ``evaluation.accuracy_classifier`` when it is set.
 """
-from ppap import data, metrics, report
+from harness import rule_session
+from ppap import data, metrics
+from ppap.data import load_digits_npz
+from ppap.devices import resolve_device
 from ppap.io import write_json
-from ppap.pipeline import load_digits_npz
-from ppap.runtime import resolve_device, rule_session
+from ppap.study import report
 
 with rule_session(snakemake.log[0], snakemake.threads, "evaluate") as log:
     cfg = snakemake.params.evaluation

@@ -5,11 +5,16 @@ accuracy per timestep of the routed guide is the data of the paper's motivating 
 """
 import torch
 
-from ppap import data, grammar, pipeline
+from harness import describe_guide, describe_schedule, rule_session
+from ppap import data
+from ppap.data import load_digits_npz
+from ppap.devices import resolve_device
+from ppap.experts.sets import expert_set_accuracy, load_expert_set
 from ppap.io import write_json
 from ppap.models import classifiers
-from ppap.runtime import describe_guide, describe_schedule, resolve_device, rule_session
 from ppap.schedules import load_alphas_cumprod
+from ppap.study import grammar
+from ppap.study.accounting import parameter_accounting, training_cost
 
 with rule_session(snakemake.log[0], snakemake.threads, "expert_manifest") as log:
     guide_set = snakemake.wildcards.guide_set
@@ -18,11 +23,11 @@ with rule_session(snakemake.log[0], snakemake.threads, "expert_manifest") as log
     alphas_cumprod = load_alphas_cumprod(snakemake.input.scheduler).float()
     num_timesteps = len(alphas_cumprod)
     log.info("%s; %s", describe_guide(snakemake.input.guide), describe_schedule(snakemake.input.scheduler))
-    routed = pipeline.load_expert_set(guide_set, snakemake.input.guide, snakemake.input.experts, num_timesteps,
+    routed = load_expert_set(guide_set, spec.rank, snakemake.input.guide, snakemake.input.experts, num_timesteps,
                                       snakemake.params.ranges).to(device)
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
-    accounting = pipeline.parameter_accounting(guide_set, base_params, snakemake.input.experts)
-    split = pipeline.load_digits_npz(snakemake.input.data)
+    accounting = parameter_accounting(guide_set, base_params, snakemake.input.experts)
+    split = load_digits_npz(snakemake.input.data)
     timesteps = snakemake.params.accuracy_timesteps
     noisy = {}
     # Validation accuracy is what tuning may look at; test accuracy is only reported.
@@ -31,11 +36,11 @@ with rule_session(snakemake.log[0], snakemake.threads, "expert_manifest") as log
             continue
         images = data.to_float(split[f"{part}_images"]).to(device)
         labels = torch.as_tensor(split[f"{part}_labels"]).to(device)
-        noisy[f"noisy_{part}_accuracy"] = dict(timesteps=timesteps, accuracy=pipeline.expert_set_accuracy(
+        noisy[f"noisy_{part}_accuracy"] = dict(timesteps=timesteps, accuracy=expert_set_accuracy(
             routed, images, labels, alphas_cumprod.to(device), timesteps, seed=snakemake.params.seed))
         log.info("%s: noisy %s accuracy %s", guide_set, part, dict(zip(timesteps, noisy[f"noisy_{part}_accuracy"]["accuracy"])))
     log.info("%s: %s", guide_set, accounting)
-    cost = pipeline.training_cost(guide_set, snakemake.input.experts)
+    cost = training_cost(guide_set, snakemake.input.experts)
     log.info("%s: training cost %s", guide_set, cost)
     write_json(snakemake.output[0], dict(
         guide_set=guide_set, supervision=spec.supervision, adapter=spec.adapter, rank=spec.rank,

@@ -1,8 +1,9 @@
 """Rule figures: the motivating noisy-accuracy figure and the sample grids of Table 1's methods."""
-from ppap import data, report
+from harness import rule_session
+from ppap import data
 from ppap.io import atomic_path, read_json
 from ppap.models import classifiers
-from ppap.runtime import rule_session
+from ppap.study import report
 
 
 def save(figure, paths):

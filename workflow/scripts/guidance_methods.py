@@ -5,12 +5,12 @@ import math
 
 import pandas as pd
 
-from ppap import comparison, report
-from ppap.config import metrics_path
+from harness import rule_session
 from ppap.io import atomic_path, read_json, write_text
 from ppap.models import classifiers
 from ppap.models.unet import load_diffusion_model
-from ppap.runtime import rule_session
+from ppap.study import comparison, report
+from ppap.study.config import metrics_path
 
 with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as log:
     manifests = {m["guide_set"]: m for m in map(read_json, snakemake.input.manifests)}

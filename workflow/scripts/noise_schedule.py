@@ -3,9 +3,9 @@
 Its own rule so that the labeled baselines (which need the schedule, not the model) do not wait
 for the diffusion model to finish training.
 """
+from harness import rule_session
 from ppap import schedules
 from ppap.models.unet import save_scheduler
-from ppap.runtime import rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "noise_schedule") as log:
     cfg = snakemake.params.diffusion

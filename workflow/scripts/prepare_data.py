@@ -1,7 +1,7 @@
 """Rule prepare_data: the labeled real images (digits split, or an ImageFolder tree) as uint8 NHWC arrays."""
+from harness import rule_session
 from ppap import data
 from ppap.io import save_npz
-from ppap.runtime import rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "prepare_data") as log:
     cfg = snakemake.params.data

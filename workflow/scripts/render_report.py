@@ -3,8 +3,8 @@ cell by cell) published whole to results/report/study.ipynb, and as a self-conta
 import nbformat
 from nbconvert import HTMLExporter
 
+from harness import rule_session
 from ppap.io import write_text
-from ppap.runtime import rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "render_report") as log:
     notebook = nbformat.read(snakemake.params.executed, as_version=4)

@@ -1,9 +1,13 @@
 """Rule sample: every sampling seed of one (guide, sampling setting) -> ADM-style .npz files, a grid,
 and what it cost (passes per sample through the denoiser and the guide, wall-seconds)."""
-from ppap import data, pipeline
+from harness import describe_diffusion_model, describe_guide, rule_session
+from ppap import data
 from ppap.compute import cost_record
+from ppap.devices import batch_size_for, resolve_device
+from ppap.generate import sample_with_cost
 from ppap.io import read_json, write_json
-from ppap.runtime import batch_size_for, describe_diffusion_model, describe_guide, resolve_device, rule_session
+from ppap.models.denoisers import load_eps_model
+from ppap.study.guides import load_guidance
 
 with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
     device = resolve_device(snakemake.params.device)
@@ -12,12 +16,12 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
                                      batch_size_by_device=snakemake.params.get("batch_size_by_device")), device)
     log.info("device %s, precision %s, batch size %d", device, precision, batch_size)
     setting = snakemake.params.sampling
-    eps_model, alphas_cumprod, image_shape = pipeline.load_eps_model(snakemake.input.model, device)
+    eps_model, alphas_cumprod, image_shape = load_eps_model(snakemake.input.model, device)
     log.info("%s (%d parameters)", describe_diffusion_model(snakemake.input.model),
              sum(p.numel() for p in eps_model.parameters()))
     guide_name = snakemake.wildcards.guide
     manifest = read_json(snakemake.input.manifest) if "manifest" in snakemake.input.keys() else None
-    guidance = pipeline.load_guidance(guide_name, eps_model, len(alphas_cumprod), device,
+    guidance = load_guidance(guide_name, eps_model, len(alphas_cumprod), device,
                                       guide_path=snakemake.input.get("guide"), manifest=manifest,
                                       conditional_model_dir=snakemake.input.get("conditional_model"),
                                       training_free=snakemake.params.get("training_free"),
@@ -28,7 +32,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
     costs = []
     for seed, path in zip(snakemake.params.seeds, snakemake.output.samples):
         log.info("guide %s, %s (scale %s), seed %d", guide_name, snakemake.wildcards.sampling, setting["scale"], seed)
-        images, labels, cost, wall = pipeline.sample_with_cost(
+        images, labels, cost, wall = sample_with_cost(
             guidance, alphas_cumprod, image_shape, snakemake.params.num_samples, batch_size, seed, device,
             sampler=setting["sampler"], steps=setting["steps"], eta=snakemake.params.eta,
             guidance_scale=setting["scale"], precision=precision, clip=setting["clip"], spacing=setting["spacing"])

@@ -1,11 +1,13 @@
 """Rule synthesize: one shard of the unlabeled data-free transfer set, sampled from the base model."""
 import time
 
+from harness import describe_diffusion_model, rule_session
 from ppap import data
 from ppap.compute import SamplingCost, cost_record
+from ppap.devices import batch_size_for, resolve_device
+from ppap.generate import generate_samples
 from ppap.io import write_json
-from ppap.pipeline import generate_samples, load_eps_model
-from ppap.runtime import batch_size_for, describe_diffusion_model, resolve_device, rule_session
+from ppap.models.denoisers import load_eps_model
 
 with rule_session(snakemake.log[0], snakemake.threads, "synthesize") as log:
     params = snakemake.params

@@ -1,13 +1,13 @@
 """Rule table1: results/table1.csv and its Markdown copy, from the metric files; beside them
-<table>.preset.json, the preset and config they were made with (``python -m ppap.reference``)."""
+<table>.preset.json, the preset and config they were made with (``python -m ppap.tools.reference``)."""
 import io
 
-from ppap import report
-from ppap.config import metrics_path
+from harness import rule_session
 from ppap.io import read_json, write_text
 from ppap.models import classifiers
-from ppap.reference import write_preset_record
-from ppap.runtime import rule_session
+from ppap.study import report
+from ppap.study.config import metrics_path
+from ppap.tools.reference import write_preset_record
 
 with rule_session(snakemake.log[0], snakemake.threads, "table1") as log:
     manifests = {m["guide_set"]: m for m in map(read_json, snakemake.input.manifests)}

@@ -2,9 +2,10 @@
 what the sample shows, one row per method) from the test cells of the dense study."""
 import numpy as np
 
-from ppap import dense_study, report
+from harness import rule_session
 from ppap.io import atomic_path, read_json, write_text
-from ppap.runtime import rule_session
+from ppap.study import dense as dense_study
+from ppap.study import report
 
 with rule_session(snakemake.log[0], snakemake.threads, "table_dense") as log:
     runs = snakemake.params.runs

@@ -4,12 +4,13 @@ import time
 
 import torch
 
+from harness import rule_session
 from ppap import data, pretrain, schedules
 from ppap.compute import machine_description
+from ppap.data import load_digits_npz
+from ppap.devices import resolve_device
 from ppap.io import write_json
 from ppap.models import unet as unet_models
-from ppap.pipeline import load_digits_npz
-from ppap.runtime import resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "train_conditional_diffusion") as log:
     cfg, net = snakemake.params.conditional, snakemake.params.unet

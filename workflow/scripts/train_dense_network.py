@@ -2,11 +2,12 @@
 and their ground-truth maps (the off-the-shelf dense guide, or the evaluator segmenter)."""
 import torch
 
+from harness import rule_session
 from ppap import data, dense, pretrain
+from ppap.data import load_digits_npz
+from ppap.devices import resolve_device
 from ppap.io import write_json
 from ppap.models import dense as dense_models
-from ppap.pipeline import load_digits_npz
-from ppap.runtime import resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, f"train_dense_{snakemake.params.role}") as log:
     cfg = dict(snakemake.params.network)

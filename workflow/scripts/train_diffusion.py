@@ -1,10 +1,11 @@
 """Rule train_diffusion: the unconditional DDPM of the embedded preset, saved in diffusers format."""
 import torch
 
+from harness import rule_session
 from ppap import data, pretrain, schedules
+from ppap.data import load_digits_npz
+from ppap.devices import resolve_device
 from ppap.models import unet as unet_models
-from ppap.pipeline import load_digits_npz
-from ppap.runtime import resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "train_diffusion") as log:
     cfg = snakemake.params.diffusion

@@ -1,11 +1,12 @@
 """Rule train_evaluator: the metric network (never a guide), trained on clean images."""
 import torch
 
+from harness import rule_session
 from ppap import data, pretrain
+from ppap.data import load_digits_npz
+from ppap.devices import resolve_device
 from ppap.io import write_json
 from ppap.models import classifiers
-from ppap.pipeline import load_digits_npz
-from ppap.runtime import resolve_device, rule_session
 
 with rule_session(snakemake.log[0], snakemake.threads, "train_evaluator") as log:
     cfg = snakemake.params.evaluator

@@ -1,11 +1,12 @@
 """Rule train_guide: the off-the-shelf classifier, trained on clean images only."""
 import torch
 
+from harness import rule_session
 from ppap import data, pretrain, schedules
+from ppap.data import load_digits_npz
+from ppap.devices import resolve_device
 from ppap.io import write_json
 from ppap.models import classifiers
-from ppap.pipeline import load_digits_npz
-from ppap.runtime import resolve_device, rule_session
 from ppap.training import noisy_accuracy
 
 with rule_session(snakemake.log[0], snakemake.threads, "train_guide") as log:

@@ -2,9 +2,9 @@
 lowest RMSE, among cells whose validation FID is within tuning.dense.max_fid_ratio of the unguided
 cell's) beside the scale the config holds (dense.scales)."""
 
-from ppap import dense_study
+from harness import rule_session
 from ppap.io import atomic_path, read_json
-from ppap.runtime import rule_session
+from ppap.study import dense as dense_study
 
 with rule_session(snakemake.log[0], snakemake.threads, "tune_dense") as log:
     method_of = {(run["task"], run["guide"]): run["method"] for run in snakemake.params.runs}

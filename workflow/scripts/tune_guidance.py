@@ -3,10 +3,10 @@ import io
 
 import pandas as pd
 
-from ppap import comparison
-from ppap.config import tuning_metrics_path
+from harness import rule_session
 from ppap.io import read_json, write_text
-from ppap.runtime import rule_session
+from ppap.study import comparison
+from ppap.study.config import tuning_metrics_path
 
 with rule_session(snakemake.log[0], snakemake.threads, "tune_guidance") as log:
     rows = []

@@ -1,9 +1,9 @@
 """Rule tune_learning_rates: each family's learning rate, chosen on the validation split."""
 import io
 
-from ppap import tuning
+from harness import rule_session
 from ppap.io import read_json, write_text
-from ppap.runtime import rule_session
+from ppap.study import tuning
 
 with rule_session(snakemake.log[0], snakemake.threads, "tune_learning_rates") as log:
     manifests = {m["guide_set"]: m for m in map(read_json, snakemake.input.manifests)}

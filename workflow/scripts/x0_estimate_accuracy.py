@@ -2,20 +2,23 @@
 noised validation and test digits, per timestep (where training-free guidance can read the class)."""
 import torch
 
-from ppap import data, pipeline
+from harness import rule_session
+from ppap import data
+from ppap.data import load_digits_npz
+from ppap.devices import resolve_device
 from ppap.experts import SingleGuide
+from ppap.guidance.training_free import GuideOnEstimate
 from ppap.io import write_json
 from ppap.models import classifiers
-from ppap.runtime import resolve_device, rule_session
+from ppap.models.denoisers import load_eps_model
 from ppap.training import noisy_accuracy
-from ppap.training_free import GuideOnEstimate
 
 with rule_session(snakemake.log[0], snakemake.threads, "x0_estimate_accuracy") as log:
     device = resolve_device(snakemake.params.device)
-    eps_model, alphas_cumprod, _ = pipeline.load_eps_model(snakemake.input.model, device)
+    eps_model, alphas_cumprod, _ = load_eps_model(snakemake.input.model, device)
     guide = SingleGuide(classifiers.load_guide(snakemake.input.guide)).to(device).requires_grad_(False)
     on_estimate = GuideOnEstimate(eps_model, guide, alphas_cumprod, clip_x0=snakemake.params.clip != "none").to(device)
-    split = pipeline.load_digits_npz(snakemake.input.data)
+    split = load_digits_npz(snakemake.input.data)
     timesteps = snakemake.params.accuracy_timesteps
     out = dict(timesteps=timesteps)
     for part in ("val", "test"):

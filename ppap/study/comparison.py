@@ -16,9 +16,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ppap import grammar
 from ppap.compute import PASS_KINDS
-from ppap.report import EXTRA_METRICS, METRICS
+from ppap.study import grammar
+from ppap.study.report import EXTRA_METRICS, METRICS
 
 COMPUTE_COLUMNS = list(PASS_KINDS) + ["wall_s"]
 CRITERION = ("the highest validation accuracy among cells whose validation FID is at most "

@@ -1,79 +1,32 @@
-"""What a Snakemake script needs around a library call: its log, its thread budget, its device."""
+"""The rule harness: what a Snakemake script needs around a library call. Its log (stdout, stderr
+and logging go to ``logs/``), its thread budget, one console line when it fails or is interrupted,
+a fast exit, and one log line per model it loaded.
+
+It lives with the workflow (``workflow/scripts/`` is on every rule script's ``sys.path``), not in
+the library: :mod:`ppap` knows nothing of rules or logs.
+"""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
 import gc
+import json
 import logging
 import os
 import socket
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error, not a silent fallback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config asks for device 'cuda' but torch sees no GPU; use 'cpu' or 'auto'")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r} (use auto, cpu or cuda)")
-    return torch.device(name)
-
-
-PRECISIONS = ("fp32", "bf16", "auto")
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``auto`` is bf16 on CUDA and fp32 elsewhere; returns ``"fp32"`` or ``"bf16"``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
-    if precision == "auto":
-        return "bf16" if torch.device(device).type == "cuda" else "fp32"
-    return precision
-
-
-def autocast_context(device: torch.device | str, precision: str = "fp32"):
-    """bf16 autocast for the networks' matmuls and convolutions on ``device``; fp32: no change.
-
-    Parameters and the tensors the caller holds stay float32 (nothing is cast or moved here);
-    losses, softmax and the sampler's update arithmetic stay float32 as autocast leaves them.
-    """
-    device = torch.device(device)
-    if resolve_precision(precision, device) == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def batch_size_for(section: dict, device: torch.device | str) -> int:
-    """A config section's ``batch_size``, or its ``batch_size_by_device[<cpu|cuda>]`` override."""
-    overrides = section.get("batch_size_by_device") or {}
-    return int(overrides.get(torch.device(device).type, section["batch_size"]))
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def set_threads(threads: int) -> None:
-    """Honour the rule's ``threads`` so ``--cores`` is never oversubscribed.
-
-    Capped at the CPUs this process may use: more torch threads than cores makes every op
-    slower (threads spin waiting for each other), which ``--cores 8`` on a laptop would cause.
-    """
-    threads = max(1, min(int(threads), available_cpus()))
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-
+from ppap.devices import set_threads
+from ppap.models.checkpoints import load_checkpoint
+from ppap.models.classifiers import GUIDE_KIND
+from ppap.study.checks import diffusion_info
 
 TAIL_LINES = 15  # lines of a failed job's log shown on the console
 
@@ -195,8 +148,6 @@ def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") 
 
 def describe_diffusion_model(model_dir: str | os.PathLike) -> str:
     """One log line: which diffusion model a job loaded, its schedule and prediction type."""
-    from ppap.checks import diffusion_info
-
     info = diffusion_info(model_dir)
     return (f"diffusion model {os.path.abspath(model_dir)}: {info['unet_class'] or 'UNet2DModel'} "
             f"{info['in_channels']}->{info['out_channels']} channels at {info['sample_size']} px, blocks "
@@ -205,9 +156,6 @@ def describe_diffusion_model(model_dir: str | os.PathLike) -> str:
 
 def describe_schedule(directory: str | os.PathLike) -> str:
     """The training noise schedule of a scheduler directory (or a model directory's scheduler/)."""
-    import json
-    from pathlib import Path
-
     directory = Path(directory)
     if (directory / "scheduler").is_dir():
         directory = directory / "scheduler"
@@ -219,9 +167,6 @@ def describe_schedule(directory: str | os.PathLike) -> str:
 
 def describe_guide(path: str | os.PathLike) -> str:
     """One log line: which guide a job loaded (architecture, classes, input channels and size)."""
-    from ppap.models.checkpoints import load_checkpoint
-    from ppap.models.classifiers import GUIDE_KIND
-
     payload = load_checkpoint(path)
     spec = dict(payload["spec"])
     if payload["kind"] != GUIDE_KIND:  # a dense guide

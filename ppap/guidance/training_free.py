@@ -17,7 +17,7 @@ guide smoothed by Gaussian noise of std gamma_t = smoothing * sqrt(1 - abar_t); 
 rho_t = scale * variance * w_t and mu_t = scale * mean * w_t, with w over the sampler's steps
 (``schedule``: constant 1, increase alpha_t, decrease 1 - alpha_t) normalised to mean 1, as TFG.
 DPS, FreeDoM and MPGD are TFG's special cases (which terms each keeps:
-:func:`ppap.grammar.training_free_settings`). The guide sees x0_hat as
+:func:`ppap.study.grammar.training_free_settings`). The guide sees x0_hat as
 the clean image it estimates: ``guide(x0_hat, t=0)``. At scale 0 nothing is guided, drawn or
 repeated, and the step is exactly the unguided one of ``guided_model(clip="guided_diffusion")``.
 """
@@ -29,10 +29,9 @@ from typing import Callable
 
 import torch
 
-from ppap.diffusion import _per_sample, ddim_step, predict_x0, randn
 from ppap.guidance import Energy, NonFiniteError, classifier_energy
-
-SCHEDULES = ("constant", "increase", "decrease")
+from ppap.sampling import _per_sample, ddim_step, predict_x0, randn
+from ppap.vocab import TF_SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -54,8 +53,8 @@ class TrainingFreeSettings:
             raise ValueError("recurrence, iterations and smoothing_samples must be >= 1")
         if self.smoothing < 0:
             raise ValueError("smoothing must be >= 0")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r} (use one of {', '.join(SCHEDULES)})")
+        if self.schedule not in TF_SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r} (use one of {', '.join(TF_SCHEDULES)})")
 
 
 def smoothed_log_prob(guide: Callable, x0: torch.Tensor, labels: torch.Tensor,

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from ppap import data, dense, guidance
+from ppap.generate import sample_with_cost
 
 TARGETS = ("off_the_shelf", "ground_truth")
 # the score each task is tuned and ranked on, and whether higher is better
@@ -133,12 +134,12 @@ def sample_and_score(guidance_, settings: DenseSettings, alphas_cumprod: torch.T
     """Draw every seed's samples of one cell towards the targets and score them: the dense scores
     against the targets, and ``image_metrics(samples)`` (FID / IS / precision / recall against the
     real images of the same split, in the preset's feature space)."""
-    from ppap import pipeline
+
 
     index, targets = targets_for_samples(target_pool, num_samples)
     per_seed, costs, first = [], [], None
     for seed in seeds:
-        images, _, cost, wall = pipeline.sample_with_cost(
+        images, _, cost, wall = sample_with_cost(
             guidance_, alphas_cumprod, image_shape, len(index), batch_size, seed, device, guidance_scale=scale,
             targets=targets.to(device), show_progress=False, **sampling)
         predicted = predicted_maps(settings, images, evaluator)
@@ -178,8 +179,8 @@ def validation_cells(results: Sequence[Mapping]) -> pd.DataFrame:
 
 
 def choose_scales(cells: pd.DataFrame, max_fid_ratio: float) -> pd.DataFrame:
-    """Per task, :func:`ppap.comparison.choose_on_validation` with the task's score in place of accuracy."""
-    from ppap.comparison import choose_on_validation
+    """Per task, :func:`ppap.study.comparison.choose_on_validation` with the task's score in place of accuracy."""
+    from ppap.study.comparison import choose_on_validation
 
     chosen = []
     for task, group in cells.groupby("task", sort=False):

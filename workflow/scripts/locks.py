@@ -9,7 +9,8 @@ a process of this host that no longer exists are removed, with one line saying s
 live process, of another host, or of no recorded owner are never touched (Snakemake's own
 message then stands).
 
-No torch here: the Snakefile imports this for every run.
+No torch here: the Snakefile imports this for every run. It lives with the workflow
+(``workflow/scripts/``), beside the rule harness.
 """
 
 from __future__ import annotations

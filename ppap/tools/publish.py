@@ -1,6 +1,6 @@
 """Copy a finished run into ``results/reference/``: the files the README quotes and the tests check.
 
-    python -m ppap.publish --run RUN_DIR [--timed TIMED_RUN_DIR] [--tuning TUNE_RUN_DIR]
+    python -m ppap.tools.publish --run RUN_DIR [--timed TIMED_RUN_DIR] [--tuning TUNE_RUN_DIR]
                            [--legacy LEGACY_RUN_DIR] [--guidance GUIDANCE_RUN_DIR] [--dense DENSE_RUN_DIR]
                            [--to results/reference]
 
@@ -263,7 +263,7 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ppap.publish", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ppap.tools.publish", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="working directory of a finished `snakemake all`")
     parser.add_argument("--timed", help="working directory of a run timed on a quiet machine: its "
                                         "benchmark files go to benchmarks/timed/")
@@ -281,7 +281,7 @@ def main(argv=None) -> int:
                          args.tuning and Path(args.tuning), args.legacy and Path(args.legacy),
                          args.guidance and Path(args.guidance), args.dense and Path(args.dense))
     except (FileNotFoundError, ValueError) as error:
-        print(f"ppap.publish: {error}", file=sys.stderr)
+        print(f"ppap.tools.publish: {error}", file=sys.stderr)
         return 2
     print(f"{args.to}: {len(copied)} files")
     return 0

@@ -8,7 +8,7 @@ Every result file of the DAG is named by what produced it, so names are the fact
       trainingfree_<dps|freedom|mpgd|tfg>[_mu<mean>][_rec<r>][_it<k>][_sm<gamma>][_smn<K>]
                                           [_sch<constant|increase|decrease>]
 
-  (TFG's hyperparameters, :mod:`ppap.training_free`; each applies to the methods that have it),
+  (TFG's hyperparameters, :mod:`ppap.guidance.training_free`; each applies to the methods that have it),
   or a trained guide set::
 
       <labeled|datafree>_<full|lora<r>>_n<N>[_syn<M>][_tau<T>][_norm<frozen|trained>]
@@ -38,13 +38,15 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-SUPERVISIONS = ("labeled", "datafree")
-NORM_MODES = ("trained", "frozen")
-WARM_STARTS = ("off", "weights", "optimizer")
-CLIP_MODES = ("guided_diffusion", "after_guidance", "none")
-SPACINGS = ("ddim", "leading", "trailing")
-ROUTINGS = ("owner", "lower")
-SAMPLERS = ("ddim", "ddpm")
+from ppap.vocab import (
+    NORM_MODES,
+    ROUTINGS,
+    SPACINGS,
+    TF_SCHEDULES,
+    TRAINING_FREE_METHODS,
+    WARM_STARTS,
+)
+
 _CLIP_TOKENS = {"guided_diffusion": "gd", "after_guidance": "after", "none": "none"}
 _CLIP_FROM_TOKEN = {token: mode for mode, token in _CLIP_TOKENS.items()}
 
@@ -81,10 +83,8 @@ GUIDE_SET = re.compile(f"^{_GUIDE_HEAD}{_GUIDE_TAIL}$")
 # The same grammar without named groups, for Snakemake's wildcard constraints.
 GUIDE_SET_PATTERN = (r"(labeled|datafree)_(full|lora[1-9][0-9]*)_n[1-9][0-9]*"
                      + "".join(f"(_{key}({value}))?" for key, (_, value, _, _) in _GUIDE_SUFFIXES.items()))
-# Training-free guidance with the off-the-shelf guide (ppap.training_free): the method, then TFG's
+# Training-free guidance with the off-the-shelf guide (ppap.guidance.training_free): the method, then TFG's
 # hyperparameters that differ from the config's training_free.<method> section.
-TRAINING_FREE_METHODS = ("dps", "freedom", "mpgd", "tfg")
-TF_SCHEDULES = ("constant", "increase", "decrease")
 # suffix -> (field, regex, parse, format, methods it applies to); in the order names are written.
 _TF_SUFFIXES: dict[str, tuple[str, str, Any, Any, tuple[str, ...]]] = {
     "mu": ("mean", _NUMBER, float, format_number, ("tfg",)),
@@ -251,7 +251,7 @@ def parse_training_free(name: str) -> TrainingFree:
 
 
 def training_free_settings(name: str, config: dict) -> dict:
-    """Every TFG hyperparameter of a training-free guide (ppap.training_free.TrainingFreeSettings's
+    """Every TFG hyperparameter of a training-free guide (ppap.guidance.training_free.TrainingFreeSettings's
     fields): the method's structure (which terms it uses), the config's section, then the name's."""
     spec = parse_training_free(name)
     section = (config.get("training_free") or {}).get(spec.method, {})

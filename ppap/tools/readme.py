@@ -12,7 +12,7 @@ Two mechanisms, both over ``results/reference/`` (paths in the README are relati
 
       <!-- generated: table1_trainings.csv columns=method,adapter_rank,fid,accuracy -->
 
-  ``python -m ppap.readme --update`` rewrites each block from the file; :func:`check` reports a
+  ``python -m ppap.tools.readme --update`` rewrites each block from the file; :func:`check` reports a
   block that differs from it.
 * **Checked numbers**: a number quoted in prose is followed by an HTML comment (invisible when
   rendered) saying where it comes from::
@@ -145,7 +145,7 @@ def check(readme: str, reference: Path) -> list[str]:
         if not path.is_file():
             problems.append(f"generated block: {block['file']} does not exist")
         elif block["body"] != render(block, reference):
-            problems.append(f"generated block {block['file']} differs from the file (python -m ppap.readme --update)")
+            problems.append(f"generated block {block['file']} differs from the file (python -m ppap.tools.readme --update)")
     for ref in REF.finditer(readme):
         if ref["expr"].strip() == "none":
             continue
@@ -176,7 +176,7 @@ def render(block, reference: Path) -> str:
         return path.read_text()
     import pandas as pd
 
-    from ppap import report
+    from ppap.study import report
 
     frame = pd.read_csv(path, dtype={"adapter_rank": str, "value": str}, keep_default_na=False,
                         na_values={c: [""] for c in pd.read_csv(path, nrows=0).columns

@@ -4,7 +4,7 @@
 
 w = 0 is the conditional model itself, w > 0 guides towards y. The labeled upper bound of the
 benchmark sweeps the same scale values as classifier guidance. The samplers
-(``ppap.diffusion.sample_ddim`` / ``sample_ddpm``) take the wrapped ``eps_fn(x, t)`` unchanged.
+(``ppap.sampling.sample_ddim`` / ``sample_ddpm``) take the wrapped ``eps_fn(x, t)`` unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from ppap.diffusion import EpsFn
+from ppap.sampling import EpsFn
 
 CondEpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

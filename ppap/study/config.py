@@ -1,7 +1,7 @@
 """Checks of the workflow config that a JSON schema cannot express, and the runs it asks for.
 
 Imported by the Snakefile before any job runs, so it must stay light (no torch). Guide-set and
-sampling names are parsed, formatted and validated by :mod:`ppap.grammar` alone.
+sampling names are parsed, formatted and validated by :mod:`ppap.study.grammar` alone.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-from ppap import grammar
-from ppap.grammar import GrammarError
 from ppap.spacing import spaced_timesteps
+from ppap.specs import ExpertTraining
+from ppap.study import grammar
+from ppap.study.grammar import GrammarError
 
 
 class ConfigError(ValueError):
@@ -42,7 +43,7 @@ def schema_error_message(error: BaseException) -> str:
 
 
 def guide_kind(name: str, where: str) -> str:
-    """:func:`ppap.grammar.guide_kind`, with a grammar error turned into a ConfigError naming `where`."""
+    """:func:`ppap.study.grammar.guide_kind`, with a grammar error turned into a ConfigError naming `where`."""
     try:
         return grammar.guide_kind(name)
     except GrammarError as err:
@@ -278,41 +279,6 @@ def all_runs(config: dict) -> list[Run]:
     return runs + guidance_method_runs(config) + guidance_sweep_runs(config) + guidance_tuning_runs(config)
 
 
-@dataclass(frozen=True)
-class ExpertTraining:
-    """Everything one distillation job needs besides its files: the resolved factors of its set
-    (:func:`ppap.grammar.resolve_guide_set`) and the config's training section. Passed to the
-    rule as params, so a job reruns only when what it uses changes."""
-
-    guide_set: str                      # canonical name
-    supervision: str                    # labeled | datafree
-    rank: int | None                    # LoRA rank; None: full fine-tuning
-    n_experts: int
-    steps: int                          # per expert: the set's total budget split evenly
-    batch_size: int
-    lr: float
-    weight_decay: float
-    seed: int                           # expert i draws from a generator seeded seed + 1000 i
-    norm: str                           # trained | frozen (LoRA); full fine-tuning: trained
-    warm_start: str                     # off | weights | optimizer (off for N = 1)
-    synthetic_size: int | None = None   # data-free only
-    temperature: float | None = None    # data-free only
-    lora: dict | None = None            # alpha, layer_types, include, exclude (LoRA only)
-    ranges: list | None = None          # custom half-open ranges; None: the equal split
-    batch_size_by_device: dict | None = None
-    precision: str = "fp32"
-    channels_last: bool = False         # performance: the student in NHWC (rounding only)
-    fused_optimizer: bool = False       # performance: AdamW's fused kernel (rounding only)
-    center_tap_convs: bool = False      # performance: 1x1 inputs multiply the centre tap only
-
-    def as_params(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_params(cls, params) -> "ExpertTraining":
-        return cls(**dict(params))
-
-
 REPLICATE_SEED_STRIDE = 1_000_000  # training k of a set seeds its experts from seed + k * stride
 
 
@@ -377,7 +343,7 @@ def synthetic_shards(num_samples: int, shards: int, seed: int) -> list[tuple[int
     """(count, seed) of each shard of the data-free pool, which separate jobs generate in parallel.
 
     An even split (the first ``num_samples % shards`` shards hold one more image); shard k samples
-    with seed ``seed + k`` (:func:`ppap.pipeline.generate_samples` seeds its batches from it), so
+    with seed ``seed + k`` (:func:`ppap.generate.generate_samples` seeds its batches from it), so
     one shard is exactly the unsharded pool.
     """
     if not 1 <= shards <= num_samples:

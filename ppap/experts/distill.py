@@ -24,6 +24,7 @@ from torch import nn
 
 from ppap.guidance import scale_shift_aligned
 from ppap.training import check_finite, linear_decay, make_optimizer, noisy_inputs, progress, random_batch
+from ppap.vocab import REGRESSION_LOSSES
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -50,7 +51,6 @@ def map_mse(prediction: torch.Tensor, target: torch.Tensor, invariant: bool = Fa
     return ((prediction - target.float()) ** 2).flatten(1).mean(1)
 
 
-REGRESSION_LOSSES = ("mse", "scale_shift_invariant")
 
 
 def transfer_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,

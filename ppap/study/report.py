@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ppap import grammar
+from ppap.study import grammar
 
 METRICS = ["fid", "is", "precision", "recall", "accuracy"]
 EXTRA_METRICS = ["density", "coverage"]
@@ -159,7 +159,7 @@ def _numeric(values: Sequence[str]) -> list[float] | None:
         return None
 
 
-# The factor a token of a guide-set or sampling name (ppap.grammar) stands for; axis labels only.
+# The factor a token of a guide-set or sampling name (ppap.study.grammar) stands for; axis labels only.
 _FACTOR_WORDS = {
     "labeled": "supervision", "datafree": "supervision", "full": "adapter (LoRA rank or full)",
     "lora": "adapter (LoRA rank or full)", "n": "number of experts N", "syn": "synthetic set size M",

@@ -1,7 +1,7 @@
 """Check a run's Table 1 against the committed reference, metric by metric.
 
-    python -m ppap.reference --results DIR [--reference FILE] [--rtol 0.15] [--atol 0.05] [--sd-factor 3]
-    python -m ppap.reference --run [--cores N] [--scratch DIR] [--configfile FILE ...] [...]
+    python -m ppap.tools.reference --results DIR [--reference FILE] [--rtol 0.15] [--atol 0.05] [--sd-factor 3]
+    python -m ppap.tools.reference --run [--cores N] [--scratch DIR] [--configfile FILE ...] [...]
     [--any-preset]
 
 ``--results DIR`` reads ``DIR/results/table1.csv`` (a workflow directory) or ``DIR/table1.csv``
@@ -60,7 +60,7 @@ from typing import Sequence
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_REFERENCE = REPO / "results" / "reference" / "table1.csv"
 RELATIVE_METRICS = ("fid", "is")                         # unbounded scores: relative tolerance
 ABSOLUTE_METRICS = ("precision", "recall", "accuracy")   # fractions: absolute tolerance
@@ -221,7 +221,7 @@ def run_workflow(scratch: Path, cores: int, configfiles: Sequence[str] = ()) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ppap.reference", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m ppap.tools.reference", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--results", help="a workflow directory (with results/table1.csv) or a table1.csv")
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.run and reference_record is not None and not args.any_preset:
-        from ppap.checks import preset_name
+        from ppap.study.checks import preset_name
 
         name = preset_name(args.configfile)
         if name != reference_record.get("preset"):

@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ppap.vocab import ROUTINGS
+
 Range = tuple[int, int]
 
 
@@ -40,7 +42,6 @@ def check_ranges(ranges: Sequence[Range], num_timesteps: int) -> None:
         raise ValueError(f"ranges end at {expected_start}, not at T = {num_timesteps}")
 
 
-ROUTINGS = ("owner", "lower")
 
 
 def expert_for_timestep(t: torch.Tensor, ranges: Sequence[Range], routing: str = "owner") -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Checks the Snakefile runs before any job, beyond :func:`ppap.config.check_config`.
+"""Checks the Snakefile runs before any job, beyond :func:`ppap.study.config.check_config`.
 
 * :func:`check_overlays`: an empty mapping in an overlay (``--configfile`` or ``--config``) whose
   key is a non-empty mapping after merging, e.g. ``ablations: {}``. Snakemake merges config files
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ppap.config import ConfigError, key_path
+from ppap.study.config import ConfigError, key_path
 
 # ------------------------------------------------------------------------ overlays and selection ----
 

@@ -1,0 +1,16 @@
+"""The suite's vocabulary, defined once: every word a setting may take. Torch-free, so the
+Snakefile, the config checks and the name grammar read it without loading a model."""
+
+SAMPLERS = ("ddim", "ddpm")                             # guidance on eps (DDIM) or on the mean (DDPM)
+SPACINGS = ("ddim", "leading", "trailing")              # which timesteps a respaced sampler visits
+CLIP_MODES = ("guided_diffusion", "after_guidance", "none")  # where x0 is clipped to [-1, 1]
+ROUTINGS = ("owner", "lower")                           # which expert a timestep goes to
+PRECISIONS = ("fp32", "bf16", "auto")                   # autocast of the networks
+SUPERVISIONS = ("labeled", "datafree")                  # labels or data-free transfer
+NORM_MODES = ("trained", "frozen")                      # per-expert normalisation layers
+WARM_STARTS = ("off", "weights", "optimizer")           # expert i starts from expert i-1
+TRAINING_FREE_METHODS = ("dps", "freedom", "mpgd", "tfg")
+TF_SCHEDULES = ("constant", "increase", "decrease")     # how TFG's rho_t and mu_t vary over the steps
+REGRESSION_ENERGIES = ("gaussian", "scale_shift_invariant")  # a dense regressor's log-likelihood
+REGRESSION_LOSSES = ("mse", "scale_shift_invariant")    # a dense regressor's training loss
+GUIDE_KINDS = ("none", "off_the_shelf", "classifier_free", "training_free", "experts")  # what a guide name is
