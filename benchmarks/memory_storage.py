@@ -97,7 +97,7 @@ def main() -> None:
             path = Path(tmp) / f"adapter_r{rank}.pt"
             adapters.save_adapter(path, model, "expert0", guide_id=f"datafree_lora{rank}_n5", index=0)
             size = path.stat().st_size
-            storage_rows.append(dict(expert=f"LoRA adapter (save_adapter)", rank=rank,
+            storage_rows.append(dict(expert="LoRA adapter (save_adapter)", rank=rank,
                                      tensor_elements=adapters.adapter_parameter_count(model, "expert0"),
                                      file_bytes=size, fraction_of_backbone_file=size / backbone_file))
     common.write_csv(args.out / "storage.csv", storage_rows)

@@ -70,7 +70,10 @@ def main() -> None:
 
     from ppap import schedules
     from ppap.experts import expert_for_timestep, timestep_ranges
-    from ppap.generate import generate_samples
+    from ppap.generate import Guidance, generate_samples
+    from ppap.guidance import ClassifierGuidance
+    from ppap.sampling import Denoiser
+    from ppap.specs import SamplingSpec
 
     eps_model = common.preset_eps_model()
     alphas_cumprod = common.alphas_cumprod()
@@ -78,9 +81,10 @@ def main() -> None:
     cpu = torch.device("cpu")
 
     def sample(guide, num_samples=args.num_samples):
-        return generate_samples(eps_model, alphas_cumprod, common.IMAGE_SHAPE, num_samples, args.batch_size, seed=0,
-                                device=cpu, steps=args.steps, guide=guide, guidance_scale=0.0 if guide is None else 1.0,
-                                num_classes=10, show_progress=False)
+        denoiser = Denoiser(eps_model, alphas_cumprod, common.IMAGE_SHAPE)
+        guidance = Guidance(denoiser, None if guide is None else ClassifierGuidance(guide))
+        spec = SamplingSpec(steps=args.steps, scale=0.0 if guide is None else 1.0, batch_size=args.batch_size)
+        return generate_samples(guidance, spec, num_samples, 0, cpu, show_progress=False)
 
     # Correctness first: merged and active adapters must draw the same images.
     active_name, merged_name = f"lora{args.rank}_n{args.experts}_active", f"lora{args.rank}_n{args.experts}_merged"

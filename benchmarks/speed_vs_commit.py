@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import os
 import subprocess
@@ -50,11 +49,12 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
 
     sys.path.insert(0, str(HERE))
     import _common as common
-    from ppap.experts.sets import save_expert, train_expert
+    from ppap.experts.sets import TrainingPool, save_expert, train_expert
     from ppap.generate import sample_with_cost
     from ppap.models import classifiers
-    from ppap.specs import ExpertTraining
-    from ppap.study.guides import load_guidance
+    from ppap.sampling import Denoiser
+    from ppap.specs import ExpertTraining, SamplingSpec
+    from ppap.study.guides import GuideSource, load_guidance
 
     performance = _tree_performance(tree)
     work = Path(tempfile.mkdtemp(prefix="speedprobe"))
@@ -82,9 +82,9 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
 
     def train(guide_set: str, steps: int, index: int = 0):
         s = settings(guide_set, steps)
-        return s, train_expert(s, index, guide_path, alphas_cumprod, pool,
-                                        None if s.supervision == "datafree" else labels,
-                                        torch.Generator().manual_seed(1 + index), cpu, show_progress=False)
+        return s, train_expert(s, index, guide_path, alphas_cumprod,
+                               TrainingPool(pool, None if s.supervision == "datafree" else labels),
+                               torch.Generator().manual_seed(1 + index), show_progress=False)
 
     timings = []
     if workload.startswith("distill"):
@@ -101,8 +101,7 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
         return dict(workload=workload, unit="images/s", timings=timings)
 
     eps_model = common.preset_eps_model()
-    kwargs = {}
-    accepted = inspect.signature(load_guidance).parameters
+    switches = {}
     if workload == "sample_plain_guide":
         guide_name, manifest = "off_the_shelf", None
     else:
@@ -118,17 +117,15 @@ def probe(workload: str, tree: Path, rounds: int, out_dir: Path) -> dict:
             save_expert(path, model, s, index, stats, guide_path, moments)
             paths.append(str(path))
         manifest = {"experts": paths, "ranges": [[200 * i, 200 * (i + 1)] for i in range(5)]}
-        if "merge_adapters" in accepted:
-            kwargs["merge_adapters"] = performance["merge_adapters"]
+        switches["merge_adapters"] = performance["merge_adapters"]
     for switch in ("channels_last", "center_tap_convs"):
-        if switch in accepted:
-            kwargs[switch] = performance[switch]
-    guidance = load_guidance(guide_name, eps_model, len(alphas_cumprod), cpu, guide_path=guide_path,
-                                      manifest=manifest, **kwargs)
+        switches[switch] = performance[switch]
+    guidance = load_guidance(guide_name, Denoiser(eps_model, alphas_cumprod, common.IMAGE_SHAPE), cpu,
+                             GuideSource(guide_path, manifest), performance=switches)
 
     def draw(seed: int):
-        images, _, _, _ = sample_with_cost(guidance, alphas_cumprod, common.IMAGE_SHAPE, SAMPLES, SAMPLES,
-                                                    seed, cpu, steps=STEPS, guidance_scale=1.0, show_progress=False)
+        images, _, _, _ = sample_with_cost(guidance, SamplingSpec(steps=STEPS, scale=1.0, batch_size=SAMPLES), SAMPLES,
+                                           seed, cpu, show_progress=False)
         return images
 
     np.save(out_dir / f"{workload}.npy", draw(0))  # the warm-up draw, kept for the comparison

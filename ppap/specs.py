@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ppap.vocab import CLIP_MODES, PRECISIONS, SAMPLERS, SPACINGS
+
 
 @dataclass(frozen=True)
 class ExpertTraining:
@@ -39,4 +41,34 @@ class ExpertTraining:
 
     @classmethod
     def from_params(cls, params) -> "ExpertTraining":
+        return cls(**dict(params))
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How samples are drawn, whatever guides them: the sampler and its steps, the guidance scale,
+    where x0 is clipped, which timesteps are visited, the networks' precision and the batch size."""
+
+    sampler: str = "ddim"               # ddim (guidance on eps) | ddpm (guidance on the mean)
+    steps: int = 25
+    scale: float = 0.0                  # the guidance scale (classifier-free: w)
+    eta: float = 0.0                    # DDIM's noise; 0 is deterministic (DDPM ignores it)
+    clip: str = "guided_diffusion"      # guided_diffusion | after_guidance | none (ppap.guidance.guided_model)
+    spacing: str = "ddim"               # ddim (guided-diffusion's ddimN) | leading | trailing
+    precision: str = "fp32"             # fp32 | bf16 | auto: bf16 autocast for the UNet and the guide
+    batch_size: int = 500
+
+    def __post_init__(self):
+        for field, vocabulary in (("sampler", SAMPLERS), ("clip", CLIP_MODES), ("spacing", SPACINGS),
+                                  ("precision", PRECISIONS)):
+            if getattr(self, field) not in vocabulary:
+                raise ValueError(f"unknown {field} {getattr(self, field)!r} (use one of {', '.join(vocabulary)})")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1 (got {self.steps}, {self.batch_size})")
+
+    def as_params(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_params(cls, params) -> "SamplingSpec":
         return cls(**dict(params))

@@ -291,7 +291,10 @@ def test_adm256_configuration_is_what_the_released_model_needs():
 def test_converted_model_samples_with_guidance_in_bf16(tmp_path, make_guide, one_thread):
     """The converted directory drives ppap's guided DDIM (epsilon = first 3 of 6 channels), bf16 autocast included."""
 
-    from ppap.generate import generate_samples
+    from ppap.generate import Guidance, generate_samples
+    from ppap.guidance import ClassifierGuidance
+    from ppap.sampling import Denoiser
+    from ppap.specs import SamplingSpec
     from ppap.models.denoisers import load_eps_model
     from ppap.models.unet import save_diffusion_model
 
@@ -301,9 +304,9 @@ def test_converted_model_samples_with_guidance_in_bf16(tmp_path, make_guide, one
     eps, alphas_cumprod, shape = load_eps_model(tmp_path / "adm", torch.device("cpu"))
     assert shape == (3, 32, 32)
     guide = make_guide(seed=0, in_chans=3).requires_grad_(False)
-    images, labels = generate_samples(eps, alphas_cumprod.float(), shape, 4, 2, 0, torch.device("cpu"),
-                                               steps=2, guide=guide, guidance_scale=2.0, show_progress=False,
-                                               precision="bf16")
+    guidance = Guidance(Denoiser(eps, alphas_cumprod.float(), shape), ClassifierGuidance(guide))
+    images, labels = generate_samples(guidance, SamplingSpec(steps=2, scale=2.0, precision="bf16", batch_size=2), 4, 0,
+                                      show_progress=False)
     assert images.shape == (4, 32, 32, 3) and images.dtype.name == "uint8" and len(labels) == 4
 
 

@@ -397,17 +397,20 @@ def test_directory_passes_the_pre_run_checks_and_a_damaged_one_is_named(tmp_path
 
 def test_guided_sampling_runs_on_the_converted_model(tmp_path, make_guide, one_thread):
     """The converted directory drives ppap's guided DDIM (epsilon = first 3 of 6 channels), bf16 autocast included."""
-    from ppap.generate import generate_samples
+    from ppap.generate import Guidance, generate_samples
+    from ppap.guidance import ClassifierGuidance
     from ppap.models.denoisers import load_eps_model
+    from ppap.sampling import Denoiser
+    from ppap.specs import SamplingSpec
 
     out = tmp_path / "glide"
     convert_glide.convert_checkpoint(_write_checkpoint(tmp_path, seed=4), out, **flags_for({}))
     eps, alphas_cumprod, shape = load_eps_model(out, torch.device("cpu"))
     guide = make_guide(seed=0, in_chans=3).requires_grad_(False)
     for precision in ("fp32", "bf16"):
-        images, labels = generate_samples(eps, alphas_cumprod.float(), shape, 2, 2, 0, torch.device("cpu"),
-                                                   steps=2, guide=guide, guidance_scale=2.0, show_progress=False,
-                                                   precision=precision)
+        guidance = Guidance(Denoiser(eps, alphas_cumprod.float(), shape), ClassifierGuidance(guide))
+        images, labels = generate_samples(guidance, SamplingSpec(steps=2, scale=2.0, precision=precision, batch_size=2),
+                                          2, 0, show_progress=False)
         assert images.shape == (2, 16, 16, 3) and images.dtype.name == "uint8" and len(labels) == 2
 
 

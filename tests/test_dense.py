@@ -10,6 +10,7 @@ experts (LoRA data-free, full labeled) train through the classifier path's code 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,12 +19,13 @@ import torch
 from conftest import seeded_
 from ppap import dense, guidance
 from ppap.experts import distill
-from ppap.experts.sets import load_expert_set, save_expert, train_expert
-from ppap.generate import generate_samples
-from ppap.guidance.training_free import TrainingFreeSettings, smoothed_log_prob
+from ppap.experts.sets import TrainingPool, load_expert_set, save_expert, train_expert
+from ppap.generate import Guidance, generate_samples
+from ppap.guidance.training_free import TrainingFreeGuidance, TrainingFreeSettings, smoothed_log_prob
 from ppap.models import dense as dense_models
+from ppap.sampling import Denoiser
 from ppap.schedules import alphas_cumprod_from_scheduler, make_ddpm_scheduler
-from ppap.specs import ExpertTraining
+from ppap.specs import ExpertTraining, SamplingSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -184,18 +186,17 @@ def test_zero_scale_dense_guidance_is_the_unguided_sample(task, training_free, a
     kind = dense.TASK_KINDS[task]
     targets = (torch.randint(0, 11, (6, 8, 8), generator=torch.Generator().manual_seed(0)) if kind == "segmentation"
                else torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
-    common = dict(steps=4, show_progress=False, clip="guided_diffusion")
-    plain, _ = generate_samples(tiny_eps(), abar, (1, 8, 8), 6, 3, 5, torch.device("cpu"), **common)
-    settings = TrainingFreeSettings(variance=1.0, mean=0.0, recurrence=2) if training_free else None
+    spec = SamplingSpec(steps=4, clip="guided_diffusion", batch_size=3)
+    denoiser = Denoiser(tiny_eps(), abar, (1, 8, 8))
+    plain, _ = generate_samples(Guidance(denoiser), spec, 6, 5, show_progress=False)
     energy = guidance.energy_for(kind)
-    zero, returned = generate_samples(tiny_eps(), abar, (1, 8, 8), 6, 3, 5, torch.device("cpu"),
-                                               guide=guide, guidance_scale=0.0, targets=targets, energy=energy,
-                                               training_free=settings, **common)
+    method = (TrainingFreeGuidance(guide, TrainingFreeSettings(variance=1.0, mean=0.0, recurrence=2), energy)
+              if training_free else guidance.ClassifierGuidance(guide, energy))
+    zero, returned = generate_samples(Guidance(denoiser, method), spec, 6, 5, targets=targets, show_progress=False)
     assert np.array_equal(plain, zero)
     assert np.array_equal(returned, targets.numpy())
-    guided, _ = generate_samples(tiny_eps(), abar, (1, 8, 8), 6, 3, 5, torch.device("cpu"),
-                                          guide=guide, guidance_scale=50.0, targets=targets, energy=energy,
-                                          training_free=settings, **common)
+    guided, _ = generate_samples(Guidance(denoiser, method), replace(spec, scale=50.0), 6, 5, targets=targets,
+                                 show_progress=False)
     assert not np.array_equal(plain, guided)
 
 
@@ -220,10 +221,9 @@ def test_dense_experts_train_and_load_as_a_routed_guide(guide_set, task, abar, t
     labels = dense.ground_truth_maps(task, images, classes, 0.5) if settings.supervision == "labeled" else None
     paths = []
     for index in range(2):
-        model, stats, moments = train_expert(settings, index, base, abar, images, labels,
-                                                      torch.Generator().manual_seed(index), torch.device("cpu"),
-                                                      previous_expert=paths[-1] if index else None,
-                                                      show_progress=False)
+        model, stats, moments = train_expert(settings, index, base, abar, TrainingPool(images, labels),
+                                             torch.Generator().manual_seed(index),
+                                             previous_expert=paths[-1] if index else None, show_progress=False)
         assert np.isfinite(stats["final_loss"]) and stats["final_loss"] >= 0
         paths.append(tmp_path / f"expert{index}.pt")
         save_expert(paths[-1], model.cpu(), settings, index, stats, base, moments)

@@ -5,7 +5,6 @@ beat chance. The smoke preset cannot show this: every method there sits at chanc
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -55,31 +54,33 @@ def test_guidance_beats_chance_and_scale_zero_is_unguided(tiny_run):
 
 @pytest.mark.slow
 def test_flipped_guidance_does_not_beat_chance(tiny_run, one_thread):
-    """The sampler of the workflow, called in-process with the guide set it trained: at +2 it repeats
-    the workflow's samples exactly, so at -2 (a flipped sign) it is the same computation pushed the
-    other way."""
+    """The sampler of the workflow, called in-process with the guide set it trained and through the
+    job's own path (its manifest, sampling settings and speed switches, so the same kernels run on
+    any CPU): at +2 it repeats the workflow's samples exactly, so at -2 (a flipped sign) it is the
+    same computation pushed the other way."""
     import yaml
 
-    from ppap.experts.sets import load_expert_set
+    from conftest import merged_config
     from ppap.generate import generate_samples
     from ppap.models.denoisers import load_eps_model
+    from ppap.specs import SamplingSpec
     from ppap.study import grammar
+    from ppap.study.config import guide_performance
+    from ppap.study.guides import GuideSource, load_guidance
 
     results = tiny_run / "results"
     device = torch.device("cpu")
-    eps_model, alphas_cumprod, image_shape = load_eps_model(results / "models" / "diffusion", device)
-    manifest = json.loads((results / "models" / "guides" / GUIDE / "manifest.json").read_text())
-    experts = [str(tiny_run / path) for path in manifest["experts"]]
-    guide = load_expert_set(GUIDE, manifest["rank"], results / "models" / "guide.pt", experts, len(alphas_cumprod),
-                            manifest["ranges"]).to(device)
-    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())  # clip order, spacing (unchanged by TINY)
+    config = merged_config(yaml.safe_load(open(TINY)))
+    denoiser = load_eps_model(results / "models" / "diffusion", device)
+    source = GuideSource(results / "models" / "guide.pt", results / "models" / "guides" / GUIDE / "manifest.json")
     sampling = grammar.resolve_sampling("ddim10_s2", config)
+    guidance = load_guidance(GUIDE, denoiser, device, source, routing=sampling.routing,
+                             performance=guide_performance(GUIDE, config))
 
     def sample(scale: float):
-        return generate_samples(eps_model, alphas_cumprod, image_shape, 200, 200, 0, device,
-                                         sampler=sampling.sampler, steps=sampling.steps, eta=0.0, guide=guide,
-                                         guidance_scale=scale, num_classes=10, clip=sampling.clip,
-                                         spacing=sampling.spacing, show_progress=False)
+        spec = SamplingSpec(sampler=sampling.sampler, steps=sampling.steps, scale=scale, eta=config["sampling"]["eta"],
+                            clip=sampling.clip, spacing=sampling.spacing, batch_size=config["sampling"]["batch_size"])
+        return generate_samples(guidance, spec, config["sampling"]["num_samples"], 0, device, show_progress=False)
 
     images, labels = sample(2.0)
     with np.load(results / "samples" / GUIDE / "ddim10_s2" / "seed0.npz") as guided:

@@ -14,14 +14,16 @@ import yaml
 
 from conftest import REPO, expert_training
 from ppap.experts import adapters
-from ppap.experts.sets import save_expert, train_expert
+from ppap.experts.sets import TrainingPool, save_expert, train_expert
 from ppap.generate import sample_with_cost
 from ppap.models import classifiers
 from ppap.models.checkpoints import load_checkpoint
+from ppap.sampling import Denoiser
+from ppap.specs import SamplingSpec
 from ppap.study import grammar
 from ppap.study.config import expert_training as config_expert_training
 from ppap.study.config import guide_performance, performance, scoring_settings
-from ppap.study.guides import load_guidance
+from ppap.study.guides import GuideSource, load_guidance
 from ppap.training import adamw, load_optimizer_moments, optimizer_moments
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,9 +58,8 @@ def images():
 
 def train(settings, index, guide_path, alphas_cumprod, images, previous=None):
     labels = torch.arange(len(images)) % 10 if settings.supervision == "labeled" else None
-    return train_expert(settings, index, guide_path, alphas_cumprod.float(), images, labels,
-                                 torch.Generator().manual_seed(10 + index), CPU, previous_expert=previous,
-                                 show_progress=False)
+    return train_expert(settings, index, guide_path, alphas_cumprod.float(), TrainingPool(images, labels),
+                        torch.Generator().manual_seed(10 + index), previous_expert=previous, show_progress=False)
 
 
 def settings_for(guide_set, **switches):
@@ -157,17 +158,17 @@ def test_fast_sampling_draws_the_images_of_the_plain_path(guide_path, alphas_cum
     eps_model = EpsilonModel(unet, alphas_cumprod.float()).eval().requires_grad_(False)
 
     def draw(guidance, seed):
-        images_out, _, _, _ = sample_with_cost(guidance, alphas_cumprod.float(), (1, 8, 8), 16, 16, seed,
-                                                        CPU, steps=6, guidance_scale=4.0, show_progress=False)
+        images_out, _, _, _ = sample_with_cost(guidance, SamplingSpec(steps=6, scale=4.0, batch_size=16), 16, seed,
+                                               CPU, show_progress=False)
         return images_out.astype(int)
 
     def guidance(**switches):
-        return load_guidance("datafree_lora2_n2", eps_model, 1000, CPU, guide_path=guide_path,
-                                      manifest=manifest, **switches)
+        return load_guidance("datafree_lora2_n2", Denoiser(eps_model, alphas_cumprod.float(), (1, 8, 8)), CPU,
+                             GuideSource(guide_path, manifest), performance=switches)
 
     plain = guidance()
     fast = guidance(merge_adapters=True, channels_last=True, center_tap_convs=True)
-    assert fast.guide.merge and not plain.guide.merge
+    assert fast.method.guide.merge and not plain.method.guide.merge
     plain_seed1 = draw(plain, 1)
     fast_seed1 = draw(fast, 1)
     assert np.abs(plain_seed1 - fast_seed1).max() <= 1

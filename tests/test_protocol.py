@@ -9,7 +9,7 @@ import torch
 
 from conftest import expert_training
 from ppap.experts import adapters
-from ppap.experts.sets import load_expert_set, save_expert, train_expert
+from ppap.experts.sets import TrainingPool, load_expert_set, save_expert, train_expert
 from ppap.models import classifiers
 from ppap.models.checkpoints import CheckpointError, load_checkpoint
 from ppap.study.accounting import parameter_accounting
@@ -40,9 +40,8 @@ def images():
 
 
 def train(settings, index, guide_path, alphas_cumprod, images, previous=None, labels=None):
-    return train_expert(settings, index, guide_path, alphas_cumprod.float(), images, labels,
-                                 torch.Generator().manual_seed(10 + index), CPU, previous_expert=previous,
-                                 show_progress=False)
+    return train_expert(settings, index, guide_path, alphas_cumprod.float(), TrainingPool(images, labels),
+                        torch.Generator().manual_seed(10 + index), previous_expert=previous, show_progress=False)
 
 
 def lora_settings(guide_set="datafree_lora2_n2", **overrides):

@@ -27,13 +27,15 @@ from conftest import expert_training
 from ppap import data
 from ppap.data import load_digits_npz
 from ppap.experts import adapters
-from ppap.experts.sets import load_expert_set, save_expert, train_expert
-from ppap.generate import generate_samples
-from ppap.guidance import NonFiniteError
+from ppap.experts.sets import TrainingPool, load_expert_set, save_expert, train_expert
+from ppap.generate import Guidance, generate_samples
+from ppap.guidance import ClassifierGuidance, NonFiniteError
 from ppap.models import classifiers
 from ppap.models.checkpoints import CheckpointError
 from ppap.models.unet import EpsilonModel, build_unet, load_diffusion_model, save_diffusion_model
+from ppap.sampling import Denoiser
 from ppap.schedules import make_ddpm_scheduler
+from ppap.specs import SamplingSpec
 from ppap.tools import reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -292,8 +294,8 @@ def test_sampling_seed_changes_the_samples_and_the_same_seed_repeats_them(alphas
     eps = EpsilonModel(unet, alphas_cumprod.float()).eval().requires_grad_(False)
 
     def draw(seed):
-        return generate_samples(eps, alphas_cumprod.float(), (1, 8, 8), 6, 4, seed, torch.device("cpu"),
-                                         steps=3, show_progress=False)[0]
+        return generate_samples(Guidance(Denoiser(eps, alphas_cumprod.float(), (1, 8, 8))),
+                                SamplingSpec(steps=3, batch_size=4), 6, seed, show_progress=False)[0]
 
     first, again, other = draw(0), draw(0), draw(1)
     assert np.array_equal(first, again)
@@ -312,8 +314,8 @@ def test_lora_expert_training_does_not_depend_on_the_global_rng(tmp_path, alphas
     def train(global_seed):
         torch.manual_seed(global_seed)  # what a fresh process would have: any state at all
         model, stats, _ = train_expert(
-            expert_training("datafree_lora2_n2"), 1, guide_path, alphas_cumprod.float(), images, None,
-            torch.Generator().manual_seed(7), torch.device("cpu"), show_progress=False)
+            expert_training("datafree_lora2_n2"), 1, guide_path, alphas_cumprod.float(), TrainingPool(images),
+            torch.Generator().manual_seed(7), show_progress=False)
         return adapters.adapter_state_dict(model, "expert1"), stats
 
     (first, stats1), (second, stats2) = train(1), train(2)
@@ -356,9 +358,8 @@ def test_non_finite_guidance_gradient_stops_sampling(alphas_cumprod):
 
     for sampler in ("ddim", "ddpm"):
         with pytest.raises(NonFiniteError, match="non-finite guidance gradient"):
-            generate_samples(eps, alphas_cumprod.float(), (1, 8, 8), 4, 4, 0, torch.device("cpu"),
-                                      sampler=sampler, steps=3, guide=nan_guide, guidance_scale=1.0,
-                                      show_progress=False)
+            generate_samples(Guidance(Denoiser(eps, alphas_cumprod.float(), (1, 8, 8)), ClassifierGuidance(nan_guide)),
+                             SamplingSpec(sampler=sampler, steps=3, scale=1.0, batch_size=4), 4, 0, show_progress=False)
 
 
 # ------------------------------------------------------------------------------ checkpoints ----

@@ -9,10 +9,13 @@ import torch
 from conftest import expert_training
 from ppap.devices import autocast_context, batch_size_for, resolve_precision
 from ppap.experts import SingleGuide
-from ppap.experts.sets import train_expert
-from ppap.generate import generate_samples
+from ppap.experts.sets import TrainingPool, train_expert
+from ppap.generate import Guidance, generate_samples
+from ppap.guidance import ClassifierGuidance
 from ppap.models import classifiers
 from ppap.models.unet import EpsilonModel, build_unet
+from ppap.sampling import Denoiser
+from ppap.specs import SamplingSpec
 
 CPU = torch.device("cpu")
 
@@ -55,8 +58,9 @@ def test_bf16_sampling_on_cpu_is_close_to_fp32_and_fp32_is_unchanged(tiny_eps, a
     guide = SingleGuide(make_guide(seed=1)).requires_grad_(False)
 
     def draw(**kwargs):
-        return generate_samples(tiny_eps, alphas_cumprod.float(), (1, 8, 8), 8, 4, 0, CPU, steps=4,
-                                         guide=guide, guidance_scale=1.0, show_progress=False, **kwargs)
+        guidance = Guidance(Denoiser(tiny_eps, alphas_cumprod.float(), (1, 8, 8)), ClassifierGuidance(guide))
+        return generate_samples(guidance, SamplingSpec(steps=4, scale=1.0, batch_size=4, **kwargs), 8, 0, CPU,
+                                show_progress=False)
 
     default, fp32, auto, bf16 = draw(), draw(precision="fp32"), draw(precision="auto"), draw(precision="bf16")
     assert np.array_equal(default[0], fp32[0]) and np.array_equal(default[0], auto[0])
@@ -74,8 +78,8 @@ def test_bf16_distillation_on_cpu_trains_and_fp32_is_unchanged(tmp_path, alphas_
     def train(precision="fp32"):
         settings = expert_training("datafree_lora2_n2", steps=4, batch_size=8, precision=precision,
                                    lora=dict(rank=2, alpha=2, layer_types=["conv"], include=None, exclude=None))
-        _, stats, _ = train_expert(settings, 1, guide_path, alphas_cumprod.float(), images, None,
-                                            torch.Generator().manual_seed(5), CPU, show_progress=False)
+        _, stats, _ = train_expert(settings, 1, guide_path, alphas_cumprod.float(), TrainingPool(images),
+                                   torch.Generator().manual_seed(5), show_progress=False)
         return stats
 
     fp32, auto, bf16 = train(), train(precision="auto"), train(precision="bf16")

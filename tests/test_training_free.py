@@ -8,6 +8,7 @@ counters say exactly how many passes a known number of steps, repeats and iterat
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -16,7 +17,8 @@ from torch import nn
 
 from conftest import merged_config, seeded_
 from ppap.compute import PassCounter, SamplingCost, cost_record
-from ppap.generate import generate_samples
+from ppap.generate import Guidance, generate_samples
+from ppap.guidance import ClassifierFreeGuidance, ClassifierGuidance, TrainingFreeGuidance
 from ppap.guidance.training_free import (
     GuideOnEstimate,
     TrainingFreeSettings,
@@ -26,7 +28,8 @@ from ppap.guidance.training_free import (
     smoothed_log_prob,
     variance_guidance_gradient,
 )
-from ppap.sampling import predict_x0
+from ppap.sampling import Denoiser, predict_x0
+from ppap.specs import SamplingSpec
 from ppap.schedules import respaced_timesteps
 from ppap.study import comparison, grammar
 
@@ -129,12 +132,11 @@ def test_x0_guidance_depends_on_the_denoiser_and_mpgd_never_reaches_it(tiny):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_scale_zero_is_the_unguided_sample(method, make_guide, alphas_cumprod):
     denoiser, guide = TinyDenoiser().requires_grad_(False), make_guide(seed=1)
-    common = dict(num_samples=6, batch_size=4, seed=3, device=torch.device("cpu"), steps=5, show_progress=False)
-    unguided, _ = generate_samples(denoiser, alphas_cumprod, SHAPE, **common)
-    at_zero, labels = generate_samples(denoiser, alphas_cumprod, SHAPE, guide=guide, guidance_scale=0.0,
-                                                training_free=METHODS[method], **common)
-    guided, _ = generate_samples(denoiser, alphas_cumprod, SHAPE, guide=guide, guidance_scale=2.0,
-                                          training_free=METHODS[method], **common)
+    model, spec = Denoiser(denoiser, alphas_cumprod, SHAPE), SamplingSpec(steps=5, batch_size=4)
+    guided_by = Guidance(model, TrainingFreeGuidance(guide, METHODS[method]))
+    unguided, _ = generate_samples(Guidance(model), spec, 6, 3, show_progress=False)
+    at_zero, labels = generate_samples(guided_by, spec, 6, 3, show_progress=False)
+    guided, _ = generate_samples(guided_by, replace(spec, scale=2.0), 6, 3, show_progress=False)
     assert (at_zero == unguided).all()
     assert labels is not None and not (guided == unguided).all()
 
@@ -154,18 +156,19 @@ def expected_passes(settings: TrainingFreeSettings, steps: int) -> dict:
 def test_pass_counters_are_exact(method, make_guide, alphas_cumprod):
     settings = METHODS[method]
     cost = SamplingCost()
-    generate_samples(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE, num_samples=5,
-                              batch_size=3, seed=0, device=torch.device("cpu"), steps=4, guide=make_guide(seed=2),
-                              guidance_scale=1.0, training_free=settings, show_progress=False, cost=cost)
+    guidance = Guidance(Denoiser(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE),
+                        TrainingFreeGuidance(make_guide(seed=2), settings))
+    generate_samples(guidance, SamplingSpec(steps=4, scale=1.0, batch_size=3), 5, 0, cost=cost, show_progress=False)
     assert cost.samples == 5
     assert cost.per_sample() == expected_passes(settings, 4)
 
 
 def test_pass_counters_of_classifier_and_classifier_free_guidance(make_guide, alphas_cumprod):
-    common = dict(num_samples=4, batch_size=4, seed=0, device=torch.device("cpu"), steps=6, show_progress=False)
+    spec = SamplingSpec(steps=6, scale=1.0, batch_size=4)
     cost = SamplingCost()
-    generate_samples(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE, guide=make_guide(),
-                              guidance_scale=1.0, cost=cost, **common)
+    guidance = Guidance(Denoiser(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE),
+                        ClassifierGuidance(make_guide()))
+    generate_samples(guidance, spec, 4, 0, cost=cost, show_progress=False)
     assert cost.per_sample() == dict(denoiser_forward=6, denoiser_backward=0, guide_forward=6, guide_backward=6)
 
     class Conditional(nn.Module):
@@ -174,8 +177,8 @@ def test_pass_counters_of_classifier_and_classifier_free_guidance(make_guide, al
 
     for scale, forwards in ((0.0, 6), (2.0, 12)):
         cost = SamplingCost()
-        generate_samples(Conditional(), alphas_cumprod, SHAPE, classifier_free=10, guidance_scale=scale,
-                                  cost=cost, **common)
+        guidance = Guidance(Denoiser(Conditional(), alphas_cumprod, SHAPE), ClassifierFreeGuidance(10), num_classes=10)
+        generate_samples(guidance, replace(spec, scale=scale), 4, 0, cost=cost, show_progress=False)
         assert cost.per_sample() == dict(denoiser_forward=forwards, denoiser_backward=0, guide_forward=0,
                                          guide_backward=0)
 

@@ -5,7 +5,7 @@ set back as one routed guide whose files are checked against the set they claim 
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -25,24 +25,28 @@ from ppap.specs import ExpertTraining
 from ppap.training import adamw, load_optimizer_moments, noisy_accuracy, optimizer_moments
 
 
+class TrainingPool(NamedTuple):
+    """What an expert learns from: clean images (a float NCHW tensor in [-1, 1], or a
+    :class:`ppap.data.ImagePool` that reads each batch from uint8 arrays, e.g. memory-mapped shards),
+    the synthetic samples for data-free transfer or the real training images with their ``labels``
+    (classes, or a dense guide's ground-truth maps) for the labeled baselines."""
+
+    images: object
+    labels: torch.Tensor | None = None
+
+
 def train_expert(
     settings: ExpertTraining,           # the set's resolved factors and the training section
     index: int,                         # which expert of the set
     base_guide_path,                    # the off-the-shelf guide (backbone, teacher)
     alphas_cumprod: torch.Tensor,
-    clean_images,                       # synthetic x0 (data-free) or real training images (labeled)
-    labels: torch.Tensor | None,        # ground truth (labeled sets only)
-    generator: torch.Generator,
-    device: torch.device,
+    pool: TrainingPool,                 # synthetic x0 (data-free) or labeled real images
+    generator: torch.Generator,         # its device is the training's device
     previous_expert=None,               # expert index-1's file: the warm start (None: from the guide)
-    show_progress: bool = True,
     regression_loss: str = "mse",       # a dense regressor's transfer / labeled loss (ppap.experts.distill)
+    show_progress: bool = True,
 ) -> tuple[torch.nn.Module, dict, dict | None]:
     """Train expert `index` of a guide set; returns (model to save, stats, optimizer moments).
-
-    ``clean_images`` (a float NCHW tensor in [-1, 1], or a :class:`ppap.data.ImagePool` that reads
-    each batch from uint8 arrays, e.g. memory-mapped shards) are the synthetic samples for
-    data-free transfer and the real training images (with ``labels``) for the labeled baselines.
 
     As the original PPAP trains its experts: LoRA experts with ``norm: trained`` carry their own
     normalisation layers (affine parameters trainable, batch norm in train mode, so its running
@@ -53,6 +57,8 @@ def train_expert(
     (segmenter, regressor) trains alike with its own losses (:func:`ppap.experts.distill.transfer_loss`);
     its ``labels`` are then the ground-truth maps.
     """
+    clean_images, labels = pool
+    device = generator.device
     if settings.supervision == "labeled" and labels is None:
         raise ValueError("labeled experts need labels")
     if not 0 <= index < settings.n_experts:

@@ -13,12 +13,14 @@ DDPM guidance shifts the posterior mean (their Algorithm 1):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
 
 from ppap.guidance.energies import Energy, classifier_energy
-from ppap.sampling import clipped_eps
+from ppap.sampling import EpsFn, Step, clipped_eps, sampler_step
+from ppap.specs import SamplingSpec
 from ppap.vocab import CLIP_MODES, SAMPLERS
 
 Guide = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -74,6 +76,10 @@ class GuidedModel(NamedTuple):
     mean_shift_fn: Callable | None
     clip_x0: bool
 
+    def step(self, sampler: str, eta: float = 0.0) -> Step:
+        """The sampling loop's step (:func:`ppap.sampling.sampler_step`) for this model."""
+        return sampler_step(sampler, self.eps_fn, eta, self.clip_x0, self.mean_shift_fn)
+
 
 def guided_model(eps_model: Callable, alphas_cumprod: torch.Tensor, sampler: str = "ddim",
                  clip: str = "guided_diffusion", guide: Guide | None = None, labels: torch.Tensor | None = None,
@@ -99,3 +105,30 @@ def guided_model(eps_model: Callable, alphas_cumprod: torch.Tensor, sampler: str
     denoiser = clipped_eps(eps_model, alphas_cumprod) if clip == "guided_diffusion" else eps_model
     eps_fn = denoiser if guide is None else classifier_guided_eps(denoiser, guide, labels, alphas_cumprod, scale, energy)
     return GuidedModel(eps_fn, None, clip == "after_guidance")
+
+
+@dataclass(frozen=True)
+class Unguided:
+    """No guidance: the sampler's own step on the denoiser, clipped as ``spec.clip`` says."""
+
+    guide: None = None
+
+    def step(self, eps_fn: EpsFn, targets: torch.Tensor | None, spec: SamplingSpec, alphas_cumprod: torch.Tensor,
+             timesteps: torch.Tensor) -> Step:
+        return guided_model(eps_fn, alphas_cumprod, spec.sampler, spec.clip).step(spec.sampler, spec.eta)
+
+
+@dataclass(frozen=True)
+class ClassifierGuidance:
+    """Classifier guidance with any guide on x_t (off the shelf, one noise-aware guide, or routed
+    experts): DDIM on epsilon, DDPM on the mean, in the order ``spec.clip`` names (:func:`guided_model`).
+    ``energy`` is the guide's log p(target | x_t) (:func:`ppap.guidance.energies.energy_for`)."""
+
+    guide: Guide
+    energy: Energy = classifier_energy
+
+    def step(self, eps_fn: EpsFn, targets: torch.Tensor, spec: SamplingSpec, alphas_cumprod: torch.Tensor,
+             timesteps: torch.Tensor) -> Step:
+        model = guided_model(eps_fn, alphas_cumprod, spec.sampler, spec.clip, self.guide, targets, spec.scale,
+                             self.energy)
+        return model.step(spec.sampler, spec.eta)

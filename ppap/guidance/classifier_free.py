@@ -9,11 +9,14 @@ benchmark sweeps the same scale values as classifier guidance. The samplers
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from ppap.sampling import EpsFn
+from ppap.guidance.classifier import guided_model
+from ppap.sampling import EpsFn, Step
+from ppap.specs import SamplingSpec
 
 CondEpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -53,3 +56,17 @@ def _check_batch(x: torch.Tensor, labels: torch.Tensor) -> None:
     if labels.shape != (x.shape[0],):
         raise ValueError(f"classifier-free guidance needs one label per sample: labels {tuple(labels.shape)} "
                          f"for a batch of {x.shape[0]}")
+
+
+@dataclass(frozen=True)
+class ClassifierFreeGuidance:
+    """Classifier-free guidance of a class-conditional denoiser ``eps_fn(x, t, y)`` at ``spec.scale``
+    (w = 0: the conditional model), clipped as ``spec.clip`` says; ``null_label`` reads as "no class"."""
+
+    null_label: int
+    guide: None = None
+
+    def step(self, eps_fn: CondEpsFn, targets: torch.Tensor, spec: SamplingSpec, alphas_cumprod: torch.Tensor,
+             timesteps: torch.Tensor) -> Step:
+        denoiser = classifier_free_eps(eps_fn, targets, self.null_label, spec.scale)
+        return guided_model(denoiser, alphas_cumprod, spec.sampler, spec.clip).step(spec.sampler, spec.eta)

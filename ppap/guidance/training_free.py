@@ -29,8 +29,10 @@ from typing import Callable
 
 import torch
 
-from ppap.guidance import Energy, NonFiniteError, classifier_energy
-from ppap.sampling import _per_sample, ddim_step, predict_x0, randn
+from ppap.guidance.classifier import NonFiniteError
+from ppap.guidance.energies import Energy, classifier_energy
+from ppap.sampling import EpsFn, Step, StepContext, ddim_step, per_sample, predict_x0, randn, sample_loop
+from ppap.specs import SamplingSpec
 from ppap.vocab import TF_SCHEDULES
 
 
@@ -116,6 +118,56 @@ def schedule_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, sche
     return (raw * len(raw) / raw.sum()).float()
 
 
+def training_free_step(
+    eps_fn: Callable,                   # the raw denoiser eps(x, t), not clipped
+    guide: Callable,                    # guide(x, t) -> logits, clean (it sees x0_hat at t = 0)
+    labels: torch.Tensor,
+    weights: torch.Tensor,              # w_i over the sampler's steps (schedule_weights)
+    settings: TrainingFreeSettings,
+    scale: float,
+    clip_x0: bool = True,
+    eta: float = 0.0,
+    energy: Energy = classifier_energy,  # the guide's log p(target | x): a classifier's, or a dense one
+) -> Step:
+    """TFG's guided DDIM step (module docstring), recurrence included: the step the sampling loop
+    (:func:`ppap.sampling.sample_loop`) takes at the ``index``-th timestep."""
+    guided = scale != 0
+
+    def step(x: torch.Tensor, context: StepContext, generator: torch.Generator | None) -> torch.Tensor:
+        t_batch, abar_t, abar_prev = context.t, context.abar_t, context.abar_prev
+        rho = scale * settings.variance * float(weights[context.index])
+        mu = scale * settings.mean * float(weights[context.index])
+        repeats = settings.recurrence if guided else 1
+        for repeat in range(repeats):
+            noise = None
+            if guided and settings.smoothing > 0:
+                gamma = per_sample((1 - abar_t).sqrt(), x) * settings.smoothing
+                noise = gamma * randn((settings.smoothing_samples, *x.shape), generator, x)
+            if rho != 0:
+                grad_t, x0 = variance_guidance_gradient(eps_fn, guide, x, t_batch, labels, abar_t, clip_x0, noise,
+                                                        energy)
+            else:
+                x0, grad_t = x0_estimate(eps_fn, x, t_batch, abar_t, clip_x0), None
+            # eps re-derived from the (clipped) x0, as guided-diffusion's clipped denoiser does
+            abar_ = per_sample(abar_t, x)
+            eps = (x - abar_.sqrt() * x0) / (1 - abar_).sqrt()
+            step_noise = randn(x.shape, generator, x) if eta > 0 else None
+            x_prev = ddim_step(x, eps, abar_t, abar_prev, eta=eta, noise=step_noise, clip_x0=False)
+            if grad_t is not None:
+                x_prev = x_prev + rho * grad_t / per_sample(abar_t / abar_prev, x).sqrt()
+            if mu != 0:
+                moved = x0
+                for _ in range(settings.iterations):
+                    moved = moved + mu * mean_guidance_gradient(guide, moved, labels, noise, energy)
+                x_prev = x_prev + per_sample(abar_prev, x).sqrt() * (moved - x0)
+            if repeat + 1 < repeats:  # time travel: back to t, and take the step again
+                step_alpha = per_sample(abar_t / abar_prev, x)
+                x = step_alpha.sqrt() * x_prev + (1 - step_alpha).sqrt() * randn(x.shape, generator, x)
+        return x_prev
+
+    return step
+
+
 def sample_ddim_training_free(
     eps_fn: Callable,                   # the raw denoiser eps(x, t), not clipped
     guide: Callable,                    # guide(x, t) -> logits, clean (it sees x0_hat at t = 0)
@@ -128,48 +180,32 @@ def sample_ddim_training_free(
     clip_x0: bool = True,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
-    energy: Energy = classifier_energy,  # the guide's log p(target | x): a classifier's, or a dense one
+    energy: Energy = classifier_energy,
 ) -> torch.Tensor:
-    """DDIM over decreasing ``timesteps`` with TFG's guided step (module docstring)."""
-    alphas_cumprod = alphas_cumprod.to(x_T.device)
-    weights = schedule_weights(alphas_cumprod, timesteps.to(x_T.device), settings.schedule)
-    guided = scale != 0
-    x = x_T
-    for i, t in enumerate(timesteps.tolist()):
-        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        abar_t = alphas_cumprod[t_batch]
-        prev = timesteps[i + 1].item() if i + 1 < len(timesteps) else None
-        abar_prev = alphas_cumprod[prev].expand(x.shape[0]) if prev is not None else torch.ones_like(abar_t)
-        rho = scale * settings.variance * float(weights[i])
-        mu = scale * settings.mean * float(weights[i])
-        repeats = settings.recurrence if guided else 1
-        for repeat in range(repeats):
-            noise = None
-            if guided and settings.smoothing > 0:
-                gamma = _per_sample((1 - abar_t).sqrt(), x) * settings.smoothing
-                noise = gamma * randn((settings.smoothing_samples, *x.shape), generator, x)
-            if rho != 0:
-                grad_t, x0 = variance_guidance_gradient(eps_fn, guide, x, t_batch, labels, abar_t, clip_x0, noise,
-                                                            energy)
-            else:
-                x0, grad_t = x0_estimate(eps_fn, x, t_batch, abar_t, clip_x0), None
-            # eps re-derived from the (clipped) x0, as guided-diffusion's clipped denoiser does
-            abar_ = _per_sample(abar_t, x)
-            eps = (x - abar_.sqrt() * x0) / (1 - abar_).sqrt()
-            step_noise = randn(x.shape, generator, x) if eta > 0 else None
-            x_prev = ddim_step(x, eps, abar_t, abar_prev, eta=eta, noise=step_noise, clip_x0=False)
-            if grad_t is not None:
-                x_prev = x_prev + rho * grad_t / _per_sample(abar_t / abar_prev, x).sqrt()
-            if mu != 0:
-                moved = x0
-                for _ in range(settings.iterations):
-                    moved = moved + mu * mean_guidance_gradient(guide, moved, labels, noise, energy)
-                x_prev = x_prev + _per_sample(abar_prev, x).sqrt() * (moved - x0)
-            if repeat + 1 < repeats:  # time travel: back to t, and take the step again
-                step_alpha = _per_sample(abar_t / abar_prev, x)
-                x = step_alpha.sqrt() * x_prev + (1 - step_alpha).sqrt() * randn(x.shape, generator, x)
-        x = x_prev
-    return x
+    """DDIM over decreasing ``timesteps`` with TFG's guided step: the one loop with
+    :func:`training_free_step`."""
+    weights = schedule_weights(alphas_cumprod.to(x_T.device), timesteps.to(x_T.device), settings.schedule)
+    step = training_free_step(eps_fn, guide, labels, weights, settings, scale, clip_x0, eta, energy)
+    return sample_loop(step, x_T, timesteps, alphas_cumprod, generator)
+
+
+@dataclass(frozen=True)
+class TrainingFreeGuidance:
+    """Training-free guidance: the clean ``guide`` on the denoiser's x0 estimate, TFG's step with
+    ``settings`` (DPS, FreeDoM, MPGD and TFG are its special cases). DDIM only; x0 clipped unless
+    ``spec.clip`` is ``none`` (``after_guidance`` has no meaning here)."""
+
+    guide: Callable
+    settings: TrainingFreeSettings
+    energy: Energy = classifier_energy
+
+    def step(self, eps_fn: EpsFn, targets: torch.Tensor, spec: SamplingSpec, alphas_cumprod: torch.Tensor,
+             timesteps: torch.Tensor) -> Step:
+        if spec.sampler != "ddim" or spec.clip == "after_guidance":
+            raise ValueError("training-free guidance needs a guide, the ddim sampler and clip guided_diffusion or none")
+        weights = schedule_weights(alphas_cumprod, timesteps.to(alphas_cumprod.device), self.settings.schedule)
+        return training_free_step(eps_fn, self.guide, targets, weights, self.settings, spec.scale,
+                                  clip_x0=spec.clip != "none", eta=spec.eta, energy=self.energy)
 
 
 class GuideOnEstimate(torch.nn.Module):

@@ -7,7 +7,7 @@ from harness import rule_session
 from ppap import data, metrics
 from ppap.compute import cost_record
 from ppap.data import load_digits_npz, save_npz_reproducible
-from ppap.devices import batch_size_for, resolve_device
+from ppap.devices import resolve_device
 from ppap.experts.sets import expert_ranges
 from ppap.guidance import NonFiniteError
 from ppap.io import write_json
@@ -15,13 +15,15 @@ from ppap.models import dense as dense_models
 from ppap.models.denoisers import load_eps_model
 from ppap.study import dense as dense_study
 from ppap.study import grammar
-from ppap.study.guides import load_guidance
+from ppap.study.guides import GuideSource, load_guidance
+from ppap.study.specs import sampling_spec
 
 with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.params.split})") as log:
     device = resolve_device(snakemake.params.device)
     task, guide_name, split_name = snakemake.wildcards.task, snakemake.wildcards.guide, snakemake.params.split
     settings = dense_study.DenseSettings.from_config(task, snakemake.params.dense)
-    eps_model, alphas_cumprod, image_shape = load_eps_model(snakemake.input.model, device)
+    denoiser = load_eps_model(snakemake.input.model, device)
+    alphas_cumprod, image_shape = denoiser.alphas_cumprod, denoiser.image_shape
     split = load_digits_npz(snakemake.input.data)
     if f"{split_name}_images" not in split:
         raise ValueError(f"the dense study's {split_name} split is missing (data.val_fraction must be > 0)")
@@ -53,24 +55,18 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
         def image_metrics(images):
             return metrics.compute_metrics(images, real, snakemake.input.evaluator, nearest_k=evaluation["nearest_k"],
                                            isc_splits=min(evaluation["isc_splits"], len(images) // 25 or 1))
-    batch_size = batch_size_for(dict(batch_size=snakemake.params.batch_size,
-                                     batch_size_by_device=snakemake.params.get("batch_size_by_device")), device)
     cells, first = [], None
     for setting in snakemake.params.samplings:
-        guidance = load_guidance(guide_name, eps_model, len(alphas_cumprod), device,
-                                          guide_path=snakemake.input.dense_guide, manifest=manifest,
-                                          training_free=snakemake.params.get("training_free"),
-                                          routing=setting["routing"], energy=settings.energy(),
-                                          **snakemake.params.get("performance", {}))
+        spec = sampling_spec(snakemake.params, device, setting)
+        guidance = load_guidance(guide_name, denoiser, device, GuideSource(snakemake.input.dense_guide, manifest),
+                                 snakemake.params.get("training_free"), setting["routing"], settings.energy(),
+                                 snakemake.params.get("performance"))
         log.info("%s %s on the %s split, scale %s: %s", task, guide_name, split_name, setting["scale"],
                  guidance.description)
         try:
-            cell = dense_study.sample_and_score(
-                guidance, settings, alphas_cumprod, image_shape, target_pool, evaluator, image_metrics,
-                snakemake.params.seeds, snakemake.params.num_samples, batch_size, device, setting["scale"],
-                num_classes=num_classes,
-                sampler=setting["sampler"], steps=setting["steps"], eta=snakemake.params.eta,
-                precision=snakemake.params.get("precision", "fp32"), clip=setting["clip"], spacing=setting["spacing"])
+            cell = dense_study.sample_and_score(guidance, spec, settings, target_pool, evaluator, image_metrics,
+                                                snakemake.params.seeds, snakemake.params.num_samples, device,
+                                                num_classes)
         except NonFiniteError as err:
             if split_name != "val":
                 raise

@@ -8,7 +8,7 @@ from ppap import data, dense
 from ppap.compute import machine_description
 from ppap.data import load_digits_npz
 from ppap.devices import resolve_device
-from ppap.experts.sets import save_expert, train_expert
+from ppap.experts.sets import TrainingPool, save_expert, train_expert
 from ppap.schedules import load_alphas_cumprod
 from ppap.specs import ExpertTraining
 
@@ -36,7 +36,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "distill_expert") as log:
     generator = torch.Generator(device).manual_seed(settings.seed + 1000 * index)
     start = time.perf_counter()
     model, stats, moments = train_expert(
-        settings, index, snakemake.input.guide, alphas_cumprod, images, labels, generator, device,
+        settings, index, snakemake.input.guide, alphas_cumprod, TrainingPool(images, labels), generator,
         previous_expert=snakemake.input.get("previous"),
         regression_loss=snakemake.params.get("regression_loss") or "mse")
     # the one-time cost of the expert (results/guidance_methods.csv): seconds here, with these threads

@@ -3,39 +3,32 @@ and what it cost (passes per sample through the denoiser and the guide, wall-sec
 from harness import describe_diffusion_model, describe_guide, rule_session
 from ppap import data
 from ppap.compute import cost_record
-from ppap.devices import batch_size_for, resolve_device
+from ppap.devices import resolve_device
 from ppap.generate import sample_with_cost
-from ppap.io import read_json, write_json
+from ppap.io import write_json
 from ppap.models.denoisers import load_eps_model
-from ppap.study.guides import load_guidance
+from ppap.study.guides import GuideSource, load_guidance
+from ppap.study.specs import sampling_spec
 
 with rule_session(snakemake.log[0], snakemake.threads, "sample") as log:
     device = resolve_device(snakemake.params.device)
-    precision = snakemake.params.get("precision", "fp32")
-    batch_size = batch_size_for(dict(batch_size=snakemake.params.batch_size,
-                                     batch_size_by_device=snakemake.params.get("batch_size_by_device")), device)
-    log.info("device %s, precision %s, batch size %d", device, precision, batch_size)
-    setting = snakemake.params.sampling
-    eps_model, alphas_cumprod, image_shape = load_eps_model(snakemake.input.model, device)
+    spec = sampling_spec(snakemake.params, device)
+    log.info("device %s: %s", device, spec)
+    denoiser = load_eps_model(snakemake.input.model, device)
     log.info("%s (%d parameters)", describe_diffusion_model(snakemake.input.model),
-             sum(p.numel() for p in eps_model.parameters()))
+             sum(p.numel() for p in denoiser.eps.parameters()))
     guide_name = snakemake.wildcards.guide
-    manifest = read_json(snakemake.input.manifest) if "manifest" in snakemake.input.keys() else None
-    guidance = load_guidance(guide_name, eps_model, len(alphas_cumprod), device,
-                                      guide_path=snakemake.input.get("guide"), manifest=manifest,
-                                      conditional_model_dir=snakemake.input.get("conditional_model"),
-                                      training_free=snakemake.params.get("training_free"),
-                                      routing=setting["routing"], **snakemake.params.get("performance", {}))
-    if snakemake.input.get("guide"):
-        log.info("%s", describe_guide(snakemake.input.guide))
+    source = GuideSource(snakemake.input.get("guide"), snakemake.input.get("manifest"),
+                         snakemake.input.get("conditional_model"))
+    guidance = load_guidance(guide_name, denoiser, device, source, snakemake.params.get("training_free"),
+                             snakemake.params.sampling["routing"], performance=snakemake.params.get("performance"))
+    if source.guide:
+        log.info("%s", describe_guide(source.guide))
     log.info("guide %s: %s", guide_name, guidance.description)
     costs = []
     for seed, path in zip(snakemake.params.seeds, snakemake.output.samples):
-        log.info("guide %s, %s (scale %s), seed %d", guide_name, snakemake.wildcards.sampling, setting["scale"], seed)
-        images, labels, cost, wall = sample_with_cost(
-            guidance, alphas_cumprod, image_shape, snakemake.params.num_samples, batch_size, seed, device,
-            sampler=setting["sampler"], steps=setting["steps"], eta=snakemake.params.eta,
-            guidance_scale=setting["scale"], precision=precision, clip=setting["clip"], spacing=setting["spacing"])
+        log.info("guide %s, %s (scale %s), seed %d", guide_name, snakemake.wildcards.sampling, spec.scale, seed)
+        images, labels, cost, wall = sample_with_cost(guidance, spec, snakemake.params.num_samples, seed, device)
         data.save_samples(path, images, labels)
         costs.append((seed, cost, wall))
         log.info("seed %d: %.1f s, passes per sample %s", seed, wall, cost.per_sample())

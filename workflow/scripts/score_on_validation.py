@@ -4,40 +4,35 @@ from harness import describe_guide, rule_session
 from ppap import metrics
 from ppap.compute import cost_record
 from ppap.data import load_digits_npz
-from ppap.devices import batch_size_for, resolve_device
+from ppap.devices import resolve_device
 from ppap.generate import sample_with_cost
-from ppap.io import read_json, write_json
+from ppap.io import write_json
 from ppap.models.denoisers import load_eps_model
-from ppap.study.guides import load_guidance
+from ppap.study.guides import GuideSource, load_guidance
+from ppap.study.specs import sampling_spec
 
 with rule_session(snakemake.log[0], snakemake.threads, "score_on_validation") as log:
     device = resolve_device(snakemake.params.device)
-    setting = snakemake.params.sampling
-    eps_model, alphas_cumprod, image_shape = load_eps_model(snakemake.input.model, device)
-    manifest = read_json(snakemake.input.manifest) if "manifest" in snakemake.input.keys() else None
-    guidance = load_guidance(snakemake.wildcards.guide, eps_model, len(alphas_cumprod), device,
-                                      guide_path=snakemake.input.get("guide"), manifest=manifest,
-                                      conditional_model_dir=snakemake.input.get("conditional_model"),
-                                      training_free=snakemake.params.get("training_free"),
-                                      routing=setting["routing"], **snakemake.params.get("performance", {}))
-    if snakemake.input.get("guide"):
-        log.info("%s", describe_guide(snakemake.input.guide))
+    spec = sampling_spec(snakemake.params, device)
+    denoiser = load_eps_model(snakemake.input.model, device)
+    source = GuideSource(snakemake.input.get("guide"), snakemake.input.get("manifest"),
+                         snakemake.input.get("conditional_model"))
+    guidance = load_guidance(snakemake.wildcards.guide, denoiser, device, source, snakemake.params.get("training_free"),
+                             snakemake.params.sampling["routing"], performance=snakemake.params.get("performance"))
+    if source.guide:
+        log.info("%s", describe_guide(source.guide))
     log.info("guide %s: %s", snakemake.wildcards.guide, guidance.description)
-    batch_size = batch_size_for(dict(batch_size=snakemake.params.batch_size,
-                                     batch_size_by_device=snakemake.params.get("batch_size_by_device")), device)
     seed = snakemake.params.seed
-    images, labels, cost, wall = sample_with_cost(
-        guidance, alphas_cumprod, image_shape, snakemake.params.num_samples, batch_size, seed, device,
-        sampler=setting["sampler"], steps=setting["steps"], eta=snakemake.params.eta,
-        guidance_scale=setting["scale"], precision=snakemake.params.get("precision", "fp32"), clip=setting["clip"],
-        spacing=setting["spacing"], show_progress=False)
+    images, labels, cost, wall = sample_with_cost(guidance, spec, snakemake.params.num_samples, seed, device,
+                                                  show_progress=False)
     split = load_digits_npz(snakemake.input.data)
     if "val_images" not in split:
         raise ValueError("tuning.guidance scores on the validation split: data.val_fraction must be > 0")
     evaluation = snakemake.params.evaluation
-    result = metrics.compute_metrics(images, split["val_images"], snakemake.input.evaluator,
-                                     nearest_k=evaluation["nearest_k"], target_labels=labels,
-                                     isc_splits=min(evaluation["isc_splits"], len(images) // 25 or 1))
+    # validation cells are scored in the evaluator network's space whatever evaluation.feature_extractor says
+    scorer = metrics.make_scorer("evaluator", split["val_images"], evaluator=snakemake.input.evaluator)
+    result = scorer.score(images, target_labels=labels, nearest_k=evaluation["nearest_k"],
+                          isc_splits=min(evaluation["isc_splits"], len(images) // 25 or 1))
     log.info("%s %s on %d validation digits: %s", snakemake.wildcards.guide, snakemake.wildcards.sampling,
              len(split["val_images"]), result)
     write_json(snakemake.output[0], dict(guide=snakemake.wildcards.guide, sampling=snakemake.wildcards.sampling,

@@ -4,25 +4,22 @@ import time
 from harness import describe_diffusion_model, rule_session
 from ppap import data
 from ppap.compute import SamplingCost, cost_record
-from ppap.devices import batch_size_for, resolve_device
-from ppap.generate import generate_samples
+from ppap.devices import resolve_device
+from ppap.generate import Guidance, generate_samples
 from ppap.io import write_json
 from ppap.models.denoisers import load_eps_model
+from ppap.study.specs import synthesis_spec
 
 with rule_session(snakemake.log[0], snakemake.threads, "synthesize") as log:
     params = snakemake.params
     shard = params.shard
     device = resolve_device(params.device)
-    batch_size = batch_size_for({"batch_size": params.batch_size,
-                                 "batch_size_by_device": params.get("batch_size_by_device")}, device)
-    eps_model, alphas_cumprod, image_shape = load_eps_model(snakemake.input.model, device)
+    denoiser = load_eps_model(snakemake.input.model, device)
     log.info("%s (%d parameters)", describe_diffusion_model(snakemake.input.model),
-             sum(p.numel() for p in eps_model.parameters()))
+             sum(p.numel() for p in denoiser.eps.parameters()))
     cost, start = SamplingCost(), time.perf_counter()
-    images, _ = generate_samples(eps_model, alphas_cumprod, image_shape, shard["count"], batch_size,
-                                 shard["seed"], device, sampler="ddim", steps=params.sampler_steps,
-                                 precision=params.get("precision", "fp32"), clip=params.clip,
-                                 spacing=params.spacing, cost=cost)
+    images, _ = generate_samples(Guidance(denoiser), synthesis_spec(params, device), shard["count"], shard["seed"],
+                                 device, cost=cost)
     # part of data-free PPAP's one-time cost (results/guidance_methods.csv)
     write_json(snakemake.output.compute, cost_record([(shard["seed"], cost, time.perf_counter() - start)],
                                                      snakemake.threads, device))
