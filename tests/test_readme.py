@@ -1,4 +1,4 @@
-"""The README quotes only what the reference results say (ppap.tools.readme)."""
+"""The README and the docs quote only what the reference results say (ppap.tools.readme)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,52 @@ from ppap.tools import readme
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference"
+PAGES = readme.pages(REPO)
+DOCS = [page for page in PAGES if page.parent.name == "docs"]
 
 
-def test_readme_is_true_to_the_reference_results():
-    problems = readme.check((REPO / "README.md").read_text(), REFERENCE)
+def _text(name: str) -> str:
+    return (REPO / name).read_text()
+
+
+def test_the_command_line_checks_the_readme_and_every_docs_page(monkeypatch, capsys):
+    assert PAGES[0] == REPO / "README.md"
+    assert sorted(DOCS) == sorted((REPO / "docs").glob("*.md")) and len(DOCS) >= 8
+    monkeypatch.chdir(REPO)
+    assert readme.main([]) == 0  # python -m ppap.tools.readme, in check mode
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.endswith(": OK")] == [
+        f"{page.relative_to(REPO).as_posix()}: OK" for page in PAGES]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[page.relative_to(REPO).as_posix() for page in PAGES])
+def test_page_is_true_to_the_reference_results(page):
+    problems = readme.check_page(page, REFERENCE)
     assert not problems, "\n".join(problems)
 
 
-def test_readme_has_checked_results():
-    text = (REPO / "README.md").read_text()
-    assert text.count("<!-- ref: ") >= 20  # the findings quote the tables through checked references
-    assert "<!-- generated: table1.csv " in text and "<!-- generated: table1_trainings.csv " in text
-    assert text.count("<!-- results:begin -->") >= 2  # Table 1's findings and the full study's
+def test_readme_is_a_front_door():
+    text = _text("README.md")
+    assert len(text.splitlines()) < 250
+    assert text.count("<!-- generated: ") == 1 and "<!-- generated: table1.csv " in text  # one Table 1
+    assert text.count("<!-- results:begin -->") >= 1 and text.count("<!-- ref: ") >= 20  # its findings, checked
+    for page in DOCS:  # every docs page is one link away
+        assert f"(docs/{page.name})" in text, page.name
+    assert "## From Python" in text and "<!-- library-example:begin -->" in text
+
+
+def test_the_docs_have_checked_results():
+    texts = {page.name: page.read_text() for page in DOCS}
+    everything = _text("README.md") + "".join(texts.values())
+    assert everything.count("<!-- ref: ") >= 200  # the findings quote the tables through checked references
+    assert everything.count("<!-- results:begin -->") >= 6
+    assert "<!-- generated: table1_trainings.csv " in texts["results.md"]
+    assert "<!-- generated: ablations/supervision.csv " in texts["results.md"]
+    assert "<!-- generated: guidance_methods.csv " in texts["guidance-methods.md"]
+    assert "<!-- generated: table_dense.md -->" in texts["dense.md"]
+    for name, text in texts.items():  # a page that quotes results has a section where none can go unchecked
+        quotes = text.count("<!-- ref: ") - text.count("<!-- ref: none -->")
+        assert not quotes or "<!-- results:begin -->" in text, name
 
 
 @pytest.fixture
@@ -67,3 +101,39 @@ def test_generated_columns_of_a_csv(reference):
     assert "| method | accuracy |" in updated and "| ppap | 0.513 |" in updated
     assert readme.check(updated, reference) == []
     assert any("differs" in p for p in readme.check(text, reference))
+
+
+def test_links_of_a_page(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "figure.png").write_bytes(b"")
+    page = tmp_path / "docs" / "page.md"
+    (tmp_path / "docs" / "other.md").write_text("# Other page\n\n## The part (`x.yaml`)\n")
+    page.write_text("# Page\n\n## Mine\n\n![f](../figure.png) [o](other.md#the-part-xyaml) [m](#mine) "
+                    "[web](https://example.org/x.md) `[code](nowhere.md)`\n")
+    assert readme.check_links(page.read_text(), page) == []
+    page.write_text("![f](figure.png) [o](other.md#nope) [m](#nope) [gone](gone.md)\n")
+    problems = readme.check_links(page.read_text(), page)
+    assert len(problems) == 4, problems
+    assert any("figure.png names nothing" in p for p in problems)
+    assert any("has no heading #nope" in p for p in problems)
+
+
+def test_command_line_checks_and_updates_every_page(tmp_path, reference, capsys):
+    (tmp_path / "docs").mkdir()
+    good = "PPAP 0.513<!-- ref: t.csv[method=ppap].accuracy -->\n<!-- generated: t.md -->\n| a |\n<!-- /generated -->\n"
+    stale = "<!-- generated: t.md -->\nold\n<!-- /generated -->\n"
+    (tmp_path / "README.md").write_text(good)
+    (tmp_path / "docs" / "a.md").write_text(stale)
+    (tmp_path / "docs" / "b.md").write_text("PPAP 0.9<!-- ref: t.csv[method=ppap].accuracy -->\n")
+    pages = readme.pages(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in pages] == ["README.md", "docs/a.md", "docs/b.md"]
+    args = [str(p) for p in pages] + ["--reference", str(reference)]
+    assert readme.main(args) == 1
+    out = capsys.readouterr().out
+    assert "README.md: OK" in out and "a.md: generated block t.md differs" in out and "says 0.9 but" in out
+    assert readme.main(args + ["--update"]) == 1  # b.md's number is still wrong; a.md is rewritten
+    assert (tmp_path / "docs" / "a.md").read_text() == "<!-- generated: t.md -->\n| a |\n<!-- /generated -->\n"
+    assert (tmp_path / "README.md").read_text() == good
+    (tmp_path / "docs" / "b.md").write_text("PPAP 0.51<!-- ref: t.csv[method=ppap].accuracy -->\n")
+    assert readme.main(args) == 0
+    assert readme.main([str(tmp_path / "docs" / "missing.md"), "--reference", str(reference)]) == 1

@@ -1,6 +1,8 @@
-"""Keep the README true to the result files: generated tables and checked numbers.
+"""Keep the README and the docs true to the result files: generated tables and checked numbers.
 
-Two mechanisms, both over ``results/reference/`` (paths in the README are relative to it):
+The pages are ``README.md`` and every ``docs/*.md`` (:func:`pages`); each is checked by the same
+rules. Two mechanisms, both over ``results/reference/`` (the paths inside the comments are relative
+to it, whichever page quotes them):
 
 * **Generated blocks**::
 
@@ -12,8 +14,8 @@ Two mechanisms, both over ``results/reference/`` (paths in the README are relati
 
       <!-- generated: table1_trainings.csv columns=method,adapter_rank,fid,accuracy -->
 
-  ``python -m ppap.tools.readme --update`` rewrites each block from the file; :func:`check` reports a
-  block that differs from it.
+  ``python -m ppap.tools.readme --update`` rewrites each block of every page from its file;
+  :func:`check` reports a block that differs from it.
 * **Checked numbers**: a number quoted in prose is followed by an HTML comment (invisible when
   rendered) saying where it comes from::
 
@@ -27,6 +29,15 @@ Two mechanisms, both over ``results/reference/`` (paths in the README are relati
 Between ``<!-- results:begin -->`` and ``<!-- results:end -->`` every decimal number outside code
 and generated blocks must carry such a comment (or ``<!-- ref: none -->`` for a number that is not
 from a result file, e.g. a setting), so that no quoted result can go unchecked.
+
+A page checked as a file (:func:`check_page`, the command line) also has its relative links
+checked: every ``[text](path)`` and ``![alt](path)`` outside code must name a file or folder that
+exists, relative to the page (so a page moved into ``docs/`` cannot keep the README's paths), and
+a ``#heading`` of a Markdown page must be one of its headings.
+
+    python -m ppap.tools.readme                      # check README.md and docs/*.md
+    python -m ppap.tools.readme --update             # rewrite their generated blocks, then check
+    python -m ppap.tools.readme docs/results.md      # check some pages only
 """
 
 from __future__ import annotations
@@ -52,6 +63,8 @@ CSV_TOKEN = re.compile(r"(?P<file>[\w./-]+\.csv)\[(?P<keys>[^\]]*)\]\.(?P<column
 JSON_TOKEN = re.compile(r"(?P<file>[\w./-]+\.json):(?P<path>[\w.\[\]]+)")
 RESULTS = re.compile(r"<!-- results:begin -->(?P<body>.*?)<!-- results:end -->", re.S)
 DECIMAL = re.compile(r"(?<![\w.])[-+]?[0-9]+\.[0-9]+%?")
+LINK = re.compile(r"\[[^\]\n]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # http:, https:, mailto:
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.USub: operator.neg, ast.UAdd: operator.pos}
 
@@ -137,8 +150,9 @@ def _matches(quoted: str, percent: bool, value: float) -> bool:
     return abs(float(text) - round(target, decimals)) < 0.5 * 10 ** -decimals + 1e-12
 
 
-def check(readme: str, reference: Path) -> list[str]:
-    """Every problem of the README against the reference results, one line each (empty: true)."""
+def check(readme: str, reference: Path, name: str = "README") -> list[str]:
+    """Every problem of a page's text against the reference results, one line each (empty: true).
+    ``name`` is how the problems call the page."""
     problems = []
     for block in GENERATED.finditer(readme):
         path = reference / block["file"]
@@ -155,7 +169,7 @@ def check(readme: str, reference: Path) -> list[str]:
             problems.append(f"{ref.group(0)}: {err}")
             continue
         if not _matches(ref["number"], bool(ref["percent"]), value):
-            problems.append(f"README says {ref['number']}{ref['percent']} but {ref['expr'].strip()} = {value:.6g}")
+            problems.append(f"{name} says {ref['number']}{ref['percent']} but {ref['expr'].strip()} = {value:.6g}")
     for section in RESULTS.finditer(readme):
         body = GENERATED.sub("", section["body"])
         body = re.sub(r"```.*?```", "", body, flags=re.S)
@@ -167,6 +181,52 @@ def check(readme: str, reference: Path) -> list[str]:
             for number in DECIMAL.findall(line):
                 problems.append(f"unchecked number {number} in a results section: {line.strip()[:100]}")
     return problems
+
+
+def _without_code(text: str) -> str:
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors of a page's headings, as GitHub makes them (lower case, punctuation dropped,
+    spaces to hyphens; a repeated heading gets -1, -2, ...)."""
+    seen: dict[str, int] = {}
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.sub(r"```.*?```", "", text, flags=re.DOTALL), re.MULTILINE)
+    for heading in headings:
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        seen[slug] = seen.get(slug, -1) + 1
+        if seen[slug]:
+            seen[f"{slug}-{seen[slug]}"] = 0
+    return set(seen)
+
+
+def check_links(text: str, page: Path) -> list[str]:
+    """Every relative link of a page that names no file or folder (relative to the page's folder),
+    or a heading that its Markdown target does not have."""
+    problems = []
+    for link in LINK.finditer(_without_code(text)):
+        target = link["target"]
+        if EXTERNAL.match(target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = page.parent / path if path else page
+        if not file.exists():
+            problems.append(f"link {target} names nothing (relative to {page.parent.as_posix() or '.'}/)")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file.read_text()):
+            problems.append(f"link {target}: {file.as_posix()} has no heading #{anchor}")
+    return problems
+
+
+def pages(root: Path = Path(".")) -> list[Path]:
+    """The pages that quote results: README.md and every docs/*.md, in that order."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def check_page(page: Path, reference: Path) -> list[str]:
+    """Every problem of one page file: :func:`check` on its text, and its relative links."""
+    text = page.read_text()
+    return check(text, reference, name="the page") + check_links(text, page)
 
 
 def render(block, reference: Path) -> str:
@@ -194,21 +254,32 @@ def update(readme: str, reference: Path) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="check (or update) the README against results/reference/")
-    parser.add_argument("--readme", default="README.md")
+    parser = argparse.ArgumentParser(
+        description="check (or update) README.md and docs/*.md against results/reference/")
+    parser.add_argument("pages", nargs="*", type=Path,
+                        help="Markdown pages to check (default: README.md and every docs/*.md)")
     parser.add_argument("--reference", default="results/reference")
-    parser.add_argument("--update", action="store_true", help="rewrite the generated blocks first")
+    parser.add_argument("--update", action="store_true",
+                        help="rewrite the generated blocks of every page first")
     args = parser.parse_args(argv)
-    path, reference = Path(args.readme), Path(args.reference)
-    text = path.read_text()
-    if args.update:
-        text = update(text, reference)
-        write_text(path, text)
-    problems = check(text, reference)
-    for problem in problems:
-        print(problem)
-    print(f"{path}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
-    return 1 if problems else 0
+    reference = Path(args.reference)
+    failed = 0
+    for page in args.pages or pages():
+        if not page.is_file():
+            print(f"{page}: no such page")
+            failed += 1
+            continue
+        if args.update:
+            text = page.read_text()
+            updated = update(text, reference)
+            if updated != text:
+                write_text(page, updated)
+        problems = check_page(page, reference)
+        for problem in problems:
+            print(f"{page}: {problem}")
+        print(f"{page}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        failed += bool(problems)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
