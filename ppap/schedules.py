@@ -6,7 +6,10 @@ schedule; this module only reads it and derives what samplers need.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,9 +68,6 @@ def _betas_from_config(config: dict) -> np.ndarray | None:
 def load_alphas_cumprod(scheduler_dir) -> torch.Tensor:
     """alpha-bar of a diffusers scheduler directory, without importing diffusers when the config
     names a standard beta schedule (jobs that only need the schedule start seconds faster)."""
-    import json
-    from pathlib import Path
-
     directory = Path(scheduler_dir)
     if (directory / "scheduler").is_dir():
         directory = directory / "scheduler"
@@ -76,9 +76,19 @@ def load_alphas_cumprod(scheduler_dir) -> torch.Tensor:
         raise FileNotFoundError(f"no scheduler_config.json in {directory}")
     betas = _betas_from_config(json.loads(path.read_text()))
     if betas is None:
-        from ppap.models.unet import load_scheduler
-
         return alphas_cumprod_from_scheduler(load_scheduler(directory))
     # The same float32 arithmetic as diffusers (cumprod of 1 - beta), then widened.
     alphas_cumprod = torch.cumprod(1.0 - torch.from_numpy(betas), dim=0)
     return alphas_cumprod.double()
+
+
+def load_scheduler(directory: str | os.PathLike):
+    """The training schedule alone, from a scheduler directory or a pipeline directory."""
+    from diffusers import DDPMScheduler
+
+    directory = Path(directory)
+    if (directory / "scheduler").is_dir():
+        directory = directory / "scheduler"
+    if not (directory / "scheduler_config.json").is_file():
+        raise FileNotFoundError(f"no scheduler_config.json in {directory}")
+    return DDPMScheduler.from_pretrained(directory)

@@ -293,10 +293,10 @@ def test_converted_model_samples_with_guidance_in_bf16(tmp_path, make_guide, one
 
     from ppap.generate import Guidance, generate_samples
     from ppap.guidance import ClassifierGuidance
-    from ppap.sampling import Denoiser
-    from ppap.specs import SamplingSpec
     from ppap.models.denoisers import load_eps_model
     from ppap.models.unet import save_diffusion_model
+    from ppap.sampling import Denoiser
+    from ppap.specs import SamplingSpec
 
     state = reference(seed=4).state_dict()
     arch = convert_adm.infer_architecture(state, 32, **flags_for({}))

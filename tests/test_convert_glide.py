@@ -347,7 +347,7 @@ def cosine_betas(steps: int) -> list[float]:
 
 
 def test_scheduler_has_glides_cosine_betas(tmp_path):
-    from ppap.models.unet import load_scheduler
+    from ppap.schedules import load_scheduler
     from ppap.schedules import load_alphas_cumprod
 
     scheduler = convert_glide.glide_scheduler()

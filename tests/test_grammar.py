@@ -187,7 +187,7 @@ def test_expert_training_holds_only_what_a_job_uses(config):
 
 
 def test_the_default_preset_is_faithful_to_the_original(config):
-    """The defaults the README's fidelity table promises."""
+    """The defaults the fidelity table (docs/fidelity.md) promises."""
     assert config["sampling"]["clip"] == "guided_diffusion" and config["sampling"]["spacing"] == "ddim"
     assert config["experts"]["norm"] == "trained" and config["experts"]["warm_start"] == "optimizer"
     assert config["experts"]["train"]["weight_decay"] == 0.05

@@ -5,7 +5,6 @@ beat chance. The smoke preset cannot show this: every method there sits at chanc
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest

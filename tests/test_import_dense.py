@@ -12,7 +12,8 @@ from torchvision.models import segmentation
 
 from ppap.models.checkpoints import CheckpointError, load_checkpoint
 from ppap.models.dense import load_dense_guide, read_dense_spec
-from ppap.models.import_dense import build_torchvision_segmentation, import_dense, main
+from ppap.models.dense_builders import build_torchvision_segmentation
+from ppap.models.import_dense import import_dense, main
 
 IMAGENET = dict(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
 HALF = dict(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])

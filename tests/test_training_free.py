@@ -29,8 +29,8 @@ from ppap.guidance.training_free import (
     variance_guidance_gradient,
 )
 from ppap.sampling import Denoiser, predict_x0
-from ppap.specs import SamplingSpec
 from ppap.schedules import respaced_timesteps
+from ppap.specs import SamplingSpec
 from ppap.study import comparison, grammar
 
 pytestmark = pytest.mark.usefixtures("one_thread")

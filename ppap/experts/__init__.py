@@ -3,8 +3,16 @@ LoRA adapters through peft (:mod:`ppap.experts.adapters`), noise-aware training 
 transfer (:mod:`ppap.experts.distill`), and whole expert sets: train, save, load
 (:mod:`ppap.experts.sets`)."""
 
-from ppap.experts.routing import (AdapterExperts, ModuleExperts, Range, RoutedGuide, SingleGuide, check_ranges,
-                                  expert_for_timestep, timestep_ranges)
+from ppap.experts.routing import (
+                                  AdapterExperts,
+                                  ModuleExperts,
+                                  Range,
+                                  RoutedGuide,
+                                  SingleGuide,
+                                  check_ranges,
+                                  expert_for_timestep,
+                                  timestep_ranges,
+)
 
 __all__ = ["AdapterExperts", "ModuleExperts", "Range", "RoutedGuide", "SingleGuide", "check_ranges",
            "expert_for_timestep", "timestep_ranges"]

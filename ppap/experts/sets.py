@@ -5,6 +5,9 @@ set back as one routed guide whose files are checked against the set they claim 
 from __future__ import annotations
 
 import copy
+import json
+import os
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -228,3 +231,36 @@ def expert_set_accuracy(guide, images: torch.Tensor, labels: torch.Tensor, alpha
     return noisy_accuracy(guide, images, labels, timesteps, alphas_cumprod, generator)
 
 
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """A trained set's manifest (rule expert_manifest) with its expert and base-guide paths made
+    usable from anywhere: a path as written when it exists relative to the working directory, else
+    relative to the manifest or to the run folder that holds it (``<run>/results/models/guides/<set>/``),
+    so a finished run can be moved or read from another directory."""
+    path = Path(path)
+    manifest = json.loads(path.read_text())
+    bases = [path.parent, *path.parents[1:]]
+
+    def locate(name: str) -> str:
+        candidate = Path(name)
+        if candidate.is_absolute() or candidate.exists():
+            return str(candidate)
+        for base in bases:
+            if (base / candidate).exists():
+                return str(base / candidate)
+        raise FileNotFoundError(f"{path} names {name}, found neither here nor beside the manifest's run folder")
+
+    manifest["experts"] = [locate(p) for p in manifest["experts"]]
+    if "base_guide" in manifest:
+        manifest["base_guide"] = locate(manifest["base_guide"])
+    return manifest
+
+
+def load_manifest_set(manifest_path: str | os.PathLike, num_timesteps: int, merge: bool = False,
+                      routing: str = "owner") -> experts.RoutedGuide:
+    """The routed guide of a finished run's trained set, from its manifest (rule expert_manifest):
+    its base guide, experts, rank and ranges, each file checked as :func:`load_expert_set` checks it."""
+    manifest = read_manifest(manifest_path)
+    return load_expert_set(manifest["guide_set"], manifest["rank"], manifest["base_guide"], manifest["experts"],
+                           num_timesteps, manifest["ranges"], merge=merge, routing=routing)

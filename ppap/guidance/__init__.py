@@ -8,11 +8,25 @@
 """
 
 from ppap.guidance.base import GuidanceMethod
-from ppap.guidance.classifier import (ClassifierGuidance, GuidedModel, NonFiniteError, Unguided, classifier_guided_eps,
-                                      classifier_mean_shift, grad_log_prob, guided_model)
+from ppap.guidance.classifier import (
+                                      ClassifierGuidance,
+                                      GuidedModel,
+                                      NonFiniteError,
+                                      Unguided,
+                                      classifier_guided_eps,
+                                      classifier_mean_shift,
+                                      grad_log_prob,
+                                      guided_model,
+)
 from ppap.guidance.classifier_free import ClassifierFreeGuidance
-from ppap.guidance.energies import (Energy, classifier_energy, energy_for, regression_energy, scale_shift_aligned,
-                                    segmentation_energy)
+from ppap.guidance.energies import (
+                                      Energy,
+                                      classifier_energy,
+                                      energy_for,
+                                      regression_energy,
+                                      scale_shift_aligned,
+                                      segmentation_energy,
+)
 from ppap.guidance.training_free import TrainingFreeGuidance, TrainingFreeSettings
 
 __all__ = ["GuidanceMethod", "Unguided", "ClassifierGuidance", "ClassifierFreeGuidance", "TrainingFreeGuidance",

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ppap.models import dense_builders
 from ppap.models.checkpoints import load_checkpoint, load_state_dict_strict, save_checkpoint
 from ppap.models.classifiers import to_network_input
 
@@ -105,20 +106,12 @@ def _plain_unet(spec: dict) -> nn.Module:
     return PlainUNet(spec["in_chans"], spec["num_outputs"], spec.get("width", 32))
 
 
-def _imported(name: str) -> Callable[[dict], nn.Module]:
-    def build(spec: dict) -> nn.Module:
-        from ppap.models import import_dense  # torchvision / transformers builders, imported on demand
-
-        return getattr(import_dense, name)(spec)
-    return build
-
-
 # family -> builder(spec) -> a network taking normalised images at ``input_size`` and returning a map
 BUILDERS: dict[str, Callable[[dict], nn.Module]] = {
     "timm_unet": _timm_unet,
     "plain_unet": _plain_unet,
-    "torchvision_segmentation": _imported("build_torchvision_segmentation"),
-    "dpt": _imported("build_dpt"),
+    "torchvision_segmentation": dense_builders.build_torchvision_segmentation,
+    "dpt": dense_builders.build_dpt,
 }
 
 

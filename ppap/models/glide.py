@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ppap.io import read_json
 from ppap.models.checkpoints import CheckpointError
+from ppap.schedules import alphas_cumprod_from_scheduler, load_scheduler
 
 GLIDE_DIR = "glide"                  # beside scheduler/ in a converted directory
 CONFIG_FILE = "config.json"
@@ -458,8 +460,6 @@ def is_glide_dir(directory: str | os.PathLike) -> bool:
 
 def read_glide_config(directory: str | os.PathLike) -> dict:
     """``glide/config.json`` of a converted directory (architecture, caption, tokens, source)."""
-    from ppap.io import read_json
-
     path = Path(directory) / GLIDE_DIR / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"GLIDE directory {directory} has no {GLIDE_DIR}/{CONFIG_FILE} "
@@ -486,9 +486,6 @@ def load_glide(directory: str | os.PathLike) -> tuple[GlideEpsilon, dict]:
 def load_glide_eps(directory: str | os.PathLike, device: torch.device | str):
     """(eps_model, alphas_cumprod, image_shape) as ``ppap.models.denoisers.load_eps_model`` returns them:
     the frozen epsilon model on `device`, alpha-bar (float64) of the scheduler, (3, size, size)."""
-    from ppap.models.unet import load_scheduler
-    from ppap.schedules import alphas_cumprod_from_scheduler
-
     eps, record = load_glide(directory)
     eps = eps.to(device).eval()
     eps.requires_grad_(False)

@@ -40,7 +40,6 @@ line and exit with code 2.
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from torch import nn
 from ppap.models.checkpoints import CheckpointError, load_state_dict_strict
 from ppap.models.cli import OneLineParser, positive_int, user_errors
 from ppap.models.dense import build_dense_guide, dense_spec, save_dense_guide
+from ppap.models.dense_builders import dpt_config, torchvision_segmentation_archs, unknown_name
 from ppap.models.import_guide import check_normalisation, read_weights
 
 FAMILY_TASKS = {"torchvision_segmentation": "segmentation", "dpt": "regression"}
@@ -61,79 +61,9 @@ DPT_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json
 # ---------------------------------------------------------------------------------------------------
 # builders (called by ppap.models.dense.BUILDERS through build_dense_guide, RNG already forked)
 
-def torchvision_segmentation_archs() -> list[str]:
-    from torchvision.models import list_models, segmentation
-
-    return sorted(list_models(module=segmentation))
-
-
-class TorchvisionSegmentation(nn.Module):
-    """A torchvision segmentation model returning its ``["out"]`` logits ``[B, K, h, w]`` at the input's
-    size. Its keys are torchvision's own under ``model.``, so a torchvision state dict loads unchanged."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
-
-
-def build_torchvision_segmentation(spec: dict) -> nn.Module:
-    """``torchvision.models.get_model_builder(spec["arch"])`` with no weights of any kind (nothing is
-    downloaded); ``aux_loss`` only where it is set, as LR-ASPP has no auxiliary head."""
-    from torchvision.models import get_model_builder
-
-    arch = spec["arch"]
-    if arch not in torchvision_segmentation_archs():
-        raise ValueError(_unknown("torchvision segmentation architecture", arch, torchvision_segmentation_archs()))
-    kwargs = dict(weights=None, weights_backbone=None, num_classes=spec["num_outputs"])
-    if spec.get("aux_loss"):
-        kwargs["aux_loss"] = True
-    return TorchvisionSegmentation(get_model_builder(arch)(**kwargs))
-
-
-class DPTDepth(nn.Module):
-    """transformers' ``DPTForDepthEstimation`` returning ``predicted_depth`` as ``[B, 1, h, w]``; its keys
-    are transformers' own under ``model.``."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=x).predicted_depth.unsqueeze(1)
-
-
-def dpt_config(config: dict):
-    """A ``DPTConfig`` from a ``config.json``'s contents (ValueError if it describes another model)."""
-    from transformers import DPTConfig
-
-    model_type = config.get("model_type")
-    if model_type != "dpt":
-        raise ValueError(f"config.json describes a {model_type!r} model, not a DPT (model_type 'dpt')")
-    architectures = config.get("architectures") or ["DPTForDepthEstimation"]
-    if "DPTForDepthEstimation" not in architectures:
-        raise ValueError(f"config.json is for {', '.join(architectures)}, not DPTForDepthEstimation "
-                         "(a depth model's directory is needed)")
-    return DPTConfig.from_dict(config)
-
-
-def build_dpt(spec: dict) -> nn.Module:
-    """``DPTForDepthEstimation`` randomly initialised from ``spec["config"]`` (no download: a hybrid's
-    BiT backbone is built from its config too)."""
-    from transformers import DPTForDepthEstimation
-
-    return DPTDepth(DPTForDepthEstimation(dpt_config(spec["config"])))
-
 
 # ---------------------------------------------------------------------------------------------------
 # reading local files
-
-def _unknown(what: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=3)
-    return f"unknown {what} {name!r} (" + (f"did you mean {', '.join(close)}?" if close else
-                                           f"use one of {', '.join(known)}") + ")"
 
 
 def read_dpt_directory(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor], str]:
@@ -195,7 +125,7 @@ def import_dense(family: str, weights: str | Path, out: str | Path, *, arch: str
     checkpoint to ``out``; returns its spec. ``task`` and ``num_outputs`` default from the family
     (segmentation needs ``num_outputs``; a depth map has one output)."""
     if family not in FAMILY_TASKS:
-        raise ValueError(_unknown("dense family to import", family, sorted(FAMILY_TASKS)))
+        raise ValueError(unknown_name("dense family to import", family, sorted(FAMILY_TASKS)))
     task = task or FAMILY_TASKS[family]
     if task != FAMILY_TASKS[family]:
         raise ValueError(f"--family {family} imports a {FAMILY_TASKS[family]} model, not --task {task}")
@@ -207,7 +137,7 @@ def import_dense(family: str, weights: str | Path, out: str | Path, *, arch: str
         if num_outputs is None:
             raise ValueError("--num-outputs is required for a segmentation model (21 for the VOC-label checkpoints)")
         if arch not in torchvision_segmentation_archs():
-            raise ValueError(_unknown("torchvision segmentation architecture", arch, torchvision_segmentation_archs()))
+            raise ValueError(unknown_name("torchvision segmentation architecture", arch, torchvision_segmentation_archs()))
         state = read_weights(weights)
         dropped = sorted(k for k in state if k.startswith(AUX_PREFIX))
         state = {f"model.{k}": v for k, v in state.items() if not k.startswith(AUX_PREFIX)}

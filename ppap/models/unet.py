@@ -19,6 +19,7 @@ from torch import nn
 
 from ppap.io import atomic_directory, read_json, write_json
 from ppap.models.checkpoints import CheckpointError
+from ppap.schedules import alphas_cumprod_from_scheduler
 
 CLASS_CONDITIONING_FILE = "class_conditioning.json"  # in unet/, beside diffusers' config.json
 
@@ -132,8 +133,6 @@ def load_diffusion_model(directory: str | os.PathLike):
 
 def load_conditional_eps_model(directory: str | os.PathLike, device: torch.device | str) -> tuple[EpsilonModel, int]:
     """(eps(x, t, class_labels), null label) of a saved class-conditional model, frozen on `device`."""
-    from ppap.schedules import alphas_cumprod_from_scheduler
-
     unet, scheduler = load_diffusion_model(directory)
     conditioning = load_class_conditioning(directory)
     if conditioning is None:
@@ -146,18 +145,6 @@ def save_scheduler(directory: str | os.PathLike, scheduler) -> None:
     """Write a scheduler config directory atomically (``scheduler_config.json`` inside)."""
     with atomic_directory(directory) as tmp:
         scheduler.save_pretrained(tmp)
-
-
-def load_scheduler(directory: str | os.PathLike):
-    """The training schedule alone, from a scheduler directory or a pipeline directory."""
-    from diffusers import DDPMScheduler
-
-    directory = Path(directory)
-    if (directory / "scheduler").is_dir():
-        directory = directory / "scheduler"
-    if not (directory / "scheduler_config.json").is_file():
-        raise FileNotFoundError(f"no scheduler_config.json in {directory}")
-    return DDPMScheduler.from_pretrained(directory)
 
 
 class EpsilonModel(nn.Module):

@@ -4,16 +4,14 @@ class-conditional model. The name is parsed here, once; the library gets the par
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ppap import experts, guidance
-from ppap.experts.sets import load_expert_set
+from ppap.experts.sets import load_expert_set, read_manifest
 from ppap.generate import Guidance
 from ppap.guidance.classifier_free import ClassifierFreeGuidance
 from ppap.guidance.training_free import TrainingFreeGuidance, TrainingFreeSettings
@@ -33,30 +31,6 @@ class GuideSource:
     guide: str | os.PathLike | None = None
     manifest: str | os.PathLike | Mapping | None = None   # a manifest file, or its contents
     conditional_model: str | os.PathLike | None = None
-
-
-def read_manifest(path: str | os.PathLike) -> dict:
-    """A trained set's manifest (rule expert_manifest) with its expert and base-guide paths made
-    usable from anywhere: a path as written when it exists relative to the working directory, else
-    relative to the manifest or to the run folder that holds it (``<run>/results/models/guides/<set>/``),
-    so a finished run can be moved or read from another directory."""
-    path = Path(path)
-    manifest = json.loads(path.read_text())
-    bases = [path.parent, *path.parents[1:]]
-
-    def locate(name: str) -> str:
-        candidate = Path(name)
-        if candidate.is_absolute() or candidate.exists():
-            return str(candidate)
-        for base in bases:
-            if (base / candidate).exists():
-                return str(base / candidate)
-        raise FileNotFoundError(f"{path} names {name}, found neither here nor beside the manifest's run folder")
-
-    manifest["experts"] = [locate(p) for p in manifest["experts"]]
-    if "base_guide" in manifest:
-        manifest["base_guide"] = locate(manifest["base_guide"])
-    return manifest
 
 
 def load_guidance(guide_name: str, denoiser: Denoiser, device: torch.device | str, source: GuideSource,

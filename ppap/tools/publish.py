@@ -1,4 +1,4 @@
-"""Copy a finished run into ``results/reference/``: the files the README quotes and the tests check.
+"""Copy a finished run into ``results/reference/``: the files the README and docs/ quote and the tests check.
 
     python -m ppap.tools.publish --run RUN_DIR [--timed TIMED_RUN_DIR] [--tuning TUNE_RUN_DIR]
                            [--legacy LEGACY_RUN_DIR] [--guidance GUIDANCE_RUN_DIR] [--dense DENSE_RUN_DIR]
@@ -11,7 +11,7 @@ copied, with any diagnostics a script wrote into ``results/diagnostics/`` and Sn
 benchmark files (``benchmarks/snakemake/``). A long study often shares its machine, so ``--timed``
 adds the benchmark files of a run timed on a quiet machine (e.g. a fresh ``results/table1.csv``)
 under ``benchmarks/timed/``; ``benchmarks/summary.csv`` sums them per
-rule (jobs, total and median wall seconds, peak memory), which the README quotes. The learning-rate
+rule (jobs, total and median wall seconds, peak memory), which the docs quote. The learning-rate
 search (``snakemake tune``) is taken from ``--tuning`` (default ``RUN_DIR``). ``--legacy`` adds a
 ``legacy/`` folder with that run's Table 1 and ablations (the old-protocol overlay). ``--guidance``
 adds ``guidance_methods.*``, its sweeps, validation choices (``tuning/guidance.*``), figures and

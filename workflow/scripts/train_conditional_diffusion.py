@@ -20,7 +20,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_conditional_diffus
     images = data.to_float(split["train_images"]).to(device)
     labels = torch.as_tensor(split["train_labels"]).long().to(device)
     num_classes = int(labels.max()) + 1
-    scheduler = unet_models.load_scheduler(snakemake.input.scheduler)
+    scheduler = schedules.load_scheduler(snakemake.input.scheduler)
     alphas_cumprod = schedules.alphas_cumprod_from_scheduler(scheduler).float().to(device)
     unet = unet_models.build_unet(images.shape[-1], images.shape[1], net["block_out_channels"],
                                   net["layers_per_block"], net["attention"], net["norm_num_groups"],

@@ -11,7 +11,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_diffusion") as log
     cfg = snakemake.params.diffusion
     device = resolve_device(snakemake.params.device)
     images = data.to_float(load_digits_npz(snakemake.input.data)["train_images"]).to(device)
-    scheduler = unet_models.load_scheduler(snakemake.input.scheduler)
+    scheduler = schedules.load_scheduler(snakemake.input.scheduler)
     alphas_cumprod = schedules.alphas_cumprod_from_scheduler(scheduler).float().to(device)
     net = cfg["unet"]
     unet = unet_models.build_unet(images.shape[-1], images.shape[1], net["block_out_channels"],
