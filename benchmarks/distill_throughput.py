@@ -77,10 +77,10 @@ def main() -> None:
     def train(name, steps):
         model, params, objective, _ = configs[name]
         lr = LORA_LR if name.startswith("lora") else FULL_LR
-        kwargs = dict(temperature=TEMPERATURE) if "labels" not in objective else {}
-        return distill.fit_noise_aware(model, params, pool, T_RANGE, alphas_cumprod, steps, args.batch_size, lr,
-                                       torch.Generator().manual_seed(1), weight_decay=WEIGHT_DECAY,
-                                       show_progress=False, **objective, **kwargs)
+        fit = distill.Fit(steps, args.batch_size, lr, WEIGHT_DECAY,
+                          temperature=TEMPERATURE if "labels" not in objective else 1.0)
+        return distill.fit_noise_aware(model, params, pool, T_RANGE, alphas_cumprod, fit,
+                                       torch.Generator().manual_seed(1), show_progress=False, **objective)
 
     flops = {name: common.count_flops(lambda n=name: train(n, 1)) for name in configs}  # also a warm-up
     for name in configs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ppap.experts import adapters
-from ppap.experts.distill import adapter_teacher, fit_noise_aware, kd_loss, module_teacher
+from ppap.experts.distill import Fit, adapter_teacher, fit_noise_aware, kd_loss, module_teacher
 from ppap.guidance import NonFiniteError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,8 +77,11 @@ def test_kd_loss_on_clean_input_with_a_fresh_adapter_is_zero(make_guide):
 # ---------------------------------------------------------------------------- fit_noise_aware ----
 
 def fit_kwargs(alphas_cumprod, **overrides):
-    kwargs = dict(clean_images=blobs(64), t_range=(0, 100), alphas_cumprod=alphas_cumprod, steps=40,
-                  batch_size=32, lr=3e-2, generator=gen(0), weight_decay=0.0, show_progress=False)
+    """fit_noise_aware's arguments: the training (Fit) fields among ``overrides`` go into ``fit``."""
+    training = dict(steps=40, batch_size=32, lr=3e-2, weight_decay=0.0)
+    training.update({key: overrides.pop(key) for key in list(overrides) if key in {f.name for f in fields(Fit)}})
+    kwargs = dict(clean_images=blobs(64), t_range=(0, 100), alphas_cumprod=alphas_cumprod, fit=Fit(**training),
+                  generator=gen(0), show_progress=False)
     kwargs.update(overrides)
     return kwargs
 

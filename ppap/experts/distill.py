@@ -16,6 +16,7 @@ normalisation layers when they are trained) and for full fine-tuning (a separate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -82,27 +83,34 @@ def _invariant(regression_loss: str) -> bool:
     return regression_loss == "scale_shift_invariant"
 
 
+@dataclass(frozen=True)
+class Fit:
+    """How one noise-aware training runs: its steps, batches and AdamW, and its loss."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.05
+    warmup_steps: int = 0
+    temperature: float = 1.0            # transfer: the teacher's distribution sharpened by 1 / T
+    kind: str = "classification"        # the guide's output: see transfer_loss
+    regression_loss: str = "mse"        # a regression guide's loss
+
+
 def fit_noise_aware(
     student: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],  # guide(x_t, t) being trained
     params: Sequence[nn.Parameter],                                  # what the optimiser updates
     clean_images,                                                     # x0 pool: float NCHW [-1, 1] or ImagePool
     t_range: tuple[int, int],                                         # half-open timestep range owned
     alphas_cumprod: torch.Tensor,
-    steps: int,
-    batch_size: int,
-    lr: float,
+    fit: Fit,
     generator: torch.Generator,
     labels: torch.Tensor | None = None,                               # ground truth (labeled baselines)
     teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,    # clean-image teacher (data-free)
     teacher_logits: torch.Tensor | None = None,                       # or its outputs, one row per image
-    temperature: float = 1.0,
-    weight_decay: float = 0.05,
-    warmup_steps: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,                   # AdamW over `params`, e.g. warm-started
     show_progress: bool = True,
     desc: str = "expert",
-    optimizer: torch.optim.Optimizer | None = None,                   # AdamW over `params`, e.g. warm-started
-    kind: str = "classification",                                     # the guide's output: see transfer_loss
-    regression_loss: str = "mse",                                     # a regression guide's loss
 ) -> list[float]:
     """Train `student` on noisy inputs from `t_range`; returns the per-step mean loss.
 
@@ -112,14 +120,15 @@ def fit_noise_aware(
     An `optimizer` given (to continue from another run's moments) is used as it is, with the
     linear-decay schedule from its own learning rate; otherwise AdamW(lr, weight_decay).
     """
+    steps, batch_size, kind = fit.steps, fit.batch_size, fit.kind
     if sum(arg is not None for arg in (labels, teacher, teacher_logits)) != 1:
         raise ValueError("give exactly one of labels (cross-entropy) or teacher / teacher_logits (knowledge transfer)")
     if teacher_logits is not None and len(teacher_logits) != len(clean_images):
         raise ValueError(f"{len(teacher_logits)} teacher logits for {len(clean_images)} images")
     if optimizer is None:
-        optimizer, schedule = make_optimizer(list(params), lr, weight_decay, steps, warmup_steps)
+        optimizer, schedule = make_optimizer(list(params), fit.lr, fit.weight_decay, steps, fit.warmup_steps)
     else:
-        schedule = linear_decay(optimizer, steps, warmup_steps)
+        schedule = linear_decay(optimizer, steps, fit.warmup_steps)
     losses = []
     for step in progress(range(steps), total=steps, desc=desc, enabled=show_progress):
         idx = random_batch(len(clean_images), batch_size, generator).to(clean_images.device)
@@ -132,11 +141,11 @@ def fit_noise_aware(
             else:
                 with torch.no_grad():
                     target_logits = teacher(x0)
-            loss = transfer_loss(kind, logits, target_logits, temperature, regression_loss).mean()
+            loss = transfer_loss(kind, logits, target_logits, fit.temperature, fit.regression_loss).mean()
         elif kind == "classification":  # the batch-mean form the reference results were trained with
             loss = F.cross_entropy(logits.float(), labels[idx])
         else:
-            loss = supervised_loss(kind, logits, labels[idx], regression_loss).mean()
+            loss = supervised_loss(kind, logits, labels[idx], fit.regression_loss).mean()
         check_finite(loss, step, desc)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -120,13 +120,12 @@ def train_expert(
     batch_size = (settings.batch_size if settings.batch_size_by_device is None
                   else settings.batch_size_by_device.get(device.type, settings.batch_size))
     with autocast_context(device, settings.precision):
+        fit = distill.Fit(settings.steps, batch_size, settings.lr, settings.weight_decay,
+                          temperature=settings.temperature or 1.0, kind=kind, regression_loss=regression_loss)
         losses = distill.fit_noise_aware(
-            model, params, images, ranges[index], alphas_cumprod.to(device), settings.steps, batch_size,
-            settings.lr, generator, labels=None if teacher_logits is not None else labels.to(device),
-            teacher_logits=teacher_logits, temperature=settings.temperature or 1.0,
-            weight_decay=settings.weight_decay, show_progress=show_progress,
-            desc=f"{settings.guide_set}[{index}]", optimizer=optimizer, kind=kind,
-            regression_loss=regression_loss)
+            model, params, images, ranges[index], alphas_cumprod.to(device), fit, generator,
+            labels=None if teacher_logits is not None else labels.to(device), teacher_logits=teacher_logits,
+            optimizer=optimizer, show_progress=show_progress, desc=f"{settings.guide_set}[{index}]")
     model.eval()
     if settings.channels_last:  # files hold contiguous tensors whatever layout trained them
         model = model.to(memory_format=torch.contiguous_format)
