@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,25 +13,37 @@ from ppap.schedules import q_sample
 from ppap.training import EMA, check_finite, make_optimizer, progress, random_batch, random_shift
 
 
-def train_diffusion(unet: nn.Module, images: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
-                    batch_size: int, lr: float, generator: torch.Generator, ema_decay: float = 0.999,
-                    warmup_steps: int = 100, weight_decay: float = 0.0, show_progress: bool = True,
-                    labels: torch.Tensor | None = None, num_classes: int | None = None,
-                    label_dropout: float = 0.1, fused_optimizer: bool = False) -> nn.Module:
+@dataclass(frozen=True)
+class DiffusionTraining:
+    """How a DDPM trains: steps and batches, AdamW with warm-up and linear decay, the EMA it returns."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    ema_decay: float = 0.999
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    label_dropout: float = 0.1          # class-conditional training: P(label -> null label)
+    fused_optimizer: bool = False       # AdamW's fused kernel (speed only; it rounds differently)
+
+
+def train_diffusion(unet: nn.Module, images: torch.Tensor, alphas_cumprod: torch.Tensor, training: DiffusionTraining,
+                    generator: torch.Generator, labels: torch.Tensor | None = None, num_classes: int | None = None,
+                    show_progress: bool = True) -> nn.Module:
     """Epsilon-prediction DDPM training (Ho et al., 2020, Algorithm 1); returns the EMA model.
 
     With `labels` (and `num_classes`), a class-conditional model for classifier-free guidance (Ho &
     Salimans, 2022): each sample's label is replaced by the null label ``num_classes`` with
     probability `label_dropout`, so one network learns eps(x, t, y) and eps(x, t, null). Without
     labels the generator is drawn from exactly as it always was (the base model is reproducible).
-    ``fused_optimizer``: AdamW's fused kernel (speed only; it rounds differently).
     """
+    steps, batch_size, label_dropout = training.steps, training.batch_size, training.label_dropout
     if labels is not None:
         _check_labels(labels, num_classes, label_dropout)
     num_timesteps = len(alphas_cumprod)
-    optimizer, schedule = make_optimizer(list(unet.parameters()), lr, weight_decay, steps, warmup_steps,
-                                         fused=fused_optimizer)
-    ema = EMA(unet, ema_decay)
+    optimizer, schedule = make_optimizer(list(unet.parameters()), training.lr, training.weight_decay, steps,
+                                         training.warmup_steps, fused=training.fused_optimizer)
+    ema = EMA(unet, training.ema_decay)
     unet.train()
     for step in progress(range(steps), total=steps, desc="diffusion", enabled=show_progress):
         idx = random_batch(len(images), batch_size, generator).to(images.device)

@@ -19,7 +19,7 @@ from ppap.models.unet import (
     null_label_of,
     save_diffusion_model,
 )
-from ppap.pretrain import drop_labels, train_diffusion
+from ppap.pretrain import DiffusionTraining, drop_labels, train_diffusion
 from ppap.sampling import sample_ddim, sample_ddpm
 from ppap.schedules import make_ddpm_scheduler, q_sample, respaced_timesteps
 from ppap.training import EMA, check_finite, make_optimizer, random_batch
@@ -253,8 +253,8 @@ def test_unconditional_training_is_unchanged(alphas_cumprod):
     images, _ = digits_like()
     abar = alphas_cumprod.float()
     new_generator, old_generator = gen(4), gen(4)
-    new = train_diffusion(tiny_unet(num_classes=None), images, abar, 3, 8, 1e-3, new_generator, ema_decay=0.9,
-                          warmup_steps=1, show_progress=False)
+    new = train_diffusion(tiny_unet(num_classes=None), images, abar, DiffusionTraining(3, 8, 1e-3, 0.9, warmup_steps=1),
+                          new_generator, show_progress=False)
     old = old_train_diffusion(tiny_unet(num_classes=None), images, abar, 3, 8, 1e-3, old_generator, ema_decay=0.9,
                               warmup_steps=1)
     assert_same_weights(new, old)
@@ -277,8 +277,9 @@ class RecordingUNet(nn.Module):
 def test_training_drops_labels_at_the_configured_rate(alphas_cumprod, dropout):
     images, labels = digits_like()
     recorder = RecordingUNet(tiny_unet())
-    ema = train_diffusion(recorder, images, alphas_cumprod.float(), 12, 32, 1e-3, gen(0), warmup_steps=1,
-                          show_progress=False, labels=labels, num_classes=NUM_CLASSES, label_dropout=dropout)
+    training = DiffusionTraining(12, 32, 1e-3, warmup_steps=1, label_dropout=dropout)
+    ema = train_diffusion(recorder, images, alphas_cumprod.float(), training, gen(0), labels, NUM_CLASSES,
+                          show_progress=False)
     seen = torch.cat(recorder.seen)
     assert len(recorder.seen) == 12 and seen.shape == (12 * 32,)
     null_rate = (seen == NUM_CLASSES).float().mean().item()
@@ -291,8 +292,8 @@ def test_kept_labels_are_the_batch_labels(alphas_cumprod):
     """Replaying the generator's draws: every label not dropped is its image's own."""
     images, labels = digits_like()
     recorder = RecordingUNet(tiny_unet())
-    train_diffusion(recorder, images, alphas_cumprod.float(), 2, 16, 1e-3, gen(9), warmup_steps=1,
-                    show_progress=False, labels=labels, num_classes=NUM_CLASSES, label_dropout=0.3)
+    train_diffusion(recorder, images, alphas_cumprod.float(), DiffusionTraining(2, 16, 1e-3, warmup_steps=1, label_dropout=0.3),
+                    gen(9), labels, NUM_CLASSES, show_progress=False)
     replay = gen(9)
     for seen in recorder.seen:
         idx = random_batch(len(images), 16, replay)
@@ -305,10 +306,11 @@ def test_kept_labels_are_the_batch_labels(alphas_cumprod):
 
 def test_training_with_labels_checks_them(alphas_cumprod):
     images, labels = digits_like()
-    args = (tiny_unet(), images, alphas_cumprod.float(), 1, 4, 1e-3, gen(0))
+    args = (tiny_unet(), images, alphas_cumprod.float(), DiffusionTraining(1, 4, 1e-3), gen(0))
     with pytest.raises(ValueError, match="num_classes"):
-        train_diffusion(*args, show_progress=False, labels=labels)
+        train_diffusion(*args, labels=labels, show_progress=False)
     with pytest.raises(ValueError, match="labels must lie"):
-        train_diffusion(*args, show_progress=False, labels=labels + 1, num_classes=NUM_CLASSES)
+        train_diffusion(*args, labels=labels + 1, num_classes=NUM_CLASSES, show_progress=False)
     with pytest.raises(ValueError, match="label_dropout"):
-        train_diffusion(*args, show_progress=False, labels=labels, num_classes=NUM_CLASSES, label_dropout=1.5)
+        train_diffusion(tiny_unet(), images, alphas_cumprod.float(), DiffusionTraining(1, 4, 1e-3, label_dropout=1.5),
+                        gen(0), labels, NUM_CLASSES, show_progress=False)

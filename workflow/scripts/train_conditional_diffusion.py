@@ -29,10 +29,10 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_conditional_diffus
              sum(p.numel() for p in unet.parameters()), num_classes, num_classes, cfg["label_dropout"])
     generator = torch.Generator(device).manual_seed(train["seed"])
     start = time.perf_counter()
-    ema = pretrain.train_diffusion(unet, images, alphas_cumprod, train["steps"], train["batch_size"], train["lr"],
-                                   generator, ema_decay=train["ema_decay"], labels=labels, num_classes=num_classes,
-                                   label_dropout=cfg["label_dropout"],
-                                   fused_optimizer=snakemake.params.get("fused_optimizer", False))
+    training = pretrain.DiffusionTraining(train["steps"], train["batch_size"], train["lr"], ema_decay=train["ema_decay"],
+                                          label_dropout=cfg["label_dropout"],
+                                          fused_optimizer=snakemake.params.get("fused_optimizer", False))
+    ema = pretrain.train_diffusion(unet, images, alphas_cumprod, training, generator, labels, num_classes)
     wall = time.perf_counter() - start
     unet_models.save_diffusion_model(snakemake.output.model, ema.cpu(), scheduler)
     # the upper bound's one-time cost (results/guidance_methods.csv): each step a forward and a

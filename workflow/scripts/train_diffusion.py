@@ -20,7 +20,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_diffusion") as log
     log.info("UNet parameters: %d", sum(p.numel() for p in unet.parameters()))
     train = cfg["train"]
     generator = torch.Generator(device).manual_seed(train["seed"])
-    ema = pretrain.train_diffusion(unet, images, alphas_cumprod, train["steps"], train["batch_size"],
-                                   train["lr"], generator, ema_decay=train["ema_decay"],
-                                   fused_optimizer=snakemake.params.get("fused_optimizer", False))
+    training = pretrain.DiffusionTraining(train["steps"], train["batch_size"], train["lr"], ema_decay=train["ema_decay"],
+                                          fused_optimizer=snakemake.params.get("fused_optimizer", False))
+    ema = pretrain.train_diffusion(unet, images, alphas_cumprod, training, generator)
     unet_models.save_diffusion_model(snakemake.output[0], ema.cpu(), scheduler)
