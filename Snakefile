@@ -9,7 +9,14 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from ppap.study.checks import check_overlays, is_main_process, overlays_of, preset_name, select_study
+from ppap.study import paths
+from ppap.study.checks import (
+    check_overlays,
+    is_main_process,
+    overlays_of,
+    preset_name,
+    select_study,
+)
 from ppap.study.config import ConfigError, schema_error_message
 
 # The rule harness lives with the workflow (workflow/scripts/, on every rule script's path too).
@@ -70,19 +77,19 @@ include: "workflow/rules/dense.smk"
 rule all:
     default_target: True
     input:
-        "results/table1.csv",
-        "results/table1.md",
-        "results/table1_trainings.csv",
-        "results/guidance_methods.csv",
-        *(["results/table_dense.csv"] if config.get("dense") else []),
-        expand("results/ablations/{ablation}.csv", ablation=config.get("ablations", {})),
-        "results/figures/noisy_accuracy.png",
-        "results/figures/samples.png",
-        "results/report/study.html",
+        paths.table("table1"),
+        paths.table("table1", "md"),
+        paths.table("table1_trainings"),
+        paths.table("guidance_methods"),
+        *([paths.table("table_dense")] if config.get("dense") else []),
+        [paths.ablation(name) for name in config.get("ablations", {})],
+        paths.figure("noisy_accuracy"),
+        paths.figure("samples"),
+        paths.REPORT_HTML,
 
 
 rule tune:
     input:
-        "results/tuning/learning_rates.csv",
-        "results/tuning/guidance.csv",
-        *(["results/tuning/dense.csv"] if config.get("dense") else []),
+        paths.tuning_table("learning_rates"),
+        paths.tuning_table("guidance"),
+        *([paths.tuning_table("dense")] if config.get("dense") else []),

@@ -1,5 +1,6 @@
-"""What every benchmark script shares: the embedded preset's networks (randomly initialised),
-thread control, timing with medians, FLOP counts, and atomic table output.
+"""What every benchmark script shares: the embedded preset's networks (randomly initialised, built
+from config/default.yaml by the workflow's own builders), thread control, timing with medians, FLOP
+counts, and atomic table output.
 
 Benchmarks print tables and write CSVs; they never assert on time (the machine is shared).
 """
@@ -16,23 +17,66 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
+import yaml
 
 from ppap.io import write_text
+from ppap.models import classifiers
+from ppap.study.checks import data_shape
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 
-# The embedded default preset (config/default.yaml), as the brief of issue 5 fixes it.
-GUIDE_ARGS = dict(arch="resnet10t", num_classes=10, in_chans=1, input_size=16, mean=[0.5], std=[0.5],
-                  model_kwargs={"channels": [32, 64, 128, 256], "stem_width": 16})
-UNET_ARGS = dict(sample_size=8, in_channels=1, block_out_channels=[16, 32], layers_per_block=1,
-                 attention=[False, False], norm_num_groups=8)
-IMAGE_SHAPE = (1, 8, 8)
-LORA_ALPHA = 4.0
-LORA_LAYER_TYPES = ("conv", "linear")
+
+# ------------------------------------------------------------------------------ the preset
+
+def preset_config(*overlays: str | os.PathLike | Mapping) -> dict:
+    """config/default.yaml with overlays (YAML files or dicts) merged over it key by key, nested
+    sections included, as Snakemake merges ``--configfile`` overlays."""
+
+    def merge(base: dict, update: Mapping) -> dict:
+        for key, value in update.items():
+            if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+        return base
+
+    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    for overlay in overlays:
+        merge(config, overlay if isinstance(overlay, Mapping) else yaml.safe_load(Path(overlay).read_text()) or {})
+    return config
+
+
+def guide_args(config: Mapping) -> dict:
+    """The off-the-shelf guide's spec as rule train_guide builds it (classifiers.guide_spec)."""
+    shape, guide = data_shape(config), config["guide"]
+    return classifiers.guide_spec(guide["arch"], shape.classes, shape.channels, guide["input_size"], guide["mean"],
+                                  guide["std"], guide["model_kwargs"])
+
+
+def unet_args(config: Mapping) -> dict:
+    """The diffusion UNet's arguments as rule train_diffusion passes them to ppap.models.unet.build_unet."""
+    shape, net = data_shape(config), config["diffusion"]["unet"]
+    return dict(sample_size=shape.image_size, in_channels=shape.channels, block_out_channels=net["block_out_channels"],
+                layers_per_block=net["layers_per_block"], attention=net["attention"],
+                norm_num_groups=net["norm_num_groups"])
+
+
+def image_shape(config: Mapping) -> tuple[int, int, int]:
+    """(channels, height, width) of the study's images."""
+    shape = data_shape(config)
+    return (shape.channels, shape.image_size, shape.image_size)
+
+
+PRESET = preset_config()  # the embedded default preset; the constants below are its values
+GUIDE_ARGS = guide_args(PRESET)
+UNET_ARGS = unet_args(PRESET)
+IMAGE_SHAPE = image_shape(PRESET)
+LORA_ALPHA = PRESET["experts"]["lora"]["alpha"]
+LORA_LAYER_TYPES = tuple(PRESET["experts"]["lora"]["layer_types"])
 
 
 # ------------------------------------------------------------------------------ arguments
@@ -79,31 +123,35 @@ def export_commit(commit: str, to: Path) -> str:
 
 # ------------------------------------------------------------------------------- networks
 
-def alphas_cumprod() -> torch.Tensor:
+def alphas_cumprod(config: Mapping = PRESET) -> torch.Tensor:
+    """The preset's training noise schedule, as rule noise_schedule makes it."""
     from ppap.schedules import alphas_cumprod_from_scheduler, make_ddpm_scheduler
 
-    return alphas_cumprod_from_scheduler(make_ddpm_scheduler())
+    diffusion = config["diffusion"]
+    return alphas_cumprod_from_scheduler(make_ddpm_scheduler(diffusion["num_train_timesteps"],
+                                                             diffusion["beta_schedule"]))
 
 
-def preset_guide(seed: int = 0):
-    """The preset's off-the-shelf guide (timm resnet10t at half width), random weights, eval mode."""
-    from ppap.models.classifiers import build_timm_guide
-
-    return build_timm_guide(**GUIDE_ARGS, seed=seed).eval()
+def preset_guide(seed: int = 0, config: Mapping = PRESET):
+    """The preset's off-the-shelf guide (guide.arch with guide.model_kwargs), random weights, eval mode."""
+    return classifiers.build_timm_guide(**guide_args(config), seed=seed).eval()
 
 
-def preset_eps_model():
-    """The preset's diffusers UNet behind ``eps_fn(x, t)``, frozen."""
+def preset_eps_model(config: Mapping = PRESET):
+    """The preset's diffusers UNet (diffusion.unet) behind ``eps_fn(x, t)``, frozen."""
     from ppap.models.unet import EpsilonModel, build_unet
 
-    unet = build_unet(**UNET_ARGS)
-    return EpsilonModel(unet, alphas_cumprod()).eval().requires_grad_(False)
+    unet = build_unet(**unet_args(config))
+    return EpsilonModel(unet, alphas_cumprod(config)).eval().requires_grad_(False)
 
 
-def lora_targets(guide) -> list[str]:
+def lora_targets(guide, config: Mapping = PRESET) -> list[str]:
+    """The layers the preset's LoRA experts adapt (experts.lora: layer_types, include, exclude), as
+    ppap.experts.sets.train_expert chooses them."""
     from ppap.experts.adapters import lora_target_modules
 
-    return lora_target_modules(guide, LORA_LAYER_TYPES)
+    lora = config["experts"]["lora"]
+    return lora_target_modules(guide, lora["layer_types"], lora.get("include"), lora.get("exclude"))
 
 
 def perturb_adapters_(model, scale_a: float = 0.1, scale_b: float = 0.02, seed: int = 0) -> None:

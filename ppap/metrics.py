@@ -15,6 +15,11 @@ Conventions:
   second time and squash the score towards 1.
 - Precision/recall in torch-fidelity take the generated set first (input1) and the real set second
   (input2); ``prdc.compute_prdc`` takes the real set first.
+
+Both feature spaces sit behind one interface, :class:`Scorer`: a scorer holds the real set (and its
+networks) and ``score(fake, target_labels=..., nearest_k=..., isc_splits=...)`` returns the metrics
+of one sample set. :func:`make_scorer` builds the one ``evaluation.feature_extractor`` names:
+:class:`EvaluatorScorer` (:func:`compute_metrics`) or :class:`InceptionScorer`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import prdc
@@ -352,6 +357,36 @@ def compute_metrics(
 
 
 # ------------------------------------------------------------------------------------------------
+# One interface for both feature spaces
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores sample sets against the real set it holds: FID / IS / precision / recall / F /
+    density / coverage, ``accuracy`` where it can classify and ``target_labels`` are given, and
+    ``num_fake`` / ``num_real``, as plain Python numbers."""
+
+    def score(self, fake: np.ndarray, *, target_labels: np.ndarray | None = None, nearest_k: int = 3,
+              isc_splits: int = 10) -> dict:
+        ...
+
+
+class EvaluatorScorer:
+    """:func:`compute_metrics` as a :class:`Scorer`: the evaluator network's features (and its
+    accuracy) against a real set; each call is exactly ``compute_metrics(fake, real, ...)``."""
+
+    def __init__(self, evaluator_path: str | os.PathLike, real: np.ndarray, batch_size: int = 256):
+        self.evaluator_path = evaluator_path
+        self.real = check_images(real, "real")
+        self.batch_size = batch_size
+
+    def score(self, fake: np.ndarray, *, target_labels: np.ndarray | None = None, nearest_k: int = 3,
+              isc_splits: int = 10) -> dict:
+        return compute_metrics(fake, self.real, self.evaluator_path, nearest_k=nearest_k, target_labels=target_labels,
+                               batch_size=self.batch_size, isc_splits=isc_splits)
+
+
+# ------------------------------------------------------------------------------------------------
 # Inception metrics (the paper-scale presets): torch-fidelity's InceptionV3 with local weights
 
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -382,20 +417,25 @@ class InceptionScorer:
     """FID / IS / precision-recall / density-coverage in InceptionV3 space (torch-fidelity's
     ``inception-v3-compat``, the TF-FID network) from a local weights file.
 
-    Features of the real set can be computed once (:meth:`features`) and reused for every sample
-    set (:meth:`score`). Images are uint8 NHWC with 1 or 3 channels (1 is repeated to RGB).
+    Features of the real set are computed once and reused for every sample set (:meth:`score`):
+    given as ``real`` (the :class:`Scorer` interface; ``classifier_path``, a ppap guide file, adds
+    ``accuracy``), or computed with :meth:`features` and passed to each call as ``real_pool``.
+    Images are uint8 NHWC with 1 or 3 channels (1 is repeated to RGB).
     """
 
-    def __init__(self, weights_path: str | os.PathLike, device: torch.device | str = "cpu", batch_size: int = 100):
+    def __init__(self, weights_path: str | os.PathLike, device: torch.device | str = "cpu", batch_size: int = 100,
+                 real: np.ndarray | None = None, classifier_path: str | os.PathLike | None = None):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         check_inception_weights(weights_path)
         self.weights_path = os.fspath(weights_path)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
+        self.classifier_path = classifier_path
         self.extractor = FeatureExtractorInceptionV3(INCEPTION_EXTRACTOR, [INCEPTION_POOL, INCEPTION_LOGITS],
                                                      feature_extractor_weights_path=self.weights_path)
         self.extractor.to(self.device).eval()
+        self.real_pool = None if real is None else self.features(real, "real")[0]
 
     @torch.no_grad()
     def features(self, images: np.ndarray, what: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
@@ -411,9 +451,15 @@ class InceptionScorer:
             logits.append(logit.double().cpu())
         return torch.cat(pools), torch.cat(logits)
 
-    def score(self, fake: np.ndarray, real_pool: torch.Tensor, nearest_k: int = 3, isc_splits: int = 10,
+    def score(self, fake: np.ndarray, real_pool: torch.Tensor | None = None, nearest_k: int = 3, isc_splits: int = 10,
               target_labels: np.ndarray | None = None, classifier_path: str | os.PathLike | None = None) -> dict:
-        """The metrics of ``fake`` against real pool features; ``accuracy`` with a classifier and labels."""
+        """The metrics of ``fake`` against real pool features (default: the real set given at
+        construction); ``accuracy`` with a classifier (default: the one given then) and labels."""
+        if real_pool is None:
+            if self.real_pool is None:
+                raise ValueError("InceptionScorer.score needs real_pool, or the real set as InceptionScorer(real=...)")
+            real_pool = self.real_pool
+        classifier_path = self.classifier_path if classifier_path is None else classifier_path
         fake = check_images(fake, "fake")
         if not 1 <= int(isc_splits) <= len(fake):
             raise ValueError(f"isc_splits must be in [1, {len(fake)}], got {isc_splits}")
@@ -458,3 +504,24 @@ def classifier_accuracy(guide_path: str | os.PathLike, images: np.ndarray, targe
         logits = classifier(to_float(images[start:start + batch_size]).to(device), None)
         hits += int((logits.argmax(1).cpu().numpy() == target_labels[start:start + batch_size]).sum())
     return hits / len(images)
+
+
+def make_scorer(feature_extractor: str | None, real: np.ndarray, *, evaluator: str | os.PathLike | None = None,
+                inception: str | os.PathLike | None = None, classifier: str | os.PathLike | None = None,
+                device: torch.device | str = "cpu") -> Scorer:
+    """The :class:`Scorer` that ``evaluation.feature_extractor`` names, holding the real set.
+
+    ``evaluator`` (None or omitted: the default): the evaluator network at ``evaluator`` (on the CPU;
+    accuracy from it); ``inception``: InceptionV3 from the local weights file ``inception`` on
+    ``device``, accuracy from ``classifier`` (a ppap guide file) if given.
+    """
+    kind = feature_extractor or "evaluator"
+    if kind == "inception":
+        if inception is None:
+            raise ValueError("feature_extractor inception needs the Inception weights file (inception=...)")
+        return InceptionScorer(inception, device, real=real, classifier_path=classifier)
+    if kind != "evaluator":
+        raise ValueError(f"unknown feature_extractor {feature_extractor!r} (evaluator or inception)")
+    if evaluator is None:
+        raise ValueError("feature_extractor evaluator needs the evaluator checkpoint (evaluator=...)")
+    return EvaluatorScorer(evaluator, real)

@@ -229,3 +229,68 @@ def test_bad_inputs_raise(evaluator_path):
         frechet_distance(np.zeros((5, 4)), np.zeros((5, 3)))
     with pytest.raises(ValueError, match="2-d"):
         frechet_distance(np.zeros(5), np.zeros((5, 3)))
+
+
+def test_both_scorers_satisfy_the_scorer_interface(evaluator_path):
+    """One interface: score(fake, target_labels=..., nearest_k=..., isc_splits=...) on a held real set."""
+    import inspect
+
+    for cls in (metrics.EvaluatorScorer, metrics.InceptionScorer):
+        assert issubclass(cls, metrics.Scorer), cls
+        parameters = inspect.signature(cls.score).parameters
+        assert list(parameters)[:2] == ["self", "fake"], cls
+        for name in ("target_labels", "nearest_k", "isc_splits"):
+            assert parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        assert parameters["target_labels"].default is None, cls
+    fake, real = make_images(1, n=40), make_images(2, n=40)
+    labels = np.arange(40) % 10
+    for kind in (None, "evaluator"):
+        scorer = metrics.make_scorer(kind, real, evaluator=evaluator_path)
+        assert isinstance(scorer, metrics.EvaluatorScorer) and isinstance(scorer, metrics.Scorer)
+        # the same numbers as compute_metrics, to the bit
+        assert scorer.score(fake, target_labels=labels, nearest_k=3, isc_splits=4) == compute_metrics(
+            fake, real, evaluator_path, nearest_k=3, target_labels=labels, isc_splits=4)
+    with pytest.raises(ValueError, match="Inception weights"):
+        metrics.make_scorer("inception", real, evaluator=evaluator_path)
+    with pytest.raises(ValueError, match="evaluator checkpoint"):
+        metrics.make_scorer("evaluator", real)
+    with pytest.raises(ValueError, match="unknown feature_extractor"):
+        metrics.make_scorer("clip", real, evaluator=evaluator_path)
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """torch-fidelity's InceptionV3 with random weights, saved as a local weights file (no download);
+    as tests/test_paper_scale_io.py makes it."""
+    from torch_fidelity import feature_extractor_inceptionv3 as module
+
+    path = tmp_path_factory.mktemp("inception") / "inception.pth"
+    patch = pytest.MonkeyPatch()
+    patch.setattr(module, "load_state_dict_from_url", lambda *a, **k: {})
+    patch.setattr(module.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    patch.undo()
+    with torch.random.fork_rng(devices=[]):  # the default init makes every image's features the same
+        torch.manual_seed(0)
+        for module_ in model.modules():
+            if isinstance(module_, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module_.weight, nonlinearity="relu")
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_inception_scorer_holding_the_real_set_scores_as_with_its_pool(random_inception_weights, one_thread):
+    """make_scorer("inception") computes the real set's features once; score() then equals the
+    call with those features passed (the scripts' former form)."""
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    fake = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    scorer = metrics.make_scorer("inception", real, inception=random_inception_weights)
+    assert isinstance(scorer, metrics.InceptionScorer) and isinstance(scorer, metrics.Scorer)
+    pool, _ = scorer.features(real, "real")
+    assert torch.equal(scorer.real_pool, pool)
+    held = scorer.score(fake, target_labels=np.arange(6), nearest_k=2, isc_splits=2)
+    assert held == scorer.score(fake, pool, nearest_k=2, isc_splits=2, target_labels=np.arange(6))
+    assert "accuracy" not in held and (held["num_fake"], held["num_real"]) == (6, 8)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from ppap.spacing import spaced_timesteps
 from ppap.specs import ExpertTraining
-from ppap.study import grammar
+from ppap.study import grammar, paths
 from ppap.study.grammar import GrammarError
 
 
@@ -79,11 +79,11 @@ class Run:
 
     @property
     def metrics_paths(self) -> list[str]:
-        return [metrics_path(guide, self.sampling) for guide in self.guides]
+        return [paths.metrics(guide, self.sampling) for guide in self.guides]
 
-
-def metrics_path(guide: str, sampling: str) -> str:
-    return f"results/metrics/{guide}/{sampling}.json"
+    @property
+    def compute_paths(self) -> list[str]:
+        return [paths.compute(guide, self.sampling) for guide in self.guides]
 
 
 def _run(config: dict, label: str, method: str | None, value, guide: str, sampling: str, trainings: int) -> Run:
@@ -202,10 +202,6 @@ def guidance_tuning_runs(config: dict) -> list[Run]:
     return runs
 
 
-def tuning_metrics_path(guide: str, sampling: str) -> str:
-    return f"results/tuning/guidance/{guide}/{sampling}.json"
-
-
 # ------------------------------------------------------------------------------ the dense study
 
 DENSE_GUIDE_KINDS = ("none", "off_the_shelf", "experts", "training_free")
@@ -265,11 +261,6 @@ def dense_validation_runs(config: dict) -> list[DenseRun]:
             scales = [0.0] if guide == "none" else dense_sweep(config, method)
             runs.extend(_dense_run(config, task, method, scale) for scale in scales)
     return runs
-
-
-def dense_cell_path(task: str, guide: str, sampling: str) -> str:
-    """A test cell's record (the validation sweeps: results/tuning/dense/<task>/<guide>.json)."""
-    return f"results/dense/{task}/{guide}/{sampling}.json"
 
 
 def all_runs(config: dict) -> list[Run]:
@@ -474,7 +465,7 @@ def _check_dense(config: dict) -> None:
         missing = [m for m in guided if m not in (section.get("scales") or {}).get(task, {})]
         if missing:
             raise ConfigError(f"dense.scales.{task}: no scale for {', '.join(missing)} (chosen on validation: "
-                              "snakemake tune writes results/tuning/dense.md)")
+                              f"snakemake tune writes {paths.tuning_table('dense', 'md')})")
     for method in section.get("sweeps") or {}:
         if method != "default" and method not in section["methods"]:
             raise ConfigError(f"dense.sweeps.{method}: not a key of dense.methods")

@@ -19,6 +19,8 @@ import torch
 
 from ppap import data, dense, guidance
 from ppap.generate import sample_with_cost
+from ppap.specs import SamplingSpec
+from ppap.study import report
 
 TARGETS = ("off_the_shelf", "ground_truth")
 # the score each task is tuned and ranked on, and whether higher is better
@@ -127,21 +129,17 @@ class DenseCell:
     predicted: np.ndarray       # what they show (evaluator's map or their own distance map)
 
 
-def sample_and_score(guidance_, settings: DenseSettings, alphas_cumprod: torch.Tensor, image_shape,
-                     target_pool: torch.Tensor, evaluator, image_metrics: Callable[[np.ndarray], dict],
-                     seeds: Sequence[int], num_samples: int | None, batch_size: int, device: torch.device,
-                     scale: float, num_classes: int = dense.NUM_SEGMENTATION_CLASSES, **sampling) -> DenseCell:
+def sample_and_score(guidance_, spec: SamplingSpec, settings: DenseSettings, target_pool: torch.Tensor, evaluator,
+                     image_metrics: Callable[[np.ndarray], dict], seeds: Sequence[int], num_samples: int | None,
+                     device: torch.device, num_classes: int = dense.NUM_SEGMENTATION_CLASSES) -> DenseCell:
     """Draw every seed's samples of one cell towards the targets and score them: the dense scores
     against the targets, and ``image_metrics(samples)`` (FID / IS / precision / recall against the
     real images of the same split, in the preset's feature space)."""
-
-
     index, targets = targets_for_samples(target_pool, num_samples)
     per_seed, costs, first = [], [], None
     for seed in seeds:
-        images, _, cost, wall = sample_with_cost(
-            guidance_, alphas_cumprod, image_shape, len(index), batch_size, seed, device, guidance_scale=scale,
-            targets=targets.to(device), show_progress=False, **sampling)
+        images, _, cost, wall = sample_with_cost(guidance_, spec, len(index), seed, device, targets.to(device),
+                                                 show_progress=False)
         predicted = predicted_maps(settings, images, evaluator)
         result = dense_scores(settings, predicted, targets, num_classes)
         result.update(image_metrics(images))
@@ -154,14 +152,9 @@ def sample_and_score(guidance_, settings: DenseSettings, alphas_cumprod: torch.T
 
 
 def summarise_seeds(per_seed: Sequence[Mapping]) -> dict:
-    """Mean and sample standard deviation (``<metric>_sd``) over seeds of every metric present."""
-    out = {}
-    for metric in METRICS:
-        values = [float(m[metric]) for m in per_seed if metric in m]
-        if values:
-            out[metric] = float(np.mean(values))
-            out[f"{metric}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return out
+    """The seed summary of the dense metrics a cell holds (:func:`ppap.study.report.summarize_seeds`)
+    as flat columns, ``<metric>`` and ``<metric>_sd``: a cell record's ``metrics``, a table row's."""
+    return report.seed_columns(report.summarize_seeds(per_seed, METRICS))
 
 
 def validation_cells(results: Sequence[Mapping]) -> pd.DataFrame:

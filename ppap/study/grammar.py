@@ -38,14 +38,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ppap.vocab import (
-    NORM_MODES,
-    ROUTINGS,
-    SPACINGS,
-    TF_SCHEDULES,
-    TRAINING_FREE_METHODS,
-    WARM_STARTS,
-)
+from ppap.vocab import NORM_MODES, ROUTINGS, SPACINGS, TF_SCHEDULES, TRAINING_FREE_METHODS, WARM_STARTS
 
 _CLIP_TOKENS = {"guided_diffusion": "gd", "after_guidance": "after", "none": "none"}
 _CLIP_FROM_TOKEN = {token: mode for mode, token in _CLIP_TOKENS.items()}

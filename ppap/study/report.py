@@ -28,17 +28,30 @@ COMPUTE_COLUMNS = ["denoiser_forward", "denoiser_backward", "guide_forward", "gu
                    "threads", "machine"]
 
 
-def summarize_seeds(per_seed: Sequence[Mapping]) -> dict:
-    """Mean and sample standard deviation (ddof = 1; 0 for one seed) of every numeric metric."""
+def summarize_seeds(per_seed: Sequence[Mapping], metrics: Sequence[str] | None = None) -> dict:
+    """Mean and sample standard deviation (ddof = 1; 0 for one seed) over the sampling seeds of every
+    numeric metric of the first seed (``seed`` aside), or of those of ``metrics`` it holds, in that
+    order; every seed must hold the same ones. Returns ``seeds``, ``per_seed``, ``mean`` and ``sd``."""
     if not per_seed:
         raise ValueError("no seeds to summarize")
-    keys = [k for k, v in per_seed[0].items() if isinstance(v, (int, float)) and k != "seed"]
+    first = per_seed[0]
+    keys = ([k for k, v in first.items() if isinstance(v, (int, float)) and k != "seed"] if metrics is None
+            else [k for k in metrics if k in first])
     mean, sd = {}, {}
     for key in keys:
+        missing = [run.get("seed") for run in per_seed if key not in run]
+        if missing:
+            raise ValueError(f"metric {key!r} is missing from seed(s) {missing}")
         values = np.array([run[key] for run in per_seed], dtype=float)
         mean[key] = float(values.mean())
         sd[key] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return dict(seeds=[run["seed"] for run in per_seed], per_seed=list(per_seed), mean=mean, sd=sd)
+
+
+def seed_columns(summary: Mapping) -> dict:
+    """A :func:`summarize_seeds` summary as flat columns: ``<metric>`` (the mean), then ``<metric>_sd``."""
+    return {key: value for metric, mean in summary["mean"].items()
+            for key, value in ((metric, mean), (f"{metric}_sd", summary["sd"][metric]))}
 
 
 def guide_description(guide: str, base_params: int, manifest: Mapping | None) -> dict:

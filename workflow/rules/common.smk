@@ -1,13 +1,21 @@
 # Input functions and derived settings shared by the rule files. No torch here: the Snakefile
 # must parse fast, and planning (-n) must work without loading any model.
-import os
-
 from dataclasses import asdict
 
-from ppap.study import grammar
+from ppap.study import grammar, paths
 from ppap.study.checks import check_files, is_main_process
-from ppap.study.config import (ablation_runs, check_config, expert_training, guide_performance, performance,
-                               scoring_settings, synthetic_shards, table1_runs, tuning_runs, unguided_sampling)
+from ppap.study.config import (
+    ablation_runs,
+    check_config,
+    expert_training,
+    guide_performance,
+    performance,
+    scoring_settings,
+    synthetic_shards,
+    table1_runs,
+    tuning_runs,
+    unguided_sampling,
+)
 
 check_config(config)
 # Every file the config names is opened and checked against the data (torch only if one is set);
@@ -27,11 +35,7 @@ wildcard_constraints:
 THREADS = config["threads"]
 SEEDS = config["sampling"]["seeds"]
 # The labeled real images: the digits split, or an ImageFolder tree (data.source: folder).
-REAL_DATA = (
-    "results/data/digits.npz"
-    if config["data"]["source"] == "digits"
-    else "results/data/real.npz"
-)
+REAL_DATA = paths.real_data(config["data"]["source"])
 # Jobs that run the UNet or train a guide ask for one GPU unless the config says device: cpu
 # (SLURM: --gpus=1; locally the `gpu` resource only counts if --resources gpu=N is given).
 GPU = 0 if config["device"] == "cpu" else 1
@@ -68,28 +72,15 @@ def device_params(section=None):
     return extra
 
 
-def diffusion_model_dir():
-    """The embedded model, or a diffusers-format directory from the config."""
-    return config["diffusion"]["pretrained"] or "results/models/diffusion"
-
-
-def scheduler_dir():
-    """The training noise schedule: the pretrained model's own, or the embedded preset's."""
-    pretrained = config["diffusion"]["pretrained"]
-    return (
-        os.path.join(pretrained, "scheduler")
-        if pretrained
-        else "results/models/scheduler"
-    )
-
-
-def base_guide_path():
-    return config["guide"]["pretrained"] or "results/models/guide.pt"
+# The embedded models, or the files the config names (diffusion.pretrained, guide.pretrained).
+DIFFUSION_MODEL = paths.diffusion_model(config)
+SCHEDULER = paths.scheduler(config)
+BASE_GUIDE = paths.guide(config)
 
 
 def expert_files(guide_set):
     n_experts = grammar.parse_guide_set(guide_set).n_experts
-    return [f"results/models/guides/{guide_set}/expert{i}.pt" for i in range(n_experts)]
+    return paths.expert_files(guide_set, n_experts)
 
 
 def distill_settings(guide_set):
@@ -103,23 +94,16 @@ def sampling_settings(sampling):
     return asdict(grammar.resolve_sampling(sampling, config))
 
 
-def manifest_path(guide):
-    return f"results/models/guides/{guide}/manifest.json"
-
-
-CONDITIONAL_MODEL = "results/models/conditional_diffusion"
-
-
 def guide_inputs(wildcards):
     """What sampling with a guide needs besides the diffusion model."""
     kind = grammar.guide_kind(wildcards.guide)
     if kind == "none":
         return {}
     if kind == "classifier_free":
-        return {"conditional_model": CONDITIONAL_MODEL}
+        return {"conditional_model": paths.CONDITIONAL_DIFFUSION}
     if kind in ("off_the_shelf", "training_free"):
-        return {"guide": base_guide_path()}
-    return {"guide": base_guide_path(), "manifest": manifest_path(wildcards.guide)}
+        return {"guide": BASE_GUIDE}
+    return {"guide": BASE_GUIDE, "manifest": paths.manifest(wildcards.guide)}
 
 
 def performance_params():
@@ -143,19 +127,11 @@ def training_free_params():
     return {"training_free": settings}
 
 
-def compute_file(guide, sampling):
-    return f"results/samples/{guide}/{sampling}/compute.json"
-
-
-def sample_files(guide, sampling):
-    return [f"results/samples/{guide}/{sampling}/seed{seed}.npz" for seed in SEEDS]
-
-
 def run_inputs(runs):
     """Metric files of the runs, the manifests of their guide sets, and the base guide."""
     manifests = sorted(
         {
-            manifest_path(guide)
+            paths.manifest(guide)
             for r in runs
             for guide in r.guides
             if grammar.guide_kind(guide) == "experts"
@@ -163,11 +139,9 @@ def run_inputs(runs):
     )
     return {
         "metrics": sorted({path for r in runs for path in r.metrics_paths}),
-        "compute": sorted(
-            {compute_file(guide, r.sampling) for r in runs for guide in r.guides}
-        ),
+        "compute": sorted({path for r in runs for path in r.compute_paths}),
         "manifests": manifests,
-        "guide": base_guide_path(),
+        "guide": BASE_GUIDE,
     }
 
 

@@ -2,9 +2,9 @@ rule prepare_data:
     output:
         REAL_DATA,
     log:
-        "logs/prepare_data.log",
+        paths.log("prepare_data"),
     benchmark:
-        "benchmarks/snakemake/prepare_data.tsv"
+        paths.benchmark("prepare_data")
     threads: THREADS["light"]
     resources:
         **rule_resources("prepare_data", mem_mb=1000, runtime=5),

@@ -5,7 +5,7 @@
 # by an independent evaluator segmenter (mIoU, pixel accuracy) or the samples' own exact distance
 # maps (RMSE), and FID / IS / precision / recall. `snakemake tune` scores the validation grid
 # (results/tuning/dense.csv); dense.scales holds its choices.
-from ppap.study.config import dense_cell_path, dense_runs, dense_validation_runs
+from ppap.study.config import dense_runs, dense_validation_runs
 
 DENSE = config.get("dense") or {}
 DENSE_TUNING = (config.get("tuning") or {}).get("dense") or {}
@@ -17,9 +17,7 @@ wildcard_constraints:
 
 def dense_guide_path(task):
     """The task's off-the-shelf dense guide: a file from the config, or the embedded one."""
-    return (DENSE.get("pretrained") or {}).get(
-        task
-    ) or f"results/models/dense/{task}/guide.pt"
+    return (DENSE.get("pretrained") or {}).get(task) or paths.dense_guide(task)
 
 
 def dense_evaluator_inputs(task):
@@ -28,18 +26,12 @@ def dense_evaluator_inputs(task):
     if task == "distance":
         return {}
     pretrained = (DENSE.get("evaluator") or {}).get("pretrained") or {}
-    return {
-        "dense_evaluator": pretrained.get(task)
-        or f"results/models/dense/{task}/evaluator.pt"
-    }
+    return {"dense_evaluator": pretrained.get(task) or paths.dense_evaluator(task)}
 
 
 def dense_expert_files(task, guide_set):
     n_experts = grammar.parse_guide_set(guide_set).n_experts
-    return [
-        f"results/models/dense/{task}/{guide_set}/expert{i}.pt"
-        for i in range(n_experts)
-    ]
+    return paths.dense_expert_files(task, guide_set, n_experts)
 
 
 def expert_ranges_param(guide):
@@ -51,7 +43,7 @@ def expert_ranges_param(guide):
 
 def dense_cell_inputs(wildcards):
     inputs = {
-        "model": diffusion_model_dir(),
+        "model": DIFFUSION_MODEL,
         "data": REAL_DATA,
         **metric_model_input(),
         "dense_guide": dense_guide_path(wildcards.task),
@@ -75,7 +67,7 @@ def dense_distill_inputs(wildcards):
     settings = expert_training(wildcards.guide_set, config)
     inputs = {
         "guide": dense_guide_path(wildcards.task),
-        "scheduler": scheduler_dir(),
+        "scheduler": SCHEDULER,
     }
     if settings.supervision == "datafree":
         inputs["synthetic"] = synthetic_shard_files()
@@ -83,8 +75,8 @@ def dense_distill_inputs(wildcards):
         inputs["data"] = REAL_DATA
     index = int(wildcards.index)
     if settings.warm_start != "off" and index > 0:
-        inputs["previous"] = (
-            f"results/models/dense/{wildcards.task}/{wildcards.guide_set}/expert{index - 1}.pt"
+        inputs["previous"] = paths.dense_expert(
+            wildcards.task, wildcards.guide_set, index - 1
         )
     return inputs
 
@@ -108,12 +100,12 @@ rule train_dense_guide:
     input:
         data=REAL_DATA,
     output:
-        checkpoint="results/models/dense/{task}/guide.pt",
-        stats="results/models/dense/{task}/guide.json",
+        checkpoint=paths.DENSE_GUIDE,
+        stats=paths.DENSE_GUIDE_STATS,
     log:
-        "logs/dense/{task}/guide.log",
+        paths.log("dense/{task}/guide"),
     benchmark:
-        "benchmarks/snakemake/dense/{task}/guide.tsv"
+        paths.benchmark("dense/{task}/guide")
     priority: 6
     threads: THREADS["train"]
     resources:
@@ -132,12 +124,12 @@ rule train_dense_evaluator:
     input:
         data=REAL_DATA,
     output:
-        checkpoint="results/models/dense/{task}/evaluator.pt",
-        stats="results/models/dense/{task}/evaluator.json",
+        checkpoint=paths.DENSE_EVALUATOR,
+        stats=paths.DENSE_EVALUATOR_STATS,
     log:
-        "logs/dense/{task}/evaluator.log",
+        paths.log("dense/{task}/evaluator"),
     benchmark:
-        "benchmarks/snakemake/dense/{task}/evaluator.tsv"
+        paths.benchmark("dense/{task}/evaluator")
     threads: THREADS["train"]
     resources:
         **rule_resources("train_dense_evaluator", mem_mb=4000, runtime=30, gpu=GPU),
@@ -155,11 +147,11 @@ rule distill_dense_expert:
     input:
         unpack(dense_distill_inputs),
     output:
-        "results/models/dense/{task}/{guide_set}/expert{index}.pt",
+        paths.DENSE_EXPERT,
     log:
-        "logs/dense/{task}/{guide_set}/expert{index}.log",
+        paths.log("dense/{task}/{guide_set}/expert{index}"),
     benchmark:
-        "benchmarks/snakemake/dense/{task}/{guide_set}/expert{index}.tsv"
+        paths.benchmark("dense/{task}/{guide_set}/expert{index}")
     priority: 5
     threads: THREADS["train"]
     resources:
@@ -178,12 +170,12 @@ rule dense_cell:
     input:
         unpack(dense_test_inputs),
     output:
-        cell="results/dense/{task}/{guide}/{sampling}.json",
-        samples="results/dense/{task}/{guide}/{sampling}.npz",
+        cell=paths.DENSE_CELL,
+        samples=paths.DENSE_CELL_SAMPLES,
     log:
-        "logs/dense/{task}/{guide}/{sampling}.log",
+        paths.log("dense/{task}/{guide}/{sampling}"),
     benchmark:
-        "benchmarks/snakemake/dense/{task}/{guide}/{sampling}.tsv"
+        paths.benchmark("dense/{task}/{guide}/{sampling}")
     threads: THREADS["sample"]
     resources:
         **rule_resources("dense_cell", mem_mb=4000, runtime=60, gpu=GPU),
@@ -218,12 +210,12 @@ rule dense_validation:
     input:
         unpack(dense_cell_inputs),
     output:
-        cell="results/tuning/dense/{task}/{guide}.json",
-        samples="results/tuning/dense/{task}/{guide}.npz",
+        cell=paths.DENSE_VALIDATION,
+        samples=paths.DENSE_VALIDATION_SAMPLES,
     log:
-        "logs/tuning/dense/{task}/{guide}.log",
+        paths.log("tuning/dense/{task}/{guide}"),
     benchmark:
-        "benchmarks/snakemake/tuning/dense/{task}/{guide}.tsv"
+        paths.benchmark("tuning/dense/{task}/{guide}")
     threads: THREADS["sample"]
     resources:
         **rule_resources("dense_validation", mem_mb=4000, runtime=60, gpu=GPU),
@@ -250,17 +242,17 @@ rule tune_dense:
     input:
         cells=sorted(
             {
-                f"results/tuning/dense/{run.task}/{run.guide}.json"
+                paths.dense_validation(run.task, run.guide)
                 for run in dense_validation_runs(config)
             }
         ),
     output:
-        csv="results/tuning/dense.csv",
-        markdown="results/tuning/dense.md",
+        csv=paths.tuning_table("dense"),
+        markdown=paths.tuning_table("dense", "md"),
     log:
-        "logs/tuning/dense.log",
+        paths.log("tuning/dense"),
     benchmark:
-        "benchmarks/snakemake/tuning/dense.tsv"
+        paths.benchmark("tuning/dense")
     threads: THREADS["light"]
     resources:
         **rule_resources("tune_dense", mem_mb=2000, runtime=10),
@@ -275,23 +267,21 @@ rule tune_dense:
 rule table_dense:
     input:
         cells=[
-            dense_cell_path(run.task, run.guide, run.sampling)
+            paths.dense_cell(run.task, run.guide, run.sampling)
             for run in dense_runs(config)
         ],
         samples=[
-            dense_cell_path(run.task, run.guide, run.sampling).replace(".json", ".npz")
+            paths.dense_cell(run.task, run.guide, run.sampling, "npz")
             for run in dense_runs(config)
         ],
     output:
-        csv="results/table_dense.csv",
-        markdown="results/table_dense.md",
-        figures=expand(
-            "results/figures/dense_{task}.png", task=DENSE.get("tasks") or []
-        ),
+        csv=paths.table("table_dense"),
+        markdown=paths.table("table_dense", "md"),
+        figures=[paths.figure(f"dense_{task}") for task in DENSE.get("tasks") or []],
     log:
-        "logs/table_dense.log",
+        paths.log("table_dense"),
     benchmark:
-        "benchmarks/snakemake/table_dense.tsv"
+        paths.benchmark("table_dense")
     threads: THREADS["light"]
     resources:
         **rule_resources("table_dense", mem_mb=2000, runtime=10),

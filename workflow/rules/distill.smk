@@ -6,16 +6,14 @@
 
 def distill_inputs(wildcards):
     settings = expert_training(wildcards.guide_set, config)
-    inputs = {"guide": base_guide_path(), "scheduler": scheduler_dir()}
+    inputs = {"guide": BASE_GUIDE, "scheduler": SCHEDULER}
     if settings.supervision == "datafree":
         inputs["synthetic"] = synthetic_shard_files()
     else:
         inputs["data"] = REAL_DATA
     index = int(wildcards.index)
     if settings.warm_start != "off" and index > 0:
-        inputs["previous"] = (
-            f"results/models/guides/{wildcards.guide_set}/expert{index - 1}.pt"
-        )
+        inputs["previous"] = paths.expert(wildcards.guide_set, index - 1)
     return inputs
 
 
@@ -23,11 +21,11 @@ rule distill_expert:
     input:
         unpack(distill_inputs),
     output:
-        "results/models/guides/{guide_set}/expert{index}.pt",
+        paths.EXPERT,
     log:
-        "logs/distill/{guide_set}/expert{index}.log",
+        paths.log("distill/{guide_set}/expert{index}"),
     benchmark:
-        "benchmarks/snakemake/distill/{guide_set}/expert{index}.tsv"
+        paths.benchmark("distill/{guide_set}/expert{index}")
     priority: 5
     threads: THREADS["train"]
     resources:
@@ -43,15 +41,15 @@ rule distill_expert:
 rule expert_manifest:
     input:
         experts=lambda wc: expert_files(wc.guide_set),
-        guide=base_guide_path(),
-        scheduler=scheduler_dir(),
+        guide=BASE_GUIDE,
+        scheduler=SCHEDULER,
         data=REAL_DATA,
     output:
-        "results/models/guides/{guide_set}/manifest.json",
+        paths.MANIFEST,
     log:
-        "logs/distill/{guide_set}/manifest.log",
+        paths.log("distill/{guide_set}/manifest"),
     benchmark:
-        "benchmarks/snakemake/distill/{guide_set}/manifest.tsv"
+        paths.benchmark("distill/{guide_set}/manifest")
     threads: THREADS["light"]
     resources:
         **rule_resources("expert_manifest", mem_mb=2000, runtime=10, gpu=GPU),

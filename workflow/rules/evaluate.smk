@@ -20,7 +20,7 @@ def metric_model_input():
     """The network whose features define the metrics: the trained evaluator, or Inception."""
     evaluation = config["evaluation"]
     if not INCEPTION:
-        return {"evaluator": "results/models/evaluator.pt"}
+        return {"evaluator": paths.EVALUATOR}
     models = {"inception": evaluation["inception_weights"]}
     if evaluation.get("accuracy_classifier"):
         models["classifier"] = evaluation["accuracy_classifier"]
@@ -31,13 +31,13 @@ rule evaluate:
     input:
         **real_images_input(),
         **metric_model_input(),
-        samples=lambda wc: sample_files(wc.guide, wc.sampling),
+        samples=lambda wc: paths.sample_files(wc.guide, wc.sampling, SEEDS),
     output:
-        "results/metrics/{guide}/{sampling}.json",
+        paths.METRICS,
     log:
-        "logs/evaluate/{guide}/{sampling}.log",
+        paths.log("evaluate/{guide}/{sampling}"),
     benchmark:
-        "benchmarks/snakemake/evaluate/{guide}/{sampling}.tsv"
+        paths.benchmark("evaluate/{guide}/{sampling}")
     threads: THREADS["light"]
     resources:
         **rule_resources(

@@ -3,7 +3,11 @@
 # with classifier-free guidance), each at the scale chosen on the validation split, with its compute.
 # `snakemake tune` scores the validation grid (results/tuning/guidance.csv); the config holds its
 # choices (guidance_methods.scales, training_free), as it holds the tuned learning rates.
-from ppap.study.config import guidance_method_runs, guidance_sweep_runs, guidance_tuning_runs, tuning_metrics_path
+from ppap.study.config import (
+    guidance_method_runs,
+    guidance_sweep_runs,
+    guidance_tuning_runs,
+)
 
 GUIDANCE_TUNING = (config.get("tuning") or {}).get("guidance") or {}
 
@@ -11,15 +15,15 @@ GUIDANCE_TUNING = (config.get("tuning") or {}).get("guidance") or {}
 rule score_on_validation:
     input:
         unpack(guide_inputs),
-        model=diffusion_model_dir(),
+        model=DIFFUSION_MODEL,
         data=REAL_DATA,
-        evaluator="results/models/evaluator.pt",
+        evaluator=paths.EVALUATOR,
     output:
-        "results/tuning/guidance/{guide}/{sampling}.json",
+        paths.TUNING_METRICS,
     log:
-        "logs/tuning/guidance/{guide}/{sampling}.log",
+        paths.log("tuning/guidance/{guide}/{sampling}"),
     benchmark:
-        "benchmarks/snakemake/tuning/guidance/{guide}/{sampling}.tsv"
+        paths.benchmark("tuning/guidance/{guide}/{sampling}")
     threads: THREADS["sample"]
     resources:
         **rule_resources("score_on_validation", mem_mb=4000, runtime=30, gpu=GPU),
@@ -42,16 +46,16 @@ rule score_on_validation:
 rule tune_guidance:
     input:
         cells=[
-            tuning_metrics_path(r.guide, r.sampling)
+            paths.tuning_metrics(r.guide, r.sampling)
             for r in guidance_tuning_runs(config)
         ],
     output:
-        csv="results/tuning/guidance.csv",
-        markdown="results/tuning/guidance.md",
+        csv=paths.tuning_table("guidance"),
+        markdown=paths.tuning_table("guidance", "md"),
     log:
-        "logs/tuning/guidance.log",
+        paths.log("tuning/guidance"),
     benchmark:
-        "benchmarks/snakemake/tuning/guidance.tsv"
+        paths.benchmark("tuning/guidance")
     threads: THREADS["light"]
     resources:
         **rule_resources("tune_guidance", mem_mb=1000, runtime=5),
@@ -69,15 +73,15 @@ rule tune_guidance:
 
 rule x0_estimate_accuracy:
     input:
-        model=diffusion_model_dir(),
-        guide=base_guide_path(),
+        model=DIFFUSION_MODEL,
+        guide=BASE_GUIDE,
         data=REAL_DATA,
     output:
-        "results/guidance/x0_estimate_accuracy.json",
+        paths.X0_ESTIMATE_ACCURACY,
     log:
-        "logs/guidance/x0_estimate_accuracy.log",
+        paths.log("guidance/x0_estimate_accuracy"),
     benchmark:
-        "benchmarks/snakemake/guidance/x0_estimate_accuracy.tsv"
+        paths.benchmark("guidance/x0_estimate_accuracy")
     threads: THREADS["light"]
     resources:
         **rule_resources("x0_estimate_accuracy", mem_mb=2000, runtime=10, gpu=GPU),
@@ -94,15 +98,13 @@ def guidance_table_inputs():
     rows, sweeps = guidance_method_runs(config), guidance_sweep_runs(config)
     runs = rows + sweeps
     inputs = run_inputs(runs)
-    inputs["compute"] = sorted({compute_file(r.guide, r.sampling) for r in runs})
-    inputs["synthetic"] = [
-        path.replace(".npz", ".compute.json") for path in synthetic_shard_files()
-    ]
-    inputs["x0_estimate"] = "results/guidance/x0_estimate_accuracy.json"
-    inputs["guide_stats"] = "results/models/guide.json"
+    inputs["compute"] = sorted({paths.compute(r.guide, r.sampling) for r in runs})
+    inputs["synthetic"] = synthetic_compute_files()
+    inputs["x0_estimate"] = paths.X0_ESTIMATE_ACCURACY
+    inputs["guide_stats"] = paths.GUIDE_STATS
     if any(grammar.guide_kind(r.guide) == "classifier_free" for r in runs):
-        inputs["conditional_record"] = CONDITIONAL_MODEL + ".json"
-        inputs["conditional_model"] = CONDITIONAL_MODEL
+        inputs["conditional_record"] = paths.CONDITIONAL_DIFFUSION_RECORD
+        inputs["conditional_model"] = paths.CONDITIONAL_DIFFUSION
     return inputs
 
 
@@ -111,34 +113,34 @@ rule guidance_methods:
         **guidance_table_inputs(),
     output:
         csv=report(
-            "results/guidance_methods.csv",
+            paths.table("guidance_methods"),
             caption="../report/guidance_methods.rst",
             category="Guidance methods",
         ),
-        markdown="results/guidance_methods.md",
-        sweeps="results/guidance_sweeps.csv",
+        markdown=paths.table("guidance_methods", "md"),
+        sweeps=paths.table("guidance_sweeps"),
         tradeoff_png=report(
-            "results/figures/guidance_tradeoff.png",
+            paths.figure("guidance_tradeoff"),
             caption="../report/guidance_methods.rst",
             category="Guidance methods",
         ),
-        tradeoff_pdf="results/figures/guidance_tradeoff.pdf",
+        tradeoff_pdf=paths.figure("guidance_tradeoff", "pdf"),
         compute_png=report(
-            "results/figures/guidance_compute.png",
+            paths.figure("guidance_compute"),
             caption="../report/guidance_methods.rst",
             category="Guidance methods",
         ),
-        compute_pdf="results/figures/guidance_compute.pdf",
+        compute_pdf=paths.figure("guidance_compute", "pdf"),
         noisy_png=report(
-            "results/figures/guidance_noisy_accuracy.png",
+            paths.figure("guidance_noisy_accuracy"),
             caption="../report/guidance_methods.rst",
             category="Guidance methods",
         ),
-        noisy_pdf="results/figures/guidance_noisy_accuracy.pdf",
+        noisy_pdf=paths.figure("guidance_noisy_accuracy", "pdf"),
     log:
-        "logs/guidance_methods.log",
+        paths.log("guidance_methods"),
     benchmark:
-        "benchmarks/snakemake/guidance_methods.tsv"
+        paths.benchmark("guidance_methods")
     threads: THREADS["light"]
     resources:
         **rule_resources("guidance_methods", mem_mb=1000, runtime=5),

@@ -5,11 +5,11 @@
 
 rule noise_schedule:
     output:
-        directory("results/models/scheduler"),
+        directory(paths.SCHEDULER),
     log:
-        "logs/noise_schedule.log",
+        paths.log("noise_schedule"),
     benchmark:
-        "benchmarks/snakemake/noise_schedule.tsv"
+        paths.benchmark("noise_schedule")
     threads: THREADS["light"]
     resources:
         **rule_resources("noise_schedule", mem_mb=1000, runtime=5),
@@ -22,13 +22,13 @@ rule noise_schedule:
 rule train_diffusion:
     input:
         data=REAL_DATA,
-        scheduler="results/models/scheduler",
+        scheduler=paths.SCHEDULER,
     output:
-        directory("results/models/diffusion"),
+        directory(paths.DIFFUSION),
     log:
-        "logs/train_diffusion.log",
+        paths.log("train_diffusion"),
     benchmark:
-        "benchmarks/snakemake/train_diffusion.tsv"
+        paths.benchmark("train_diffusion")
     # first whenever a core is free: the base model heads the longest chain (synthesize, the
     # data-free experts, their samples)
     priority: 20
@@ -49,14 +49,14 @@ rule train_diffusion:
 rule train_conditional_diffusion:
     input:
         data=REAL_DATA,
-        scheduler=scheduler_dir(),
+        scheduler=SCHEDULER,
     output:
-        model=directory("results/models/conditional_diffusion"),
-        record="results/models/conditional_diffusion.json",
+        model=directory(paths.CONDITIONAL_DIFFUSION),
+        record=paths.CONDITIONAL_DIFFUSION_RECORD,
     log:
-        "logs/train_conditional_diffusion.log",
+        paths.log("train_conditional_diffusion"),
     benchmark:
-        "benchmarks/snakemake/train_conditional_diffusion.tsv"
+        paths.benchmark("train_conditional_diffusion")
     threads: THREADS["diffusion"]
     resources:
         **rule_resources(
@@ -75,14 +75,14 @@ rule train_conditional_diffusion:
 rule train_guide:
     input:
         data=REAL_DATA,
-        scheduler=scheduler_dir(),
+        scheduler=SCHEDULER,
     output:
-        checkpoint="results/models/guide.pt",
-        stats="results/models/guide.json",
+        checkpoint=paths.GUIDE,
+        stats=paths.GUIDE_STATS,
     log:
-        "logs/train_guide.log",
+        paths.log("train_guide"),
     benchmark:
-        "benchmarks/snakemake/train_guide.tsv"
+        paths.benchmark("train_guide")
     priority: 5
     threads: THREADS["train"]
     resources:
@@ -100,12 +100,12 @@ rule train_evaluator:
     input:
         data=REAL_DATA,
     output:
-        checkpoint="results/models/evaluator.pt",
-        stats="results/models/evaluator.json",
+        checkpoint=paths.EVALUATOR,
+        stats=paths.EVALUATOR_STATS,
     log:
-        "logs/train_evaluator.log",
+        paths.log("train_evaluator"),
     benchmark:
-        "benchmarks/snakemake/train_evaluator.tsv"
+        paths.benchmark("train_evaluator")
     threads: THREADS["train"]
     resources:
         **rule_resources("train_evaluator", mem_mb=2000, runtime=30),

@@ -6,15 +6,15 @@ rule table1:
         **run_inputs(table1_runs(config)),
     output:
         csv=report(
-            "results/table1.csv", caption="../report/table.rst", category="Table 1"
+            paths.table("table1"), caption="../report/table.rst", category="Table 1"
         ),
-        markdown="results/table1.md",
+        markdown=paths.table("table1", "md"),
         # the preset and config Table 1 was made with, beside the CSV where ppap.tools.reference looks
-        preset="results/table1.preset.json",
+        preset=paths.preset_record("table1"),
     log:
-        "logs/table1.log",
+        paths.log("table1"),
     benchmark:
-        "benchmarks/snakemake/table1.tsv"
+        paths.benchmark("table1")
     threads: THREADS["light"]
     resources:
         **rule_resources("table1", mem_mb=1000, runtime=5),
@@ -29,15 +29,15 @@ rule table1_trainings:
         **run_inputs(table1_runs(config, config["table1_trainings"])),
     output:
         csv=report(
-            "results/table1_trainings.csv",
+            paths.table("table1_trainings"),
             caption="../report/table_trainings.rst",
             category="Table 1",
         ),
-        markdown="results/table1_trainings.md",
+        markdown=paths.table("table1_trainings", "md"),
     log:
-        "logs/table1_trainings.log",
+        paths.log("table1_trainings"),
     benchmark:
-        "benchmarks/snakemake/table1_trainings.tsv"
+        paths.benchmark("table1_trainings")
     threads: THREADS["light"]
     resources:
         **rule_resources("table1_trainings", mem_mb=1000, runtime=5),
@@ -49,14 +49,14 @@ rule table1_trainings:
 
 rule tune_learning_rates:
     input:
-        manifests=[manifest_path(r.guide) for r in tuning_runs(config)],
+        manifests=[paths.manifest(r.guide) for r in tuning_runs(config)],
     output:
-        csv="results/tuning/learning_rates.csv",
-        markdown="results/tuning/learning_rates.md",
+        csv=paths.tuning_table("learning_rates"),
+        markdown=paths.tuning_table("learning_rates", "md"),
     log:
-        "logs/tuning/learning_rates.log",
+        paths.log("tuning/learning_rates"),
     benchmark:
-        "benchmarks/snakemake/tuning/learning_rates.tsv"
+        paths.benchmark("tuning/learning_rates")
     threads: THREADS["light"]
     resources:
         **rule_resources("tune_learning_rates", mem_mb=1000, runtime=5),
@@ -73,20 +73,20 @@ rule tune_learning_rates:
 rule ablation:
     input:
         unpack(lambda wc: run_inputs(ablation_runs(config, wc.ablation))),
-        unguided=f"results/metrics/none/{unguided_sampling(config)}.json",
+        unguided=paths.metrics("none", unguided_sampling(config)),
     output:
-        csv="results/ablations/{ablation}.csv",
-        markdown="results/ablations/{ablation}.md",
+        csv=paths.ablation("{ablation}"),
+        markdown=paths.ablation("{ablation}", "md"),
         png=report(
-            "results/ablations/{ablation}.png",
+            paths.ablation("{ablation}", "png"),
             caption="../report/table.rst",
             category="Ablations",
         ),
-        pdf="results/ablations/{ablation}.pdf",
+        pdf=paths.ablation("{ablation}", "pdf"),
     log:
-        "logs/ablation/{ablation}.log",
+        paths.log("ablation/{ablation}"),
     benchmark:
-        "benchmarks/snakemake/ablation/{ablation}.tsv"
+        paths.benchmark("ablation/{ablation}")
     threads: THREADS["light"]
     resources:
         **rule_resources("ablation", mem_mb=1000, runtime=5),
@@ -103,36 +103,33 @@ def table1_guide_sets():
     pairs = []
     for run in table1_runs(config):
         if grammar.guide_kind(run.guide) == "experts":
-            pairs.append((run.label, manifest_path(run.guide)))
+            pairs.append((run.label, paths.manifest(run.guide)))
     return pairs
 
 
 rule figures:
     input:
-        guide=base_guide_path(),
-        guide_stats="results/models/guide.json",
+        guide=BASE_GUIDE,
+        guide_stats=paths.GUIDE_STATS,
         manifests=[path for _, path in table1_guide_sets()],
-        grids=[
-            f"results/samples/{r.guide}/{r.sampling}/grid.png"
-            for r in table1_runs(config)
-        ],
+        grids=[paths.grid(r.guide, r.sampling) for r in table1_runs(config)],
     output:
         accuracy_png=report(
-            "results/figures/noisy_accuracy.png",
+            paths.figure("noisy_accuracy"),
             caption="../report/noisy_accuracy.rst",
             category="Figures",
         ),
-        accuracy_pdf="results/figures/noisy_accuracy.pdf",
+        accuracy_pdf=paths.figure("noisy_accuracy", "pdf"),
         samples_png=report(
-            "results/figures/samples.png",
+            paths.figure("samples"),
             caption="../report/samples.rst",
             category="Figures",
         ),
-        samples_pdf="results/figures/samples.pdf",
+        samples_pdf=paths.figure("samples", "pdf"),
     log:
-        "logs/figures.log",
+        paths.log("figures"),
     benchmark:
-        "benchmarks/snakemake/figures.tsv"
+        paths.benchmark("figures")
     threads: THREADS["light"]
     resources:
         **rule_resources("figures", mem_mb=1000, runtime=5),
@@ -145,48 +142,46 @@ rule figures:
 
 rule report_notebook:
     input:
-        table1="results/table1.csv",
-        table1_trainings="results/table1_trainings.csv",
-        ablations=expand(
-            "results/ablations/{ablation}.csv", ablation=config.get("ablations", {})
-        ),
-        ablation_plots=expand(
-            "results/ablations/{ablation}.png", ablation=config.get("ablations", {})
-        ),
-        noisy_accuracy="results/figures/noisy_accuracy.png",
-        samples="results/figures/samples.png",
+        table1=paths.table("table1"),
+        table1_trainings=paths.table("table1_trainings"),
+        ablations=[paths.ablation(name) for name in config.get("ablations", {})],
+        ablation_plots=[
+            paths.ablation(name, "png") for name in config.get("ablations", {})
+        ],
+        noisy_accuracy=paths.figure("noisy_accuracy"),
+        samples=paths.figure("samples"),
     output:
-        summary="results/report/summary.md",
+        summary=paths.REPORT_SUMMARY,
     log:
         # papermill writes the notebook cell by cell: a log, which render_report publishes whole
-        notebook="logs/report/study.ipynb",
+        notebook=paths.EXECUTED_NOTEBOOK,
     benchmark:
-        "benchmarks/snakemake/report_notebook.tsv"
+        paths.benchmark("report_notebook")
     threads: THREADS["light"]
     resources:
         **rule_resources("report_notebook", mem_mb=1000, runtime=10),
     params:
         # a params entry is a rerun trigger: results made while the notebook was written straight
         # to results/report/ get the executed notebook in logs/ that render_report reads
-        executed="logs/report/study.ipynb",
+        executed=paths.EXECUTED_NOTEBOOK,
     notebook:
         "../notebooks/study.py.ipynb"
 
 
 rule render_report:
     input:
-        summary="results/report/summary.md",
+        summary=paths.REPORT_SUMMARY,
     output:
-        html="results/report/study.html",
-        notebook="results/report/study.ipynb",
+        html=paths.REPORT_HTML,
+        notebook=paths.REPORT_NOTEBOOK,
     log:
-        "logs/render_report.log",
+        paths.log("render_report"),
     benchmark:
-        "benchmarks/snakemake/render_report.tsv"
+        paths.benchmark("render_report")
     threads: THREADS["light"]
     resources:
         **rule_resources("render_report", mem_mb=1000, runtime=5),
     params:
-        executed="logs/report/study.ipynb",  # report_notebook's log: the executed notebook
+        executed=paths.EXECUTED_NOTEBOOK,  # report_notebook's log: the executed notebook
     script:
         "../scripts/render_report.py"

@@ -6,18 +6,16 @@
 rule sample:
     input:
         unpack(guide_inputs),
-        model=diffusion_model_dir(),
+        model=DIFFUSION_MODEL,
     output:
-        samples=[
-            f"results/samples/{{guide}}/{{sampling}}/seed{seed}.npz" for seed in SEEDS
-        ],
-        grid="results/samples/{guide}/{sampling}/grid.png",
+        samples=paths.sample_files("{guide}", "{sampling}", SEEDS),
+        grid=paths.GRID,
         # passes per sample through the denoiser and the guide, and wall-seconds (ppap.compute)
-        compute="results/samples/{guide}/{sampling}/compute.json",
+        compute=paths.COMPUTE,
     log:
-        "logs/sample/{guide}/{sampling}.log",
+        paths.log("sample/{guide}/{sampling}"),
     benchmark:
-        "benchmarks/snakemake/sample/{guide}/{sampling}.tsv"
+        paths.benchmark("sample/{guide}/{sampling}")
     threads: THREADS["sample"]
     resources:
         **rule_resources("sample", mem_mb=4000, runtime=60, gpu=GPU),

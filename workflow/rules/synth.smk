@@ -4,22 +4,26 @@
 
 
 def synthetic_shard_files():
-    return expand(
-        "results/data/synthetic/shard{shard}.npz",
-        shard=range(config["synthetic"].get("shards", 1)),
-    )
+    return [paths.synthetic_shard(shard) for shard in range(len(SYNTHETIC_SHARDS))]
+
+
+def synthetic_compute_files():
+    """What generating each shard cost (ppap.compute): one record beside each shard."""
+    return [
+        paths.synthetic_shard_compute(shard) for shard in range(len(SYNTHETIC_SHARDS))
+    ]
 
 
 rule synthesize:
     input:
-        model=diffusion_model_dir(),
+        model=DIFFUSION_MODEL,
     output:
-        shard="results/data/synthetic/shard{shard}.npz",
-        compute="results/data/synthetic/shard{shard}.compute.json",
+        shard=paths.SYNTHETIC_SHARD,
+        compute=paths.SYNTHETIC_SHARD_COMPUTE,
     log:
-        "logs/synthesize/shard{shard}.log",
+        paths.log("synthesize/shard{shard}"),
     benchmark:
-        "benchmarks/snakemake/synthesize/shard{shard}.tsv"
+        paths.benchmark("synthesize/shard{shard}")
     priority: 10
     threads: THREADS["sample"]
     resources:

@@ -4,16 +4,16 @@ import io
 from harness import rule_session
 from ppap.io import atomic_path, read_json, write_text
 from ppap.models import classifiers
-from ppap.study import report
-from ppap.study.config import metrics_path
+from ppap.study import paths, report
 
 with rule_session(snakemake.log[0], snakemake.threads, "ablation") as log:
     name = snakemake.wildcards.ablation
     manifests = {m["guide_set"]: m for m in map(read_json, snakemake.input.manifests)}
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
+    metric_files = {path: read_json(path) for path in snakemake.input.metrics}  # the rule's inputs, by path
     rows = []
     for run in snakemake.params.runs:
-        metrics = [read_json(metrics_path(guide, run["sampling"])) for guide in run["guides"]]
+        metrics = [metric_files[paths.metrics(guide, run["sampling"])] for guide in run["guides"]]
         rows.append(dict(ablation=name, value=run["value"], method=run["method"], guide=run["guides"][0],
                          sampling=run["sampling"],
                          **report.run_row(run["guides"], metrics, base_params, manifests.get(run["guides"][0]))))

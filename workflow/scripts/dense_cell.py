@@ -44,17 +44,15 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
             guide_name, grammar.parse_guide_set(guide_name).n_experts, len(alphas_cumprod))
         manifest = dict(experts=list(snakemake.input.experts), ranges=[list(r) for r in ranges])
     evaluation = snakemake.params.evaluation
-    if evaluation.get("feature_extractor") == "inception":  # the paper preset: Inception features, computed once
-        scorer = metrics.InceptionScorer(snakemake.input.inception, device)
-        real_pool, _ = scorer.features(real, "real")
+    kind = evaluation.get("feature_extractor") or "evaluator"
+    scorer = metrics.make_scorer(kind, real, evaluator=snakemake.input.get("evaluator"),
+                                 inception=snakemake.input.get("inception"), device=device)
+    # IS splits: at most one per image with Inception, one per 25 images with the evaluator
+    splits_per = 1 if kind == "inception" else 25
 
-        def image_metrics(images):
-            return scorer.score(images, real_pool, nearest_k=evaluation["nearest_k"],
-                                isc_splits=min(evaluation["isc_splits"], len(images)))
-    else:
-        def image_metrics(images):
-            return metrics.compute_metrics(images, real, snakemake.input.evaluator, nearest_k=evaluation["nearest_k"],
-                                           isc_splits=min(evaluation["isc_splits"], len(images) // 25 or 1))
+    def image_metrics(images):
+        return scorer.score(images, nearest_k=evaluation["nearest_k"],
+                            isc_splits=min(evaluation["isc_splits"], len(images) // splits_per or 1))
     cells, first = [], None
     for setting in snakemake.params.samplings:
         spec = sampling_spec(snakemake.params, device, setting)

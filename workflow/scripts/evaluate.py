@@ -22,19 +22,14 @@ with rule_session(snakemake.log[0], snakemake.threads, "evaluate") as log:
     else:
         real = load_digits_npz(snakemake.input.data)["test_images"]
         log.info("real set: %d test digits", len(real))
-    scorer = None
-    if cfg.get("feature_extractor") == "inception":
-        scorer = metrics.InceptionScorer(snakemake.input.inception, resolve_device(snakemake.params.device))
-        real_pool, _ = scorer.features(real, "real")
-        classifier = snakemake.input.get("classifier")
+    # the evaluator network (on the CPU), or InceptionV3 on the configured device (ppap.metrics.make_scorer)
+    device = resolve_device(snakemake.params.device) if "device" in snakemake.params.keys() else "cpu"
+    scorer = metrics.make_scorer(cfg.get("feature_extractor"), real, evaluator=snakemake.input.get("evaluator"),
+                                 inception=snakemake.input.get("inception"),
+                                 classifier=snakemake.input.get("classifier"), device=device)
     per_seed = []
     for seed, path, (images, labels) in zip(snakemake.params.seeds, snakemake.input.samples, samples):
-        if scorer is not None:
-            result = scorer.score(images, real_pool, nearest_k=cfg["nearest_k"], isc_splits=cfg["isc_splits"],
-                                  target_labels=labels, classifier_path=classifier)
-        else:
-            result = metrics.compute_metrics(images, real, snakemake.input.evaluator, nearest_k=cfg["nearest_k"],
-                                             target_labels=labels, isc_splits=cfg["isc_splits"])
+        result = scorer.score(images, target_labels=labels, nearest_k=cfg["nearest_k"], isc_splits=cfg["isc_splits"])
         result.update(seed=int(seed), samples=path)
         log.info("seed %d: %s", seed, result)
         per_seed.append(result)

@@ -9,8 +9,7 @@ from harness import rule_session
 from ppap.io import atomic_path, read_json, write_text
 from ppap.models import classifiers
 from ppap.models.unet import load_diffusion_model
-from ppap.study import comparison, report
-from ppap.study.config import metrics_path
+from ppap.study import comparison, paths, report
 
 with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as log:
     manifests = {m["guide_set"]: m for m in map(read_json, snakemake.input.manifests)}
@@ -22,16 +21,19 @@ with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as lo
         unet, _ = load_diffusion_model(snakemake.input.conditional_model)
         conditional_params = sum(p.numel() for p in unet.parameters())
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
+    # the rule's inputs, by path: a cell's files are looked up there (KeyError: not an input of the rule)
+    metric_files = {path: read_json(path) for path in snakemake.input.metrics}
+    compute_files = {path: read_json(path) for path in snakemake.input.compute}
 
     def cell(run):
         guide, sampling = run["guides"][0], run["sampling"]
-        record = read_json(f"results/samples/{guide}/{sampling}/compute.json")
+        record = compute_files[paths.compute(guide, sampling)]
         description = report.guide_description(guide, base_params, manifests.get(guide))
         return dict(method=run["method"], guide=guide, family=comparison.guide_family(guide),
                     scale=float(run["value"]) if guide != "none" else 0.0, sampling=sampling,
                     trainable_params=(conditional_params if guide == "classifier_free"
                                       else description["trainable_params"]),
-                    **comparison.metric_columns(read_json(metrics_path(guide, sampling))),
+                    **comparison.metric_columns(metric_files[paths.metrics(guide, sampling)]),
                     **comparison.compute_columns(record), threads=record["threads"], machine=record["machine"],
                     one_time_s=comparison.one_time_cost(guide, manifests.get(guide), shards, conditional,
                                                         snakemake.config))

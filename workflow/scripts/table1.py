@@ -5,17 +5,19 @@ import io
 from harness import rule_session
 from ppap.io import read_json, write_text
 from ppap.models import classifiers
-from ppap.study import report
-from ppap.study.config import metrics_path
+from ppap.study import paths, report
 from ppap.tools.reference import write_preset_record
 
 with rule_session(snakemake.log[0], snakemake.threads, "table1") as log:
     manifests = {m["guide_set"]: m for m in map(read_json, snakemake.input.manifests)}
     base_params = sum(p.numel() for p in classifiers.load_guide(snakemake.input.guide).parameters())
+    # the rule's inputs, by path: a run's files are looked up there (KeyError: not an input of the rule)
+    metric_files = {path: read_json(path) for path in snakemake.input.metrics}
+    compute_files = {path: read_json(path) for path in snakemake.input.compute}
     rows = []
     for run in snakemake.params.runs:
-        metrics = [read_json(metrics_path(guide, run["sampling"])) for guide in run["guides"]]
-        compute = [read_json(f"results/samples/{guide}/{run['sampling']}/compute.json") for guide in run["guides"]]
+        metrics = [metric_files[paths.metrics(guide, run["sampling"])] for guide in run["guides"]]
+        compute = [compute_files[paths.compute(guide, run["sampling"])] for guide in run["guides"]]
         rows.append(dict(method=run["label"], **report.run_row(run["guides"], metrics, base_params,
                                                                 manifests.get(run["guides"][0]), compute)))
     frame = report.table1(rows)

@@ -5,13 +5,13 @@ import pandas as pd
 
 from harness import rule_session
 from ppap.io import read_json, write_text
-from ppap.study import comparison
-from ppap.study.config import tuning_metrics_path
+from ppap.study import comparison, paths
 
 with rule_session(snakemake.log[0], snakemake.threads, "tune_guidance") as log:
+    cells = {path: read_json(path) for path in snakemake.input.cells}  # the rule's inputs, by path
     rows = []
     for run in snakemake.params.runs:
-        cell = read_json(tuning_metrics_path(run["guides"][0], run["sampling"]))
+        cell = cells[paths.tuning_metrics(run["guides"][0], run["sampling"])]
         rows.append(dict(method=run["method"], guide=run["guides"][0], scale=float(run["value"]),
                          sampling=run["sampling"], fid=cell["metrics"]["fid"], accuracy=cell["metrics"]["accuracy"]
                          if "accuracy" in cell["metrics"] else float("nan"),
