@@ -17,7 +17,8 @@ import torch
 
 import _common as common
 
-LORA_LR, FULL_LR, WEIGHT_DECAY, TEMPERATURE = 3e-3, 1e-3, 0.05, 0.25  # config/default.yaml
+_TRAIN = common.PRESET["experts"]["train"]  # config/default.yaml's experts section
+LORA_LR, FULL_LR, WEIGHT_DECAY, TEMPERATURE = _TRAIN["lr"], _TRAIN["full_lr"], _TRAIN["weight_decay"], _TRAIN["temperature"]
 T_RANGE = (200, 400)
 
 

@@ -74,7 +74,8 @@ def main() -> None:
     n_max = max(args.experts)
     names = [f"expert{i}" for i in range(n_max)]
     guide = common.preset_guide()
-    targets = adapters.lora_target_modules(guide, common.LORA_LAYER_TYPES, exclude=exclude)
+    lora = common.PRESET["experts"]["lora"]
+    targets = adapters.lora_target_modules(guide, lora["layer_types"], lora.get("include"), exclude)
     model = adapters.attach_lora_experts(guide, names, args.main_rank, common.LORA_ALPHA, targets)
     nbytes, elements = resident_bytes(AdapterExperts(model, names, timestep_ranges(1000, n_max)))
     memory_rows.append(dict(scheme=f"lora adapters, no LoRA on `{exclude}`", n_experts=n_max, rank=args.main_rank,
@@ -131,8 +132,8 @@ def main() -> None:
     cheaper = memory_rows[-1]
     footer.append(f"- rank {args.main_rank} without LoRA on `{exclude}` (`experts.lora.exclude`): N = {n_max} experts in "
                   f"{cheaper['ratio_to_one_guide']:.3f}x the memory of one guide (its effect on guidance is not measured here).")
-    footer.append("- LoRA on every conv and linear layer of the guide (15 layers), alpha 4, as the preset. "
-                  "Buffers (batch-norm statistics, normalisation constants) are shared by the adapters.")
+    footer.append(f"- LoRA on the preset's layers (experts.lora: {len(common.lora_targets(common.preset_guide()))} "
+                  f"layers), alpha {common.LORA_ALPHA:g}. Buffers (batch-norm statistics, normalisation constants) are shared by the adapters.")
     mem_cols = ["scheme", "n_experts", "rank", "params_and_buffers", "bytes", "ratio_to_one_guide"]
     common.report(args.out, "memory_storage",
                   [f"Machine: {machine}.", "Counts are exact (no timing involved); one run."],

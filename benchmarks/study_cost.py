@@ -26,7 +26,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -76,9 +75,7 @@ def main() -> None:
     p.add_argument("--configfile", type=Path, nargs="*", default=[], help="the run's overlays, if any")
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args()
-    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
-    for overlay in args.configfile:
-        config.update(yaml.safe_load(overlay.read_text()) or {})
+    config = common.preset_config(*args.configfile)  # merged key by key, as Snakemake merges overlays
     seen: set[str] = set()
     rows = []
     for name, target in targets(config):
