@@ -250,3 +250,46 @@ def test_adapter_teacher_is_the_base_guide_while_an_adapter_is_active(make_guide
     assert torch.allclose(taught, base, atol=1e-6)
     assert torch.equal(after, adapted)  # the adapter is switched back on afterwards
     assert lora_model.active_adapter == "e1"
+
+
+class _NormGuide(nn.Module):
+    """conv -> batch norm -> linear: the smallest guide with a per-expert normalisation layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x, t=None):
+        return self.head(self.bn(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("with_norms", [False, True])
+def test_peft_mixed_batches_route_lora_but_not_the_experts_own_norms(with_norms):
+    """Why AdapterExperts splits a mixed batch itself: the pinned peft routes a batch by
+    ``adapter_names`` through LoRA layers (the same outputs as one adapter at a time), but refuses
+    when the adapters carry their own batch norms (``modules_to_save``, PPAP's trained norms). If a
+    later peft routes those too, this fails, and the router could hand the split to peft."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = adapters.attach_lora_experts(_NormGuide().eval(), ["e0", "e1"], 2, 2.0, ["conv", "head"],
+                                             modules_to_save=["bn"] if with_norms else [])
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if "lora_B" in name or ("modules_to_save" in name and tensor.is_floating_point()):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
+    model.eval()
+    x = torch.randn((4, 1, 6, 6), generator=generator)
+    names = ["e0", "e1", "e1", "e0"]
+    if with_norms:
+        with pytest.raises(TypeError, match="Mixed batching is only supported"):
+            model(x, adapter_names=names)
+        return
+    mixed = model(x, adapter_names=names)
+    one_at_a_time = []
+    for i, name in enumerate(names):
+        model.set_adapter(name)
+        one_at_a_time.append(model(x[i:i + 1]))
+    torch.testing.assert_close(mixed, torch.cat(one_at_a_time))
