@@ -12,6 +12,8 @@ from snakemake.utils import min_version, validate
 from ppap.study import paths
 from ppap.study.checks import (
     check_overlays,
+    check_snakemake_settings,
+    config_errors_in_one_line,
     is_main_process,
     overlays_of,
     preset_name,
@@ -29,16 +31,18 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config/default.yaml")
 
 
-# Snakemake's own message is the schema dump; ours is one line naming the key (e.g. sampling.steps).
-try:
-    validate(config, os.path.join(workflow.basedir, "config/schema.yaml"))
-except WorkflowError as err:
-    raise ConfigError(schema_error_message(err)) from None
-
-# `methods: {}` or `ablations: {}` in an overlay changes nothing (nested keys merge): say so.
-check_overlays(overlays_of(workflow), config)
-# `study: {ablations: [names]}` selects ablations (a list replaces; [] runs none).
-select_study(config)
+# Every config error is one line naming the key (--verbose: with Snakemake's traceback).
+with config_errors_in_one_line(workflow):
+    check_snakemake_settings(workflow)
+    # Snakemake's own message is the schema dump; ours names the key (e.g. sampling.steps).
+    try:
+        validate(config, os.path.join(workflow.basedir, "config/schema.yaml"))
+    except WorkflowError as err:
+        raise ConfigError(schema_error_message(err)) from None
+    # `methods: {}` or `ablations: {}` in an overlay changes nothing (nested keys merge): say so.
+    check_overlays(overlays_of(workflow), config)
+    # `study: {ablations: [names]}` selects ablations (a list replaces; [] runs none).
+    select_study(config)
 # Recorded with Table 1 (results/table1.preset.json) for `python -m ppap.tools.reference`.
 config.setdefault("preset", preset_name(workflow.config_settings.configfiles))
 

@@ -322,7 +322,7 @@ def record_in_child(snakemake_dir: Path, lock: Path, wait: bool = False) -> subp
     code = (f"import sys; from locks import record_owner; record_owner({str(snakemake_dir)!r}, [{str(lock)!r}]); "
             "print('recorded', flush=True); " + ("sys.stdin.read()" if wait else ""))
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
+                             env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'workflow' / 'scripts'}"})
     assert child.stdout.readline().strip() == "recorded"
     return child
 
@@ -409,7 +409,9 @@ def toy_cmd(toy: Path, target: str) -> list[str]:
 
 
 def toy_env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    # the toy's scripts use the rule harness, which lives with the workflow (workflow/scripts/)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "workflow" / "scripts"),
+                                                         os.environ.get("PYTHONPATH", "")]),
             "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
 
 

@@ -136,6 +136,22 @@ def test_spacing_is_a_config_key_checked_before_any_job(config):
     check_config(bad)
 
 
+
+@pytest.mark.parametrize("routing", ["owner", "lower"])
+def test_a_set_with_experts_no_sampling_step_reaches_is_refused(config, routing):
+    """20 experts of 50 timesteps, DDIM-10 (timesteps 0, 100, ..., 900): with owner routing only the
+    even experts own a step; with the original's lower routing a step on a boundary goes below."""
+    bad = copy.deepcopy(config)
+    bad["methods"]["ppap"], bad["ablations"] = "datafree_lora2_n20", {}
+    bad["sampling"].update(steps=10, routing=routing)
+    idle = ", ".join(map(str, range(1, 20, 2))) if routing == "owner" else "2, 4, 6, 8, 10, 12, 14, 16, 18, 19"
+    with pytest.raises(ConfigError, match=rf"datafree_lora2_n20 has 20 experts but ddim10_s1 visits 10 timesteps "
+                                          rf"and routes none to expert\(s\) \[{idle}\]"):
+        check_config(bad)
+    bad["methods"]["ppap"] = "datafree_lora2_n5"
+    check_config(bad)  # 5 experts, two steps each
+
+
 # ------------------------------------------------------------------------ runs and settings ----
 
 def test_table1_runs_with_independent_trainings(config):

@@ -16,9 +16,11 @@ imported only when one of those keys is set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
+import sys
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -474,3 +476,26 @@ def preset_name(configfiles) -> str:
     stems = [Path(path).stem for path in configfiles]
     stems = [stem for i, stem in enumerate(stems) if stem != "default" and stem not in stems[:i]]
     return "+".join(stems) or "default"
+
+
+@contextlib.contextmanager
+def config_errors_in_one_line(workflow):
+    """A :class:`ConfigError` raised inside is printed as one line (``ConfigError: <key>: <what>``)
+    and Snakemake exits with status 1 before any job; ``--verbose`` keeps Snakemake's own report
+    with its traceback."""
+    try:
+        yield
+    except ConfigError as err:
+        if workflow.output_settings.verbose:
+            raise
+        sys.stderr.write(f"ConfigError: {err}\n")
+        sys.stderr.flush()
+        raise SystemExit(1) from None
+
+
+def check_snakemake_settings(workflow) -> None:
+    """Command-line settings the suite cannot run with, named before any job: ``--cores 0`` on a
+    local run would wait for a free core forever."""
+    resources = workflow.resource_settings
+    if resources.cores == 0 and not resources.nodes:
+        raise ConfigError("--cores 0: a local run needs at least one core (--cores N, or --cores all)")

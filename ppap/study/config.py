@@ -6,6 +6,7 @@ sampling names are parsed, formatted and validated by :mod:`ppap.study.grammar` 
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import asdict, dataclass
 
@@ -353,6 +354,23 @@ RESOURCE_RULES = ("prepare_data", "noise_schedule", "train_diffusion", "train_co
                   "dense_validation", "tune_dense", "table_dense")
 
 
+def _check_queried(guide_set: str, sampling_name: str, visited: list[int], config: dict, where: str) -> None:
+    """Every expert of a set must own a timestep the sampler visits: one that no step routes to is
+    trained for nothing."""
+    settings = expert_training(guide_set, config)
+    n, timesteps = settings.n_experts, config["diffusion"]["num_train_timesteps"]
+    ranges = settings.ranges or [(i * timesteps // n, (i + 1) * timesteps // n) for i in range(n)]
+    starts = [start for start, _ in ranges[1:]]
+    # owner: the half-open range that holds t; lower (the original's): a boundary step goes below
+    routing = grammar.resolve_sampling(sampling_name, config).routing
+    route = bisect.bisect_right if routing == "owner" else bisect.bisect_left
+    idle = sorted(set(range(n)) - {route(starts, t) for t in visited})
+    if idle:
+        raise ConfigError(f"{where}: {guide_set} has {n} experts but {sampling_name} visits {len(visited)} "
+                          f"timesteps and routes none to expert(s) {idle}: they would be trained and never "
+                          "queried (fewer experts, or more sampling steps)")
+
+
 def check_config(config: dict) -> None:
     """Raise :class:`ConfigError` naming the first inconsistent key."""
     unet = config["diffusion"]["unet"]
@@ -403,9 +421,12 @@ def check_config(config: dict) -> None:
         if sampling.steps > timesteps:
             raise ConfigError(f"{where}: {run.sampling} has more steps than diffusion.num_train_timesteps")
         try:
-            spaced_timesteps(timesteps, sampling.steps, sampling.spacing)
+            visited = spaced_timesteps(timesteps, sampling.steps, sampling.spacing)
         except ValueError as err:
             raise ConfigError(f"sampling.spacing ({where}, {run.sampling}): {err}") from None
+        for guide in run.guides:
+            if grammar.guide_kind(guide) == "experts":
+                _check_queried(guide, run.sampling, visited, config, where)
     for guide_set, ranges in config["experts"].get("custom_ranges", {}).items():
         key = f"experts.custom_ranges.{guide_set}"
         if guide_kind(guide_set, key) != "experts":

@@ -3,7 +3,7 @@
 from dataclasses import asdict
 
 from ppap.study import grammar, paths
-from ppap.study.checks import check_files, is_main_process
+from ppap.study.checks import check_files, config_errors_in_one_line, is_main_process
 from ppap.study.config import (
     ablation_runs,
     check_config,
@@ -17,11 +17,12 @@ from ppap.study.config import (
     unguided_sampling,
 )
 
-check_config(config)
-# Every file the config names is opened and checked against the data (torch only if one is set);
-# once, in the Snakemake the user started (a cluster job's own Snakemake skips it).
-if is_main_process(workflow):
-    check_files(config)
+with config_errors_in_one_line(workflow):
+    check_config(config)
+    # Every file the config names is opened and checked against the data (torch only if one is
+    # set); once, in the Snakemake the user started (a cluster job's own Snakemake skips it).
+    if is_main_process(workflow):
+        check_files(config)
 
 
 wildcard_constraints:
