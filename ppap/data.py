@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ppap.io import atomic_path
+from ppap.vocab import IMAGE_EXTENSIONS
 
 
 def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -264,7 +265,6 @@ def _read_png(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return array.reshape(shape)
 
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def folder_classes(root: str | os.PathLike) -> list[str]:

@@ -13,4 +13,5 @@ TRAINING_FREE_METHODS = ("dps", "freedom", "mpgd", "tfg")
 TF_SCHEDULES = ("constant", "increase", "decrease")     # how TFG's rho_t and mu_t vary over the steps
 REGRESSION_ENERGIES = ("gaussian", "scale_shift_invariant")  # a dense regressor's log-likelihood
 REGRESSION_LOSSES = ("mse", "scale_shift_invariant")    # a dense regressor's training loss
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # an image folder's files
 GUIDE_KINDS = ("none", "off_the_shelf", "classifier_free", "training_free", "experts")  # what a guide name is

@@ -58,8 +58,12 @@ def write_inception_weights(path: Path) -> Path:
 
 
 def write_class_folders(root: Path, count: int) -> Path:
+    """An ImageFolder tree of ``count`` synset-named classes, one tiny PNG in each."""
+    from PIL import Image
+
     for i in range(count):
         (root / f"n{i:08d}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (i % 256, 0, 0)).save(root / f"n{i:08d}" / "0.png")
     return root
 
 

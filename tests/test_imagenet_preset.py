@@ -132,7 +132,14 @@ def test_preset_config_checks_name_the_key(tmp_path):
     config["data"]["train_dir"] = str(tmp_path / "missing")
     with pytest.raises(ConfigError, match="data.train_dir: no such directory"):
         check_config(config)
-    config["data"]["train_dir"] = config["data"]["test_dir"] = str(tmp_path)
+    config["data"]["train_dir"] = config["data"]["test_dir"] = str(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="data.train_dir: .*empty has no class subfolders"):
+        check_config(config)
+    (tmp_path / "empty" / "n00000000").mkdir()
+    with pytest.raises(ConfigError, match=r"data.train_dir: class folder\(s\) \['n00000000'\] .* hold no image"):
+        check_config(config)
+    (tmp_path / "empty" / "n00000000" / "0.JPEG").touch()
     config["evaluation"]["inception_weights"] = None
     with pytest.raises(ConfigError, match="evaluation.inception_weights: feature_extractor inception needs"):
         check_config(config)

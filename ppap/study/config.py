@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from ppap.spacing import spaced_timesteps
 from ppap.specs import ExpertTraining
+from ppap.vocab import IMAGE_EXTENSIONS
 from ppap.study import grammar, paths
 from ppap.study.grammar import GrammarError
 
@@ -401,6 +402,7 @@ def check_config(config: dict) -> None:
         raise ConfigError(f"ablation_center {config.get('ablation_center')!r} is not a key of methods")
     for ablation in config.get("ablations", {}):
         ablation_runs(config, ablation)  # raises with the ablation's name
+    _check_data_source(config["data"])  # before the sections about what is done with the data
     _check_tuning(config)
     _check_guidance_methods(config)
     _check_dense(config)
@@ -453,7 +455,6 @@ def check_config(config: dict) -> None:
         path = config[key]["pretrained"]
         if path is not None and not os.path.exists(path):
             raise ConfigError(f"{key}.pretrained: no such file or directory: {path}")
-    _check_data_source(config["data"])
     _check_evaluation(config["evaluation"])
 
 
@@ -563,8 +564,19 @@ def _check_data_source(data: dict) -> None:
         raise ConfigError("data.train_dir: data.source folder needs an ImageFolder tree (<class>/<image>)")
     for key in ("train_dir", "test_dir"):
         path = data.get(key)
-        if path is not None and not os.path.isdir(path):
+        if path is None:
+            continue
+        if not os.path.isdir(path):
             raise ConfigError(f"data.{key}: no such directory: {path}")
+        classes = sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith("."))
+        if not classes:
+            raise ConfigError(f"data.{key}: {path} has no class subfolders (an ImageFolder tree: <class>/<image>)")
+        # the first image of each class is enough (scandir stops there): ImageNet has 1.3M files
+        empty = [name for name in classes
+                 if not any(f.name.lower().endswith(IMAGE_EXTENSIONS) for f in os.scandir(os.path.join(path, name)))]
+        if empty:
+            raise ConfigError(f"data.{key}: class folder(s) {empty[:5]} of {path} hold no image "
+                              f"({', '.join(IMAGE_EXTENSIONS)})")
 
 
 def _check_evaluation(evaluation: dict) -> None:
