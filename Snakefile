@@ -17,6 +17,7 @@ from ppap.study.checks import (
     is_main_process,
     overlays_of,
     preset_name,
+    retype_command_line_config,
     select_study,
 )
 from ppap.study.config import ConfigError, schema_error_message
@@ -34,6 +35,8 @@ configfile: os.path.join(workflow.basedir, "config/default.yaml")
 # Every config error is one line naming the key (--verbose: with Snakemake's traceback).
 with config_errors_in_one_line(workflow):
     check_snakemake_settings(workflow)
+    # `--config 'sampling={guidance_scale: 2}'`: Snakemake hands nested values over as strings
+    retype_command_line_config(config, workflow.config_settings.config or {})
     # Snakemake's own message is the schema dump; ours names the key (e.g. sampling.steps).
     try:
         validate(config, os.path.join(workflow.basedir, "config/schema.yaml"))

@@ -457,3 +457,17 @@ def test_log_tail_shows_a_progress_bar_once(tmp_path):
     assert log_tail(log, 22) == ["start", "step 49", *[f"l{i}" for i in range(20)]]
     assert log_tail(log, 3) == ["l17", "l18", "l19"]
     assert log_tail(tmp_path / "missing.log") == []
+
+
+def test_nested_command_line_config_values_get_yaml_types():
+    """``--config 'sampling={guidance_scale: 2, seeds: [0, 1]}'`` reaches the Snakefile as strings
+    (Snakemake's BaseLoader); they are typed as a YAML overlay would type them."""
+    overrides = {"sampling": {"guidance_scale": "2", "seeds": ["0", "1"], "clip": "none", "eta": "1e-3"},
+                 "experts": {"train": {"lr": "0.5", "seed": "7"}}, "device": "cpu", "threads": {"sample": "2"}}
+    config = {"sampling": {"guidance_scale": "2", "seeds": ["0", "1"], "clip": "none", "eta": "1e-3", "steps": 25},
+              "experts": {"train": {"lr": "0.5", "seed": "7", "total_steps": 100}}, "device": "cpu",
+              "threads": {"sample": "2"}}
+    checks.retype_command_line_config(config, overrides)
+    assert config["sampling"] == {"guidance_scale": 2, "seeds": [0, 1], "clip": "none", "eta": 0.001, "steps": 25}
+    assert config["experts"]["train"] == {"lr": 0.5, "seed": 7, "total_steps": 100}
+    assert config["device"] == "cpu" and config["threads"] == {"sample": 2}

@@ -499,3 +499,34 @@ def check_snakemake_settings(workflow) -> None:
     resources = workflow.resource_settings
     if resources.cores == 0 and not resources.nodes:
         raise ConfigError("--cores 0: a local run needs at least one core (--cores N, or --cores all)")
+
+
+def _typed(value):
+    """A value as YAML would read it: ``"2"`` -> 2, ``"1e-3"`` -> 0.001, ``"true"`` -> True; other
+    strings stay strings."""
+    if not isinstance(value, str):
+        return value
+    for parse in (int, float):
+        try:
+            return parse(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "null": None, "~": None}.get(value.lower(), value)
+
+
+def retype_command_line_config(config: dict, overrides: Mapping) -> None:
+    """Snakemake reads a nested ``--config`` value (``sampling={guidance_scale: 2}``) as strings:
+    give every nested leaf the type YAML would, in place, so ``--config`` can set numbers."""
+
+    def walk(node, target, key):
+        if isinstance(node, Mapping):
+            for child, value in node.items():
+                walk(value, target[key], child)
+        elif isinstance(node, list):
+            target[key] = [_typed(value) for value in node]
+        else:
+            target[key] = _typed(node)
+
+    for key, value in overrides.items():
+        if isinstance(value, (Mapping, list)):  # top-level scalars: Snakemake types them itself
+            walk(value, config, key)

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 
 from ppap.spacing import spaced_timesteps
 from ppap.specs import ExpertTraining
-from ppap.vocab import IMAGE_EXTENSIONS
 from ppap.study import grammar, paths
 from ppap.study.grammar import GrammarError
+from ppap.vocab import IMAGE_EXTENSIONS
 
 
 class ConfigError(ValueError):
