@@ -6,13 +6,14 @@ Images at rest are uint8 NHWC (the guided-diffusion convention); models see floa
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppap.io import atomic_path
+from ppap.io import DamagedFileError, atomic_path
 from ppap.vocab import IMAGE_EXTENSIONS
 
 
@@ -86,7 +87,6 @@ def save_npz_reproducible(path: str | os.PathLike, **arrays: np.ndarray) -> None
     ``np.savez`` stamps each member with the current time, so two identical runs would write
     different files; here every member is dated 1980-01-01 (the zip epoch) and stored uncompressed.
     """
-    import zipfile
 
     with atomic_path(path, suffix=".npz") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         for name, array in arrays.items():
@@ -94,6 +94,9 @@ def save_npz_reproducible(path: str | os.PathLike, **arrays: np.ndarray) -> None
             member.external_attr = 0o644 << 16
             with archive.open(member, "w", force_zip64=True) as stream:
                 np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
+
+
+SAMPLES_FILE = "an ADM-style samples .npz (arr_0: uint8 NHWC images, arr_1: labels)"
 
 
 def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
@@ -104,9 +107,9 @@ def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None
             images = data["arr_0"]
             labels = data["arr_1"] if "arr_1" in data.files else None
     except Exception as err:
-        raise ValueError(f"cannot read samples from {path}: {type(err).__name__}: {err}") from err
+        raise DamagedFileError(path, SAMPLES_FILE, f"{type(err).__name__}: {err}") from None
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"{path}: arr_0 must be uint8 NHWC, got {images.dtype} {images.shape}")
+        raise DamagedFileError(path, SAMPLES_FILE, f"arr_0 is {images.dtype} {images.shape}")
     return images, labels
 
 
@@ -116,7 +119,6 @@ def open_samples(path: str | os.PathLike) -> np.ndarray:
     Nothing is read until rows are indexed, so a 500k-image pool costs no memory up front; a
     compressed file (``np.savez_compressed``) is read whole, as :func:`load_samples` does.
     """
-    import zipfile
 
     path = Path(path)
     try:
@@ -124,7 +126,7 @@ def open_samples(path: str | os.PathLike) -> np.ndarray:
             info = archive.getinfo("arr_0.npy")
         stored = info.compress_type == zipfile.ZIP_STORED
     except (zipfile.BadZipFile, KeyError, OSError) as err:
-        raise ValueError(f"cannot read samples from {path}: {type(err).__name__}: {err}") from err
+        raise DamagedFileError(path, SAMPLES_FILE, f"{type(err).__name__}: {err}") from None
     if not stored:
         return load_samples(path)[0]
     with open(path, "rb") as stream:
@@ -138,12 +140,12 @@ def open_samples(path: str | os.PathLike) -> np.ndarray:
                            else np.lib.format.read_array_header_2_0)
             shape, fortran_order, dtype = read_header(stream)
         except ValueError as err:
-            raise ValueError(f"cannot read samples from {path}: {err}") from err
+            raise DamagedFileError(path, SAMPLES_FILE, str(err)) from None
         offset = stream.tell()
     if dtype != np.uint8 or len(shape) != 4 or fortran_order:
-        raise ValueError(f"{path}: arr_0 must be uint8 NHWC, got {dtype} {shape}")
+        raise DamagedFileError(path, SAMPLES_FILE, f"arr_0 is {dtype} {shape}")
     if offset + int(np.prod(shape)) > path.stat().st_size:
-        raise ValueError(f"{path}: truncated ({path.stat().st_size} bytes, arr_0 {shape} needs more)")
+        raise DamagedFileError(path, SAMPLES_FILE, f"truncated ({path.stat().st_size} bytes, arr_0 {shape} needs more)")
     return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=tuple(shape))
 
 
@@ -443,5 +445,10 @@ def load_sample_grid(path: str | os.PathLike) -> tuple[np.ndarray, dict | None]:
 
 
 def load_digits_npz(path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as arrays:
-        return {key: arrays[key] for key in arrays.files}
+    """The labeled splits (rule prepare_data): ``train_images``, ``train_labels``, ... as arrays."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # truncated, a text file, a pickle
+        raise DamagedFileError(path, "the data splits' .npz (train/val/test images and labels)",
+                               f"{type(err).__name__}: {err}") from None

@@ -70,9 +70,21 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+class DamagedFileError(ValueError):
+    """A file that exists but cannot be what it should be (truncated, another format, another kind
+    of checkpoint): it names the file, what it should be, and why it is not."""
+
+    def __init__(self, path: str | os.PathLike, expected: str, cause: str, message: str | None = None):
+        self.path, self.expected, self.cause = str(path), expected, cause
+        super().__init__(message or f"{path} is not {expected}: {cause}")
+
+
 def read_json(path: str | os.PathLike):
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DamagedFileError(path, "a JSON record", f"{type(err).__name__}: {err}") from None
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:

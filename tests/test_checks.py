@@ -471,3 +471,72 @@ def test_nested_command_line_config_values_get_yaml_types():
     assert config["sampling"] == {"guidance_scale": 2, "seeds": [0, 1], "clip": "none", "eta": 0.001, "steps": 25}
     assert config["experts"]["train"] == {"lr": 0.5, "seed": 7, "total_steps": 100}
     assert config["device"] == "cpu" and config["threads"] == {"sample": 2}
+
+
+# --------------------------------------------------------------------------- damaged files ----
+
+DAMAGED_TOY = """
+rule make_samples:
+    output: "results/samples/toy/seed0.npz"
+    log: "logs/make_samples.log"
+    script: "make_samples.py"
+
+rule score:
+    input: "results/samples/toy/seed0.npz"
+    output: "score.txt"
+    log: "logs/score.log"
+    script: "score.py"
+"""
+
+MAKE_SAMPLES = """
+import numpy as np
+from harness import rule_session
+from ppap import data
+with rule_session(snakemake.log[0], 1, "make_samples"):
+    data.save_samples(snakemake.output[0], np.zeros((4, 8, 8, 1), np.uint8), np.arange(4))
+"""
+
+SCORE = """
+from harness import rule_session
+from ppap import data
+with rule_session(snakemake.log[0], 1, "score"):
+    images, _ = data.load_samples(snakemake.input[0])
+    open(snakemake.output[0], "w").write(str(len(images)))
+"""
+
+
+def test_a_damaged_input_names_the_file_the_rule_that_makes_it_and_the_remedy(tmp_path):
+    (tmp_path / "Snakefile").write_text(DAMAGED_TOY)
+    (tmp_path / "make_samples.py").write_text(MAKE_SAMPLES)
+    (tmp_path / "score.py").write_text(SCORE)
+    command = [sys.executable, "-m", "snakemake", "score.txt", "--cores", "1", "-s", str(tmp_path / "Snakefile"),
+               "-d", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=toy_env())
+    assert done.returncode == 0 and (tmp_path / "score.txt").read_text() == "4", done.stderr
+    samples = tmp_path / "results" / "samples" / "toy" / "seed0.npz"
+    samples.write_bytes(samples.read_bytes()[:100])  # truncated
+    done = subprocess.run([*command, "--forcerun", "score"], capture_output=True, text=True, timeout=120,
+                          env=toy_env())
+    assert done.returncode != 0
+    line = next(line for line in done.stderr.splitlines() if line.startswith("score failed after"))
+    assert ("results/samples/toy/seed0.npz is damaged: it should be an ADM-style samples .npz" in line
+            and "rule make_samples makes it" in line
+            and "remake it with `snakemake --force results/samples/toy/seed0.npz`" in line), line
+    assert "Traceback" not in done.stderr.split("score failed after")[1].split("\n")[0]
+
+
+def test_a_text_file_in_place_of_a_checkpoint_is_named_without_torchs_unsafe_advice(tmp_path):
+    from harness import damaged_file_remedy
+    from ppap.io import DamagedFileError
+    from ppap.models.checkpoints import CheckpointError, load_checkpoint
+
+    bad = tmp_path / "guide.pt"
+    bad.write_text("this is not a checkpoint\n")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(bad, "ppap-guide")
+    err = caught.value
+    assert isinstance(err, DamagedFileError) and err.path == str(bad) and err.expected == "a 'ppap-guide' checkpoint"
+    assert "weights_only=False" not in str(err) and "Re-running" not in str(err)
+    remedy = damaged_file_remedy(err)
+    assert remedy.startswith(f"{bad} is damaged: it should be a 'ppap-guide' checkpoint, but ")
+    assert "not an output of this workflow" in remedy  # no Snakemake record of it in this directory

@@ -8,11 +8,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ppap.io import save_torch
+from ppap.io import DamagedFileError, save_torch
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable, of the wrong kind, or does not fit the model."""
+
+
+class DamagedCheckpointError(CheckpointError, DamagedFileError):
+    """A checkpoint file that cannot be read as one, or holds another kind than expected."""
+
+    def __init__(self, path, expected: str, cause: str, message: str):
+        DamagedFileError.__init__(self, path, expected, cause, message)
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, state_dict: dict, **metadata) -> None:
@@ -27,14 +34,21 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    expected = f"a {kind!r} checkpoint" if kind else "a ppap checkpoint"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, foreign pickle, wrong format...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    except Exception as err:  # truncated zip, foreign pickle, a text file...
+        # The first line only: torch's advice (re-run with weights_only=False) is exactly what a
+        # file of unknown origin must not get.
+        first = (str(err).strip().splitlines() or [""])[0].split(" Re-running")[0][:200]
+        cause = f"{type(err).__name__}: {first}"
+        raise DamagedCheckpointError(path, expected, cause, f"cannot read checkpoint {path}: {cause}") from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "kind" not in payload:
-        raise CheckpointError(f"{path} is not a ppap checkpoint (no 'kind'/'state_dict' entries)")
+        raise DamagedCheckpointError(path, expected, "no 'kind'/'state_dict' entries",
+                                     f"{path} is not a ppap checkpoint (no 'kind'/'state_dict' entries)")
     if kind is not None and payload["kind"] != kind:
-        raise CheckpointError(f"{path} holds a {payload['kind']!r} checkpoint, expected {kind!r}")
+        raise DamagedCheckpointError(path, expected, f"it holds a {payload['kind']!r} checkpoint",
+                                     f"{path} holds a {payload['kind']!r} checkpoint, expected {kind!r}")
     return payload
 
 

@@ -18,12 +18,14 @@ import socket
 import sys
 import time
 import traceback
+from base64 import urlsafe_b64encode
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
 from ppap.devices import set_threads
+from ppap.io import DamagedFileError
 from ppap.models.checkpoints import load_checkpoint
 from ppap.models.classifiers import GUIDE_KIND
 from ppap.study.checks import diffusion_info
@@ -135,6 +137,11 @@ def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") 
         raise
     except SystemExit:
         raise
+    except DamagedFileError as err:
+        _console(f"{what} failed after {time.time() - started:.1f} s: {damaged_file_remedy(err)} (log: {log_path})\n")
+        _REPORTED.add(id(err))
+        sys.excepthook = _quiet_excepthook(sys.excepthook)
+        raise
     except BaseException as err:
         message = str(err).strip().splitlines()
         tail = "".join(f"    | {line}\n" for line in log_tail(log_path))
@@ -176,3 +183,32 @@ def describe_guide(path: str | os.PathLike) -> str:
     return (f"guide {os.path.abspath(path)}: {spec['arch']}{kwargs}, {spec['num_classes']} classes, "
             f"{spec['in_chans']} input channel(s), input size {spec['input_size'] or 'as given'}, "
             f"mean {spec['mean']} std {spec['std']}")
+
+
+def producing_rule(path: str | os.PathLike, persistence: str | os.PathLike = ".snakemake") -> str | None:
+    """The rule that wrote ``path`` (relative to the working directory), from Snakemake's own record
+    of its outputs (``.snakemake/metadata/``: the path in URL-safe base64, split into parts of at
+    most NAME_MAX - 1 characters, all but the last prefixed with ``@``); None for a file it did not
+    write (a file the config names)."""
+    record = urlsafe_b64encode(os.path.normpath(str(path)).encode()).decode()
+    folder = Path(persistence) / "metadata"
+    limit = 254
+    with contextlib.suppress(OSError):
+        limit = os.pathconf(folder, "PC_NAME_MAX") - 1
+    parts = [record[i:i + limit] for i in range(0, len(record), limit)]
+    location = folder.joinpath(*["@" + part for part in parts[:-1]], parts[-1])
+    try:
+        return json.loads(location.read_text()).get("rule")
+    except (OSError, ValueError):
+        return None
+
+
+def damaged_file_remedy(err: DamagedFileError) -> str:
+    """One line: the damaged file, what it should be and why it is not, the rule that makes it and
+    the command that remakes it."""
+    rule = producing_rule(err.path)
+    if rule is None:
+        return (f"{err.path} is damaged: it should be {err.expected}, but {err.cause}; it is not an output "
+                "of this workflow (a file the config names): replace it")
+    return (f"{err.path} is damaged: it should be {err.expected}, but {err.cause}; rule {rule} makes it: "
+            f"remake it with `snakemake --force {err.path}` (and your usual --cores/--configfile), then rerun")
