@@ -64,3 +64,17 @@ def test_no_library_module_imports_the_study_or_the_harness():
             if re.match(r"\s*(from|import) (ppap\.study|ppap\.tools|snakemake|harness|locks)\b", line):
                 offenders.append(f"{path.relative_to(REPO)}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_output_paths_the_docs_quote_are_the_workflows():
+    """docs/study.md's list of outputs, placeholders and all, is what ppap.study.paths spells."""
+    from ppap.study import paths
+
+    text = (REPO / "docs" / "study.md").read_text()
+    block = text[text.index("- Outputs (every path"):text.index("- Guides that are not trained sets")]
+    quoted = set(re.findall(r"`(results/[^`]+)`", block))
+    spelled = {paths.real_data("digits"), paths.DIFFUSION, paths.GUIDE, paths.EVALUATOR,
+               paths.expert("<set>", "<i>"), paths.manifest("<set>"), paths.samples("<guide>", "<sampling>", "<k>"),
+               paths.grid("<guide>", "<sampling>"), paths.compute("<guide>", "<sampling>"),
+               paths.metrics("<guide>", "<sampling>"), paths.table("table1"), paths.table("table1", "md")}
+    assert quoted == spelled, (quoted - spelled, spelled - quoted)
