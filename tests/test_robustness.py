@@ -119,22 +119,21 @@ def test_bad_config_fails_with_one_message_naming_the_key(tmp_path, name):
     result = run_snakemake(workdir, TABLE1, "-n", "--cores", "1", "--configfile", SMOKE, str(bad))
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
-    errors = [line for line in out.splitlines() if re.search(r"Error in file", line)]
-    assert len(errors) == 1, out  # one error, raised while parsing, before any job
-    message = out.split(errors[0], 1)[1].strip().splitlines()[0]  # the line after "<Error> in file ...:"
+    message = one_error_line(result)  # one error, raised while parsing, before any job
     for text in expected:
         assert text in message, out
-    assert "Failed validating" not in out and "Traceback" not in out, out  # no schema dump, no traceback
+    assert "Failed validating" not in out, out  # no schema dump
     assert not (workdir / "results").exists()
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
-    """The message of the one error Snakemake printed while parsing (the line after "<Error> in file")."""
+    """The message of the one error printed while parsing: one line ``ConfigError: <key>: <what>``,
+    without Snakemake's "<Error> in file ..., line N" header, its frames or a traceback."""
     out = result.stdout + result.stderr
-    errors = [line for line in out.splitlines() if re.search(r"Error in file", line)]
+    errors = [line for line in out.splitlines() if line.startswith("ConfigError: ")]
     assert len(errors) == 1, out
-    assert "Traceback" not in out, out
-    return out.split(errors[0], 1)[1].strip().splitlines()[0]
+    assert "Traceback" not in out and "Error in file" not in out and '  File "' not in out, out
+    return errors[0][len("ConfigError: "):]
 
 
 def test_an_empty_mapping_in_config_is_named_too(tmp_path):
@@ -721,12 +720,15 @@ def test_every_rule_has_a_benchmark_and_the_notebook_is_published_whole():
     bodies = rule_bodies()
     assert {"report_notebook", "render_report"} <= set(bodies)
     assert [name for name, body in bodies.items() if "benchmark:" not in body] == []
+    from ppap.study import paths
+
     # papermill writes the executed notebook cell by cell: into logs/, never into results/ ...
-    notebook_log = re.search(r'log:\n(?:\s*#.*\n)*\s*notebook="([^"]+)"', bodies["report_notebook"]).group(1)
-    assert notebook_log.startswith("logs/")
+    notebook_log = re.search(r"log:\n(?:\s*#.*\n)*\s*notebook=paths\.(\w+)", bodies["report_notebook"]).group(1)
+    assert getattr(paths, notebook_log) == paths.EXECUTED_NOTEBOOK and paths.EXECUTED_NOTEBOOK.startswith("logs/")
     # ... and render_report publishes it whole (ppap.io.write_text: a temporary file, then a rename).
-    assert 'notebook="results/report/study.ipynb"' in bodies["render_report"].split("log:")[0]
-    assert f'executed="{notebook_log}"' in bodies["render_report"]
+    assert "notebook=paths.REPORT_NOTEBOOK" in bodies["render_report"].split("log:")[0]
+    assert paths.REPORT_NOTEBOOK == "results/report/study.ipynb"
+    assert f"executed=paths.{notebook_log}" in bodies["render_report"]
     script = (REPO / "workflow" / "scripts" / "render_report.py").read_text()
     assert "write_text(snakemake.output.notebook" in script and "snakemake.params.executed" in script
 
