@@ -131,3 +131,25 @@ def smoke_run(tmp_path_factory):
         logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
         pytest.fail(f"smoke workflow failed:\n{result.stderr[-4000:]}\n{logs}")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def random_inception_weights(tmp_path_factory):
+    """torch-fidelity's InceptionV3 with random weights, saved as a local weights file (no download)."""
+    from torch_fidelity import feature_extractor_inceptionv3 as module
+
+    path = tmp_path_factory.mktemp("inception") / "inception.pth"
+    patch = pytest.MonkeyPatch()
+    patch.setattr(module, "load_state_dict_from_url", lambda *a, **k: {})
+    patch.setattr(module.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    patch.undo()
+    with torch.random.fork_rng(devices=[]):  # the default init makes every image's features the same
+        torch.manual_seed(0)
+        for module_ in model.modules():
+            if isinstance(module_, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module_.weight, nonlinearity="relu")
+    torch.save(model.state_dict(), path)
+    return path

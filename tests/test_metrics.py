@@ -258,29 +258,6 @@ def test_both_scorers_satisfy_the_scorer_interface(evaluator_path):
         metrics.make_scorer("clip", real, evaluator=evaluator_path)
 
 
-@pytest.fixture(scope="module")
-def random_inception_weights(tmp_path_factory):
-    """torch-fidelity's InceptionV3 with random weights, saved as a local weights file (no download);
-    as tests/test_paper_scale_io.py makes it."""
-    from torch_fidelity import feature_extractor_inceptionv3 as module
-
-    path = tmp_path_factory.mktemp("inception") / "inception.pth"
-    patch = pytest.MonkeyPatch()
-    patch.setattr(module, "load_state_dict_from_url", lambda *a, **k: {})
-    patch.setattr(module.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    patch.undo()
-    with torch.random.fork_rng(devices=[]):  # the default init makes every image's features the same
-        torch.manual_seed(0)
-        for module_ in model.modules():
-            if isinstance(module_, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(module_.weight, nonlinearity="relu")
-    torch.save(model.state_dict(), path)
-    return path
-
-
 def test_inception_scorer_holding_the_real_set_scores_as_with_its_pool(random_inception_weights, one_thread):
     """make_scorer("inception") computes the real set's features once; score() then equals the
     call with those features passed (the scripts' former form)."""
