@@ -1,7 +1,7 @@
 """Drawing samples batch by batch: seeded noise per batch, one target per sample, and the guidance
 method's step handed to the one sampling loop (:func:`ppap.sampling.sample_loop`).
 
-    denoiser = load_denoiser("results/models/diffusion", device)      # ppap.models.denoisers
+    denoiser = load_eps_model("results/models/diffusion", device)     # ppap.models.denoisers
     guidance = Guidance(denoiser, ClassifierGuidance(guide))          # any ppap.guidance method
     images, labels = generate_samples(guidance, SamplingSpec(steps=25, scale=1.0), 16, seed=0)
 """
