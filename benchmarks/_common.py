@@ -34,19 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def preset_config(*overlays: str | os.PathLike | Mapping) -> dict:
     """config/default.yaml with overlays (YAML files or dicts) merged over it key by key, nested
-    sections included, as Snakemake merges ``--configfile`` overlays."""
-
-    def merge(base: dict, update: Mapping) -> dict:
-        for key, value in update.items():
-            if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = copy.deepcopy(value)
-        return base
+    sections included, by Snakemake's own merge (``snakemake.utils.update_config``)."""
+    from snakemake.utils import update_config
 
     config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
     for overlay in overlays:
-        merge(config, overlay if isinstance(overlay, Mapping) else yaml.safe_load(Path(overlay).read_text()) or {})
+        overlay = overlay if isinstance(overlay, Mapping) else yaml.safe_load(Path(overlay).read_text()) or {}
+        update_config(config, copy.deepcopy(overlay))
     return config
 
 

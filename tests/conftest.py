@@ -71,19 +71,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def merged_config(*overlays: dict) -> dict:
-    """config/default.yaml with overlays merged key by key, as Snakemake merges config files."""
-
-    def merge(base, update):
-        for key, value in update.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = copy.deepcopy(value)
-        return base
+    """config/default.yaml with overlays merged key by key, by Snakemake's own merge of config files."""
+    from snakemake.utils import update_config
 
     config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
     for overlay in overlays:
-        merge(config, overlay)
+        update_config(config, copy.deepcopy(overlay))
     return config
 
 
