@@ -5,13 +5,14 @@ re-passes sampler, steps, scale, eta, clip, spacing, precision and batch size on
 
 from __future__ import annotations
 
+from ppap.devices import batch_size_for
 from ppap.specs import SamplingSpec
 
 
 def batch_size(params, device) -> int:
     """``params.batch_size``, or ``params.batch_size_by_device[<cpu|cuda>]`` where the preset sets it."""
-    overrides = params.get("batch_size_by_device") or {}
-    return int(overrides.get(getattr(device, "type", str(device).split(":")[0]), params.get("batch_size")))
+    return batch_size_for({"batch_size": params.get("batch_size"),
+                           "batch_size_by_device": params.get("batch_size_by_device")}, device)
 
 
 def sampling_spec(params, device, setting=None) -> SamplingSpec:
