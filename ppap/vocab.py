@@ -14,4 +14,6 @@ TF_SCHEDULES = ("constant", "increase", "decrease")     # how TFG's rho_t and mu
 REGRESSION_ENERGIES = ("gaussian", "scale_shift_invariant")  # a dense regressor's log-likelihood
 REGRESSION_LOSSES = ("mse", "scale_shift_invariant")    # a dense regressor's training loss
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # an image folder's files
+PUBLIC_MODEL_MODES = ("shipped", "train")               # the shipped public models, or today's rules
+EXACTLY_SCORED_TASKS = ("distance",)                    # dense tasks scored by an exact map, no evaluator network
 GUIDE_KINDS = ("none", "off_the_shelf", "classifier_free", "training_free", "experts")  # what a guide name is

@@ -80,6 +80,18 @@ def merged_config(*overlays: dict) -> dict:
     return config
 
 
+def run_models(*overlay_files: str | Path):
+    """The models a run of these config files uses (ppap.study.public_models.model_files), from the
+    config as the Snakefile sees it (schema defaults filled in)."""
+    from snakemake.utils import validate
+
+    from ppap.study.public_models import model_files
+
+    config = merged_config(*(yaml.safe_load(Path(f).read_text()) for f in overlay_files))
+    validate(config, str(REPO / "config" / "schema.yaml"))
+    return model_files(config)
+
+
 def expert_training(guide_set: str, **overrides):
     """The settings object of one distillation job, as ``ppap.study.config.expert_training`` would build
     it, with small defaults for unit tests (LoRA on every conv, norms frozen, no warm start)."""

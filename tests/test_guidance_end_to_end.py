@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, run_workflow
+from conftest import REPO, run_models, run_workflow
 
 TINY = str(REPO / "config" / "tiny_guided.yaml")
 GUIDE = "labeled_full_n1"
@@ -30,7 +30,7 @@ def evaluator_accuracy(workdir, images: np.ndarray, labels: np.ndarray) -> float
     from ppap import data
     from ppap.models import classifiers
 
-    evaluator = classifiers.load_evaluator(workdir / "results" / "models" / "evaluator.pt")
+    evaluator = classifiers.load_evaluator(run_models(TINY).evaluator)
     with torch.no_grad():
         predicted = evaluator(data.to_float(images)).argmax(1).numpy()
     return float((predicted == labels).mean())
@@ -70,8 +70,9 @@ def test_flipped_guidance_does_not_beat_chance(tiny_run, one_thread):
     results = tiny_run / "results"
     device = torch.device("cpu")
     config = merged_config(yaml.safe_load(open(TINY)))
-    denoiser = load_eps_model(results / "models" / "diffusion", device)
-    source = GuideSource(results / "models" / "guide.pt", results / "models" / "guides" / GUIDE / "manifest.json")
+    models = run_models(TINY)
+    denoiser = load_eps_model(models.diffusion, device)
+    source = GuideSource(models.guide, results / "models" / "guides" / GUIDE / "manifest.json")
     sampling = grammar.resolve_sampling("ddim10_s2", config)
     guidance = load_guidance(GUIDE, denoiser, device, source, routing=sampling.routing,
                              performance=guide_performance(GUIDE, config))

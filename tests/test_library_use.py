@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 
 EXAMPLE = re.compile(r"<!-- library-example:begin -->\n```python\n(?P<code>.*?)```\n<!-- library-example:end -->", re.S)
-RUN_LINE = re.compile(r'^run, guide_set = "path/to/run", "(?P<set>\w+)"', re.M)
+RUN_LINE = re.compile(r'^run, guide_set, preset = "path/to/run", "(?P<set>\w+)", "default"', re.M)
 
 
 def readme_example() -> str:
@@ -35,10 +35,9 @@ def test_the_readme_example_draws_guided_samples_from_a_moved_run(smoke_run, tmp
 
     ppap_set = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())["methods"]["ppap"]
     moved = tmp_path / "moved_run"
-    for part in ("results/models/diffusion", f"results/models/guides/{ppap_set}"):
-        shutil.copytree(smoke_run / part, moved / part)
-    shutil.copy(smoke_run / "results/models/guide.pt", moved / "results/models/guide.pt")
-    code = RUN_LINE.sub(f'run, guide_set = "{moved}", "{ppap_set}"', readme_example())
+    # the set's own files move; the shipped base model and guide stay in the package, where its manifest names them
+    shutil.copytree(smoke_run / f"results/models/guides/{ppap_set}", moved / f"results/models/guides/{ppap_set}")
+    code = RUN_LINE.sub(f'run, guide_set, preset = "{moved}", "{ppap_set}", "smoke"', readme_example())
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     done = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, timeout=600)

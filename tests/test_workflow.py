@@ -6,13 +6,14 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, merged_config
+from conftest import REPO, merged_config, run_models
 from conftest import run_workflow as run_snakemake
 from ppap.study import grammar
 
@@ -191,9 +192,11 @@ def test_the_default_preset_plans_without_importing_torch(tmp_path):
 @pytest.mark.slow
 def test_logs_say_what_was_loaded(smoke_run):
     logs = smoke_run / "logs"
-    model = f"diffusion model {smoke_run / 'results/models/diffusion'}: UNet2DModel 1->1 channels at 8 px"
+    models = run_models(REPO / "config" / "smoke.yaml")
+    assert models.sources["diffusion"] == models.sources["guide"] == "shipped"  # the smoke preset ships them
+    model = f"diffusion model {models.diffusion}: UNet2DModel 1->1 channels at 8 px"
     schedule = "schedule DDPMScheduler linear beta 0.0001..0.02, T = 1000, prediction epsilon"
-    guide = f"guide {smoke_run / 'results/models/guide.pt'}: resnet10t"
+    guide = f"guide {models.guide}: resnet10t"
     for log in ("synthesize/shard0.log", "sample/none/ddim4_s0.log", "sample/datafree_lora2_n2/ddim4_s1.log"):
         text = (logs / log).read_text()
         assert model in text and schedule in text, log
@@ -297,18 +300,19 @@ def test_smoke_dense_table(smoke_run):
     assert seg["miou"].between(0, 1).all() and seg["pixel_accuracy"].between(0, 1).all() and dist["rmse"].gt(0).all()
     assert np.isfinite(table["fid"]).all() and (table["seeds"] == 2).all() and (table["samples_per_seed"] == 20).all()
     assert table[["miou_sd", "fid_sd"]].notna().any().all()
-    models = smoke_run / "results" / "models" / "dense"
+    models = run_models(REPO / "config" / "smoke.yaml")
     split = np.load(smoke_run / "results" / "data" / "digits.npz")
     test_images = data.to_float(split["test_images"])
     # the evaluator is no guide: another architecture, its own seed, its own file
-    evaluator, guide = (json.loads((models / "segmentation" / f"{n}.json").read_text()) for n in ("evaluator", "guide"))
+    evaluator, guide = (json.loads(Path(stats["segmentation"]).read_text())
+                        for stats in (models.dense_evaluator_stats, models.dense_guide_stats))
     assert evaluator["family"] == "plain_unet" and guide["family"] == "timm_unet" and evaluator["seed"] != guide["seed"]
     cell = np.load(smoke_run / "results" / "dense" / "segmentation" / "datafree_lora2_n1" / "ddim4_s1.npz")
-    off_the_shelf = dense_models.load_dense_guide(models / "segmentation" / "guide.pt")
+    off_the_shelf = dense_models.load_dense_guide(models.dense_guides["segmentation"])
     # (another process, maybe other thread counts: an argmax may flip on a float tie, hence >= 99%)
     assert (cell["targets"] == dense.guide_maps(off_the_shelf, test_images).numpy()).mean() >= 0.99
     assert list(cell["target_index"]) == list(range(20))  # sample i aims at test digit i
-    scorer = dense_models.load_dense_guide(models / "segmentation" / "evaluator.pt")
+    scorer = dense_models.load_dense_guide(models.dense_evaluators["segmentation"])
     assert (cell["predicted"] == dense.guide_maps(scorer, data.to_float(cell["samples"])).numpy()).mean() >= 0.99
     distance = np.load(smoke_run / "results" / "dense" / "distance" / "labeled_full_n1" / "ddim4_s1.npz")
     own = dense.stroke_distance_map(data.to_float(distance["samples"]), 0.5).numpy()

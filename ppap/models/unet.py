@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ppap.io import atomic_directory, read_json, write_json
-from ppap.models.checkpoints import CheckpointError
+from ppap.models.checkpoints import CheckpointError, check_record
 from ppap.schedules import alphas_cumprod_from_scheduler
 
 CLASS_CONDITIONING_FILE = "class_conditioning.json"  # in unet/, beside diffusers' config.json
@@ -110,6 +110,7 @@ def load_diffusion_model(directory: str | os.PathLike):
         if not (directory / sub).is_dir():
             raise FileNotFoundError(f"diffusion model directory {directory} has no {sub}/ subfolder "
                                     "(expected the layout DDPMPipeline.save_pretrained writes)")
+    check_record(directory)  # a shipped model (or one recorded by its user) must be its recorded bytes
     # diffusers reads safetensors, or .bin files with weights_only=True; by itself it only warns about
     # missing (then randomly initialised) or unexpected weights: here those are errors.
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from ppap.models.records import record_path
+
 # ------------------------------------------------------------------------------------------ data
 
 
@@ -37,10 +39,15 @@ SCHEDULER = "results/models/scheduler"                              # the embedd
 DIFFUSION = "results/models/diffusion"                              # the embedded unconditional diffusion model
 CONDITIONAL_DIFFUSION = "results/models/conditional_diffusion"      # the class-conditional model (upper bound)
 CONDITIONAL_DIFFUSION_RECORD = CONDITIONAL_DIFFUSION + ".json"      # its training record
-GUIDE = "results/models/guide.pt"                                   # the embedded off-the-shelf guide
+GUIDE = "results/models/guide.safetensors"                          # the embedded off-the-shelf guide
 GUIDE_STATS = "results/models/guide.json"                           # its accuracy per timestep
-EVALUATOR = "results/models/evaluator.pt"                           # the metric evaluator network
+EVALUATOR = "results/models/evaluator.safetensors"                  # the metric evaluator network
 EVALUATOR_STATS = "results/models/evaluator.json"                   # its training record
+
+
+def model_record(model: str) -> str:
+    """A model's record (sha256, what made it: ppap.models.records), beside the model."""
+    return str(record_path(model))
 
 
 def diffusion_model(config: dict) -> str:
@@ -130,7 +137,7 @@ X0_ESTIMATE_ACCURACY = "results/guidance/x0_estimate_accuracy.json"  # the guide
 
 def dense_guide(task: str) -> str:
     """The embedded off-the-shelf dense guide of a task."""
-    return f"results/models/dense/{task}/guide.pt"
+    return f"results/models/dense/{task}/guide.safetensors"
 
 
 def dense_guide_stats(task: str) -> str:
@@ -140,7 +147,7 @@ def dense_guide_stats(task: str) -> str:
 
 def dense_evaluator(task: str) -> str:
     """The embedded dense evaluator of a task (segmentation, depth)."""
-    return f"results/models/dense/{task}/evaluator.pt"
+    return f"results/models/dense/{task}/evaluator.safetensors"
 
 
 def dense_evaluator_stats(task: str) -> str:

@@ -3,6 +3,7 @@
 from dataclasses import asdict
 
 from ppap.study import grammar, paths
+from ppap.study.public_models import check_shipped, made_with, model_files, trainable_models, trained_model
 from ppap.study.checks import check_files, config_errors_in_one_line, is_main_process
 from ppap.study.config import (
     ablation_runs,
@@ -73,10 +74,22 @@ def device_params(section=None):
     return extra
 
 
-# The embedded models, or the files the config names (diffusion.pretrained, guide.pretrained).
-DIFFUSION_MODEL = paths.diffusion_model(config)
-SCHEDULER = paths.scheduler(config)
-BASE_GUIDE = paths.guide(config)
+# Every network the study starts from: the shipped public model made with this config's sections,
+# else the one its rule trains (public_models: train trains them all), unless a `pretrained` key
+# names a file (ppap.study.public_models).
+MODELS = model_files(config)
+with config_errors_in_one_line(workflow):
+    if is_main_process(workflow):
+        check_shipped(MODELS)  # a shipped file changed since it was recorded: one line naming it
+DIFFUSION_MODEL = MODELS.diffusion
+SCHEDULER = MODELS.scheduler
+BASE_GUIDE = MODELS.guide
+
+
+def pretrain_targets():
+    """Every model the rules train from scratch (`snakemake pretrain`), with its record."""
+    models = [trained_model(role, task) for role, task in trainable_models(config)]
+    return models + [paths.model_record(model) for model in models]
 
 
 def expert_files(guide_set):
@@ -101,7 +114,7 @@ def guide_inputs(wildcards):
     if kind == "none":
         return {}
     if kind == "classifier_free":
-        return {"conditional_model": paths.CONDITIONAL_DIFFUSION}
+        return {"conditional_model": MODELS.conditional_diffusion}
     if kind in ("off_the_shelf", "training_free"):
         return {"guide": BASE_GUIDE}
     return {"guide": BASE_GUIDE, "manifest": paths.manifest(wildcards.guide)}

@@ -6,6 +6,7 @@
 # maps (RMSE), and FID / IS / precision / recall. `snakemake tune` scores the validation grid
 # (results/tuning/dense.csv); dense.scales holds its choices.
 from ppap.study.config import dense_runs, dense_validation_runs
+from ppap.vocab import EXACTLY_SCORED_TASKS
 
 DENSE = config.get("dense") or {}
 DENSE_TUNING = (config.get("tuning") or {}).get("dense") or {}
@@ -16,17 +17,16 @@ wildcard_constraints:
 
 
 def dense_guide_path(task):
-    """The task's off-the-shelf dense guide: a file from the config, or the embedded one."""
-    return (DENSE.get("pretrained") or {}).get(task) or paths.dense_guide(task)
+    """The task's off-the-shelf dense guide: a file from the config, the shipped or the trained one."""
+    return MODELS.dense_guides.get(task) or paths.dense_guide(task)
 
 
 def dense_evaluator_inputs(task):
     """What scores a task's samples: the evaluator network (segmentation, depth) or nothing (the
     distance map of a sample is computed from it exactly)."""
-    if task == "distance":
+    if task in EXACTLY_SCORED_TASKS:
         return {}
-    pretrained = (DENSE.get("evaluator") or {}).get("pretrained") or {}
-    return {"dense_evaluator": pretrained.get(task) or paths.dense_evaluator(task)}
+    return {"dense_evaluator": MODELS.dense_evaluators.get(task) or paths.dense_evaluator(task)}
 
 
 def dense_expert_files(task, guide_set):
@@ -101,6 +101,7 @@ rule train_dense_guide:
         data=REAL_DATA,
     output:
         checkpoint=paths.DENSE_GUIDE,
+        record=paths.model_record(paths.DENSE_GUIDE),
         stats=paths.DENSE_GUIDE_STATS,
     log:
         paths.log("dense/{task}/guide"),
@@ -113,6 +114,7 @@ rule train_dense_guide:
         cpus_per_task=THREADS["train"],
     params:
         network=DENSE.get("guide"),
+        made_with=lambda wc: made_with("dense_guide", config, wc.task),
         threshold=DENSE.get("stroke_threshold"),
         role="guide",
         device=config["device"],
@@ -125,6 +127,7 @@ rule train_dense_evaluator:
         data=REAL_DATA,
     output:
         checkpoint=paths.DENSE_EVALUATOR,
+        record=paths.model_record(paths.DENSE_EVALUATOR),
         stats=paths.DENSE_EVALUATOR_STATS,
     log:
         paths.log("dense/{task}/evaluator"),
@@ -136,6 +139,7 @@ rule train_dense_evaluator:
         cpus_per_task=THREADS["train"],
     params:
         network=DENSE.get("evaluator"),
+        made_with=lambda wc: made_with("dense_evaluator", config, wc.task),
         threshold=DENSE.get("stroke_threshold"),
         role="evaluator",
         device=config["device"],

@@ -20,7 +20,7 @@ def metric_model_input():
     """The network whose features define the metrics: the trained evaluator, or Inception."""
     evaluation = config["evaluation"]
     if not INCEPTION:
-        return {"evaluator": paths.EVALUATOR}
+        return {"evaluator": MODELS.evaluator}
     models = {"inception": evaluation["inception_weights"]}
     if evaluation.get("accuracy_classifier"):
         models["classifier"] = evaluation["accuracy_classifier"]

@@ -17,7 +17,7 @@ rule score_on_validation:
         unpack(guide_inputs),
         model=DIFFUSION_MODEL,
         data=REAL_DATA,
-        evaluator=paths.EVALUATOR,
+        evaluator=MODELS.evaluator,
     output:
         paths.TUNING_METRICS,
     log:
@@ -101,10 +101,10 @@ def guidance_table_inputs():
     inputs["compute"] = sorted({paths.compute(r.guide, r.sampling) for r in runs})
     inputs["synthetic"] = synthetic_compute_files()
     inputs["x0_estimate"] = paths.X0_ESTIMATE_ACCURACY
-    inputs["guide_stats"] = paths.GUIDE_STATS
+    inputs["guide_stats"] = MODELS.guide_stats
     if any(grammar.guide_kind(r.guide) == "classifier_free" for r in runs):
-        inputs["conditional_record"] = paths.CONDITIONAL_DIFFUSION_RECORD
-        inputs["conditional_model"] = paths.CONDITIONAL_DIFFUSION
+        inputs["conditional_record"] = MODELS.conditional_record
+        inputs["conditional_model"] = MODELS.conditional_diffusion
     return inputs
 
 

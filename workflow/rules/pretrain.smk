@@ -1,6 +1,14 @@
 # The networks the study starts from: the unconditional diffusion model, the off-the-shelf guide
-# (clean images only) and the metric evaluator. A `pretrained` path in the config skips these.
-# Also the class-conditional model of the labeled upper bound (classifier-free guidance).
+# (clean images only) and the metric evaluator, and the class-conditional model of the labeled
+# upper bound (classifier-free guidance). The embedded presets ship them (ppap/public/, chosen by
+# ppap.study.public_models): these rules run where none was shipped for the config's sections, with
+# `public_models: train`, or as `snakemake pretrain`. A `pretrained` path in the config skips them.
+# Each writes its model's record (ppap.models.records) beside it.
+
+
+rule pretrain:
+    input:
+        pretrain_targets(),
 
 
 rule noise_schedule:
@@ -24,7 +32,8 @@ rule train_diffusion:
         data=REAL_DATA,
         scheduler=paths.SCHEDULER,
     output:
-        directory(paths.DIFFUSION),
+        model=directory(paths.DIFFUSION),
+        record=paths.model_record(paths.DIFFUSION),
     log:
         paths.log("train_diffusion"),
     benchmark:
@@ -38,6 +47,7 @@ rule train_diffusion:
         cpus_per_task=THREADS["diffusion"],
     params:
         diffusion=config["diffusion"],
+        made_with=made_with("diffusion", config),
         fused_optimizer=PERFORMANCE["fused_optimizer"],
         device=config["device"],
     script:
@@ -52,6 +62,7 @@ rule train_conditional_diffusion:
         scheduler=SCHEDULER,
     output:
         model=directory(paths.CONDITIONAL_DIFFUSION),
+        model_record=paths.model_record(paths.CONDITIONAL_DIFFUSION),
         record=paths.CONDITIONAL_DIFFUSION_RECORD,
     log:
         paths.log("train_conditional_diffusion"),
@@ -66,6 +77,7 @@ rule train_conditional_diffusion:
     params:
         unet=config["diffusion"]["unet"],
         conditional=config["conditional_diffusion"],
+        made_with=made_with("conditional_diffusion", config),
         fused_optimizer=PERFORMANCE["fused_optimizer"],
         device=config["device"],
     script:
@@ -78,6 +90,7 @@ rule train_guide:
         scheduler=SCHEDULER,
     output:
         checkpoint=paths.GUIDE,
+        record=paths.model_record(paths.GUIDE),
         stats=paths.GUIDE_STATS,
     log:
         paths.log("train_guide"),
@@ -90,6 +103,7 @@ rule train_guide:
         cpus_per_task=THREADS["train"],
     params:
         guide=config["guide"],
+        made_with=made_with("guide", config),
         accuracy_timesteps=config["evaluation"]["accuracy_timesteps"],
         device=config["device"],
     script:
@@ -101,6 +115,7 @@ rule train_evaluator:
         data=REAL_DATA,
     output:
         checkpoint=paths.EVALUATOR,
+        record=paths.model_record(paths.EVALUATOR),
         stats=paths.EVALUATOR_STATS,
     log:
         paths.log("train_evaluator"),
@@ -111,6 +126,7 @@ rule train_evaluator:
         **rule_resources("train_evaluator", mem_mb=2000, runtime=30),
     params:
         evaluator=config["evaluator"],
+        made_with=made_with("evaluator", config),
         device=config["device"],
     script:
         "../scripts/train_evaluator.py"

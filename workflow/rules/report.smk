@@ -110,7 +110,7 @@ def table1_guide_sets():
 rule figures:
     input:
         guide=BASE_GUIDE,
-        guide_stats=paths.GUIDE_STATS,
+        guide_stats=MODELS.guide_stats,
         manifests=[path for _, path in table1_guide_sets()],
         grids=[paths.grid(r.guide, r.sampling) for r in table1_runs(config)],
     output:

@@ -153,6 +153,18 @@ def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") 
     sys.stderr.flush()
 
 
+def record_trained_model(model: str | os.PathLike, record: str | os.PathLike, made_with: dict, train: dict,
+                         device) -> None:
+    """The model record beside a model a rule trained (ppap.models.records): the config sections that
+    made it, its seed and steps, the environment, its sha256. `record` is the rule's declared output."""
+    from ppap.models.records import record_path, write_record
+
+    if Path(record) != record_path(model):
+        raise ValueError(f"record output {record} is not where the loaders look ({record_path(model)})")
+    training = {key: train[key] for key in ("seed", "steps", "batch_size", "lr", "ema_decay") if key in train}
+    write_record(model, made_with, {**training, "device": str(device), "threads": torch.get_num_threads()})
+
+
 def describe_diffusion_model(model_dir: str | os.PathLike) -> str:
     """One log line: which diffusion model a job loaded, its schedule and prediction type."""
     info = diffusion_info(model_dir)

@@ -4,7 +4,7 @@ import time
 
 import torch
 
-from harness import rule_session
+from harness import record_trained_model, rule_session
 from ppap import data, pretrain, schedules
 from ppap.compute import machine_description
 from ppap.data import load_digits_npz
@@ -35,6 +35,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_conditional_diffus
     ema = pretrain.train_diffusion(unet, images, alphas_cumprod, training, generator, labels, num_classes)
     wall = time.perf_counter() - start
     unet_models.save_diffusion_model(snakemake.output.model, ema.cpu(), scheduler)
+    record_trained_model(snakemake.output.model, snakemake.output.model_record, snakemake.params.made_with, train,
+                         device)
     # the upper bound's one-time cost (results/guidance_methods.csv): each step a forward and a
     # backward of the UNet per image of the batch
     passes = train["steps"] * train["batch_size"]

@@ -2,7 +2,7 @@
 and their ground-truth maps (the off-the-shelf dense guide, or the evaluator segmenter)."""
 import torch
 
-from harness import rule_session
+from harness import record_trained_model, rule_session
 from ppap import data, dense, pretrain
 from ppap.data import load_digits_npz
 from ppap.devices import resolve_device
@@ -37,5 +37,6 @@ with rule_session(snakemake.log[0], snakemake.threads, f"train_dense_{snakemake.
     parameters = sum(p.numel() for p in network.parameters())
     log.info("%s %s (%s, %d parameters): clean validation %s", task, snakemake.params.role, family, parameters, clean)
     dense_models.save_dense_guide(snakemake.output.checkpoint, network.cpu(), spec, clean_validation=clean)
+    record_trained_model(snakemake.output.checkpoint, snakemake.output.record, snakemake.params.made_with, train, device)
     write_json(snakemake.output.stats, dict(task=task, role=snakemake.params.role, family=family, parameters=parameters,
                                             seed=train["seed"], clean_validation=clean))

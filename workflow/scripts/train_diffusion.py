@@ -1,7 +1,7 @@
 """Rule train_diffusion: the unconditional DDPM of the embedded preset, saved in diffusers format."""
 import torch
 
-from harness import rule_session
+from harness import record_trained_model, rule_session
 from ppap import data, pretrain, schedules
 from ppap.data import load_digits_npz
 from ppap.devices import resolve_device
@@ -23,4 +23,5 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_diffusion") as log
     training = pretrain.DiffusionTraining(train["steps"], train["batch_size"], train["lr"], ema_decay=train["ema_decay"],
                                           fused_optimizer=snakemake.params.get("fused_optimizer", False))
     ema = pretrain.train_diffusion(unet, images, alphas_cumprod, training, generator)
-    unet_models.save_diffusion_model(snakemake.output[0], ema.cpu(), scheduler)
+    unet_models.save_diffusion_model(snakemake.output.model, ema.cpu(), scheduler)
+    record_trained_model(snakemake.output.model, snakemake.output.record, snakemake.params.made_with, train, device)

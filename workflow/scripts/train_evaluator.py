@@ -1,7 +1,7 @@
 """Rule train_evaluator: the metric network (never a guide), trained on clean images."""
 import torch
 
-from harness import rule_session
+from harness import record_trained_model, rule_session
 from ppap import data, pretrain
 from ppap.data import load_digits_npz
 from ppap.devices import resolve_device
@@ -23,5 +23,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_evaluator") as log
     accuracy = pretrain.clean_accuracy(evaluator, x_test, y_test)
     log.info("evaluator clean test accuracy %.4f", accuracy)
     classifiers.save_evaluator(snakemake.output.checkpoint, evaluator.cpu(), clean_test_accuracy=accuracy)
+    record_trained_model(snakemake.output.checkpoint, snakemake.output.record, snakemake.params.made_with, cfg["train"],
+                         device)
     write_json(snakemake.output.stats, dict(parameters=sum(p.numel() for p in evaluator.parameters()),
                                             clean_test_accuracy=accuracy))

@@ -1,7 +1,7 @@
 """Rule train_guide: the off-the-shelf classifier, trained on clean images only."""
 import torch
 
-from harness import rule_session
+from harness import record_trained_model, rule_session
 from ppap import data, pretrain, schedules
 from ppap.data import load_digits_npz
 from ppap.devices import resolve_device
@@ -30,5 +30,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "train_guide") as log:
     log.info("clean test accuracy %.4f; noisy: %s", accuracy, dict(zip(timesteps, noisy)))
     parameters = sum(p.numel() for p in guide.parameters())
     classifiers.save_guide(snakemake.output.checkpoint, guide.cpu(), spec, clean_test_accuracy=accuracy)
+    record_trained_model(snakemake.output.checkpoint, snakemake.output.record, snakemake.params.made_with, cfg["train"],
+                         device)
     write_json(snakemake.output.stats, dict(arch=cfg["arch"], parameters=parameters, clean_test_accuracy=accuracy,
                                             noisy_test_accuracy=dict(timesteps=timesteps, accuracy=noisy)))
