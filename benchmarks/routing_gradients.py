@@ -23,17 +23,19 @@ import torch
 from ppap.experts.sets import load_expert_set
 from ppap.io import atomic_path, read_json
 from ppap.schedules import load_alphas_cumprod
+from ppap.study.public_models import locate
 
 
 def probe(run: Path, guide_set: str, seed: int) -> list[dict]:
     results = run / "results"
-    abar = load_alphas_cumprod(results / "models" / "scheduler").float()
+    models = read_json(results / "table1.preset.json")["models"]  # shipped or trained: what Table 1 used
+    abar = load_alphas_cumprod(locate(models["scheduler"]["path"], run)).float()
     digits = np.load(results / "data" / "digits.npz")
     x0 = torch.as_tensor(digits["val_images"]).float().permute(0, 3, 1, 2) / 127.5 - 1  # uint8 NHWC -> [-1, 1]
     labels = torch.as_tensor(digits["val_labels"]).long()
     manifest = read_json(results / "models" / "guides" / guide_set / "manifest.json")
     experts = [str(run / path) for path in manifest["experts"]]
-    routers = {routing: load_expert_set(guide_set, manifest["rank"], results / "models" / "guide.pt", experts,
+    routers = {routing: load_expert_set(guide_set, manifest["rank"], locate(models["guide"]["path"], run), experts,
                                         len(abar), manifest["ranges"], routing=routing).eval()
                for routing in ("owner", "lower")}
     rows = []

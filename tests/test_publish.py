@@ -50,6 +50,25 @@ def test_publish_copies_what_the_readme_quotes(tmp_path):
         dict(run="timed", rule="all rules", jobs=1, wall_s=1.5, median_s=1.5, max_rss_mb=100.0)]
 
 
+def test_publish_takes_the_records_of_the_models_table1_was_made_from(tmp_path):
+    """A run on the shipped models has no results/models/guide.json: its preset record names the
+    shipped files, and those records are what the reference gets."""
+    from ppap.io import write_json
+    from ppap.public import shipped_model
+
+    run = fake_run(tmp_path / "run")
+    for name in ("guide.json", "evaluator.json"):
+        (run / "results" / "models" / name).unlink()
+    write_json(run / "results" / "table1.preset.json", dict(
+        preset="smoke", config_sha256="0" * 64, config={},
+        models={"guide_stats": {"source": "shipped", "path": "ppap/public/smoke/guide.json"},
+                "evaluator_stats": {"source": "shipped", "path": "ppap/public/smoke/evaluator.json"}}))
+    publish.publish(run, tmp_path / "reference")
+    assert (tmp_path / "reference" / "guides" / "off_the_shelf.json").read_text() == \
+        shipped_model("smoke", "guide.json").read_text()
+    assert (tmp_path / "reference" / "table1.preset.json").is_file()
+
+
 def test_benchmarks_are_summed_per_rule(tmp_path):
     root = tmp_path / "snakemake"
     for name, seconds in [("distill/a_n2/expert0.tsv", 10), ("distill/a_n2/expert1.tsv", 30),

@@ -22,20 +22,23 @@ def test_dry_run_plans_default_target(tmp_path):
     result = run_snakemake(tmp_path, "results/table1.csv", "-n", "--cores", "8")
     assert result.returncode == 0, result.stderr + result.stdout
     out = result.stdout
-    for rule in ("prepare_data", "train_diffusion", "train_guide", "train_evaluator", "synthesize",
-                 "distill_expert", "expert_manifest", "sample", "evaluate", "table1"):
+    for rule in ("prepare_data", "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate", "table1"):
         assert rule in out, f"rule {rule} missing from the plan"
+    jobs = planned_jobs(out)
+    for rule in ("train_diffusion", "train_guide", "train_evaluator", "noise_schedule"):
+        assert rule not in jobs, f"{rule} planned: the default starts from the shipped public models"
     # 5 data-free + 5 labeled experts + 1 noise-aware guide
     assert any(line.split()[:2] == ["distill_expert", "11"] for line in out.splitlines()), out
     assert not (tmp_path / "results").exists(), "a dry run must not write results"
 
 
 def test_dry_run_plans_the_conditional_diffusion_model(tmp_path):
-    """The labeled upper bound's model has its own rule, independent of the unconditional one."""
+    """The labeled upper bound's model has its own rule, independent of the unconditional one: asked for
+    by path it is rebuilt, on the shipped model's noise schedule (no noise_schedule job)."""
     result = run_snakemake(tmp_path, "results/models/conditional_diffusion", "-n", "--cores", "1")
     assert result.returncode == 0, result.stderr + result.stdout
     jobs = planned_jobs(result.stdout)
-    assert jobs == {"prepare_data": 1, "noise_schedule": 1, "train_conditional_diffusion": 1}, result.stdout
+    assert jobs == {"prepare_data": 1, "train_conditional_diffusion": 1}, result.stdout
     assert not (tmp_path / "results").exists()
 
 
@@ -94,11 +97,12 @@ def test_smoke_workflow_produces_table1(smoke_run):
 @pytest.mark.slow
 def test_smoke_workflow_logs_and_benchmarks(smoke_run):
     logs = {p.relative_to(smoke_run / "logs").as_posix() for p in (smoke_run / "logs").rglob("*.log")}
-    for expected in ("prepare_data.log", "train_diffusion.log", "train_guide.log", "synthesize/shard1.log",
-                     "distill/datafree_lora2_n2/expert1.log", "sample/datafree_lora2_n2/ddim4_s1.log", "table1.log"):
+    for expected in ("prepare_data.log", "synthesize/shard1.log", "distill/datafree_lora2_n2/expert1.log",
+                     "sample/datafree_lora2_n2/ddim4_s1.log", "table1.log"):
         assert expected in logs
-    assert "done in" in (smoke_run / "logs" / "train_guide.log").read_text()
-    assert (smoke_run / "benchmarks" / "snakemake" / "train_diffusion.tsv").exists()
+    assert "train_guide.log" not in logs  # the shipped public guide: nothing trained it here
+    assert "done in" in (smoke_run / "logs" / "distill/datafree_lora2_n2/expert1.log").read_text()
+    assert (smoke_run / "benchmarks" / "snakemake" / "synthesize" / "shard1.tsv").exists()
     leftovers = [p for p in (smoke_run / "results").rglob("*.tmp*")]
     assert not leftovers, f"temporary files left behind: {leftovers}"
 

@@ -207,5 +207,44 @@ def check_shipped(models: ModelFiles) -> None:
             raise ConfigError(f"public_models: {err}") from None
 
 
-__all__ = ["ModelFiles", "PUBLIC_DIR", "ROLES", "check_shipped", "find_shipped", "made_with", "model_files",
+SHIPPED_PREFIX = "ppap/public/"
+
+
+def portable(path: str) -> str:
+    """A model path as a run's records keep it: a shipped model as ``ppap/public/<set>/...`` (the same
+    on every machine and install), any other as given (relative to the run's folder, or absolute)."""
+    public = str(PUBLIC_DIR) + "/"
+    return SHIPPED_PREFIX + path[len(public):] if path.startswith(public) else path
+
+
+def locate(path: str, run: str | Path = ".") -> Path:
+    """The file a :func:`portable` path names, for the run in folder ``run``."""
+    if path.startswith(SHIPPED_PREFIX):
+        return PUBLIC_DIR / path[len(SHIPPED_PREFIX):]
+    return Path(run) / path
+
+
+def models_used(models: ModelFiles) -> dict:
+    """Role -> {source, path (portable), sha256 of a shipped model's files}: what a table's preset
+    record says it was made from, so that two tables made from the very same files can be told."""
+    entries = {"diffusion": models.diffusion, "scheduler": models.scheduler, "guide": models.guide,
+               "guide_stats": models.guide_stats, "evaluator": models.evaluator,
+               "evaluator_stats": models.evaluator_stats, "conditional_diffusion": models.conditional_diffusion}
+    for kind in ("dense_guide", "dense_guide_stats", "dense_evaluator", "dense_evaluator_stats"):
+        plural = kind.replace("_stats", "s_stats") if kind.endswith("_stats") else kind + "s"
+        for task, path in getattr(models, plural).items():
+            entries[f"{kind}.{task}"] = path  # dense_guide.<task>, dense_guide_stats.<task>, ...
+    used = {}
+    for role, path in entries.items():
+        source = models.sources.get(role.replace("_stats", ""),
+                                    "shipped" if path.startswith(str(PUBLIC_DIR)) else "trained")
+        entry = {"source": source, "path": portable(path)}
+        record = record_path(path)
+        if source == "shipped" and role.split(".")[0] in ROLES and record.is_file():
+            entry["sha256"] = json.loads(record.read_text())["sha256"]
+        used[role] = entry
+    return used
+
+
+__all__ = ["ModelFiles", "PUBLIC_DIR", "ROLES", "check_shipped", "find_shipped", "locate", "made_with", "model_files", "models_used", "portable",
            "record_path", "resolve", "shipped_name", "trainable_models", "trained_model"]

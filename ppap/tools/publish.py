@@ -34,7 +34,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ppap.io import atomic_directory
+from ppap.io import atomic_directory, read_json
+from ppap.study import paths
+from ppap.study.public_models import locate
 
 TABLES = ("table1.csv", "table1.md", "table1.preset.json", "table1_trainings.csv", "table1_trainings.md")
 REPORT = ("report/study.html", "report/summary.md")
@@ -46,7 +48,7 @@ MEASURED = ("denoiser_forward", "denoiser_backward", "guide_forward", "guide_bac
 
 
 # from --dense: the dense study's table, its validation choices, figures and networks' records
-DENSE = ("table_dense.csv", "table_dense.md", "tuning/dense.csv", "tuning/dense.md")
+DENSE = ("table_dense.csv", "table_dense.md", "table_dense.preset.json", "tuning/dense.csv", "tuning/dense.md")
 
 
 def check_same_results(study_table: Path, guidance_table: Path) -> None:
@@ -196,6 +198,15 @@ def run_critical_path(workdir: Path) -> dict:
                 job_s=sum(seconds.values()), jobs=len(jobs))
 
 
+def models_of(run: Path, table: str) -> dict[str, Path]:
+    """Role -> file of the models a table of the run was made from, as its preset record lists them
+    (shipped ones inside the package); {} for a run from before the records listed models (its
+    models are all below results/models/)."""
+    record = Path(run) / paths.preset_record(table)
+    models = read_json(record).get("models", {}) if record.is_file() else {}
+    return {role: locate(entry["path"], run) for role, entry in models.items()}
+
+
 def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None = None,
             legacy: Path | None = None, guidance: Path | None = None, dense: Path | None = None) -> list[str]:
     """Rebuild ``to`` from the run folder(s); returns the copied paths relative to ``to``."""
@@ -216,8 +227,9 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
         _copy_tree(results / "figures", out / "figures", "*")
         if (results / "diagnostics").is_dir():  # e.g. benchmarks/routing_gradients.py
             _copy_tree(results / "diagnostics", out / "diagnostics", "*.csv")
-        _copy(results / "models" / "guide.json", out / "guides" / "off_the_shelf.json")
-        _copy(results / "models" / "evaluator.json", out / "guides" / "evaluator.json")
+        models = models_of(run, "table1")
+        _copy(models.get("guide_stats", results / "models" / "guide.json"), out / "guides" / "off_the_shelf.json")
+        _copy(models.get("evaluator_stats", results / "models" / "evaluator.json"), out / "guides" / "evaluator.json")
         for guide, samples in table1_guides(results / "table1.csv").items():
             if guide not in ("none", "off_the_shelf"):
                 _copy(results / "models" / "guides" / guide / "manifest.json", out / "guides" / f"{guide}.json")
@@ -244,11 +256,17 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
         if dense is not None:
             dense_results = Path(dense) / "results"
             for name in DENSE:
-                _copy(dense_results / name, out / name)
+                _copy(dense_results / name, out / name, required=not name.endswith(".preset.json"))
             for path in sorted((dense_results / "figures").glob("dense_*")):
                 _copy(path, out / "figures" / path.name)
-            for path in sorted((dense_results / "models" / "dense").glob("*/*.json")):
-                _copy(path, out / "guides" / "dense" / f"{path.parent.name}_{path.name}")
+            dense_stats = {path.parent.name + "_" + path.name: path
+                           for path in sorted((dense_results / "models" / "dense").glob("*/*.json"))}
+            for role, path in models_of(dense, "table_dense").items():  # shipped or trained
+                kind, _, task = role.partition(".")
+                if kind in ("dense_guide_stats", "dense_evaluator_stats"):
+                    dense_stats[f"{task}_{kind.split('_')[1]}.json"] = path
+            for name, path in sorted(dense_stats.items()):
+                _copy(path, out / "guides" / "dense" / name)
             _copy_tree(Path(dense) / "benchmarks" / "snakemake", out / "benchmarks" / "dense", "*.tsv")
             folders["dense"] = out / "benchmarks" / "dense"
             summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)

@@ -92,10 +92,12 @@ def preset_record(config: dict) -> dict:
 
 
 def write_preset_record(table: str | os.PathLike, config: dict) -> dict:
-    """Write ``<table>.preset.json`` beside a Table 1 CSV (atomically); returns the record."""
+    """Write ``<table>.preset.json`` beside a Table 1 CSV (atomically): the preset record and the models
+    the table was made from (:func:`ppap.study.public_models.models_used`); returns the record."""
     from ppap.io import write_json
+    from ppap.study.public_models import model_files, models_used
 
-    record = preset_record(config)
+    record = dict(preset_record(config), models=models_used(model_files(config)))
     write_json(record_path(table), record)
     return record
 

@@ -3,7 +3,13 @@
 from dataclasses import asdict
 
 from ppap.study import grammar, paths
-from ppap.study.public_models import check_shipped, made_with, model_files, trainable_models, trained_model
+from ppap.study.public_models import (
+    check_shipped,
+    made_with,
+    model_files,
+    trainable_models,
+    trained_model,
+)
 from ppap.study.checks import check_files, config_errors_in_one_line, is_main_process
 from ppap.study.config import (
     ablation_runs,
@@ -80,7 +86,9 @@ def device_params(section=None):
 MODELS = model_files(config)
 with config_errors_in_one_line(workflow):
     if is_main_process(workflow):
-        check_shipped(MODELS)  # a shipped file changed since it was recorded: one line naming it
+        check_shipped(
+            MODELS
+        )  # a shipped file changed since it was recorded: one line naming it
 DIFFUSION_MODEL = MODELS.diffusion
 SCHEDULER = MODELS.scheduler
 BASE_GUIDE = MODELS.guide

@@ -26,7 +26,10 @@ def dense_evaluator_inputs(task):
     distance map of a sample is computed from it exactly)."""
     if task in EXACTLY_SCORED_TASKS:
         return {}
-    return {"dense_evaluator": MODELS.dense_evaluators.get(task) or paths.dense_evaluator(task)}
+    return {
+        "dense_evaluator": MODELS.dense_evaluators.get(task)
+        or paths.dense_evaluator(task)
+    }
 
 
 def dense_expert_files(task, guide_set):
@@ -282,6 +285,8 @@ rule table_dense:
         csv=paths.table("table_dense"),
         markdown=paths.table("table_dense", "md"),
         figures=[paths.figure(f"dense_{task}") for task in DENSE.get("tasks") or []],
+        # the preset and the models (shipped or trained) the table was made with
+        preset=paths.preset_record("table_dense"),
     log:
         paths.log("table_dense"),
     benchmark:

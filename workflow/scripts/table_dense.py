@@ -6,6 +6,7 @@ from harness import rule_session
 from ppap.io import atomic_path, read_json, write_text
 from ppap.study import dense as dense_study
 from ppap.study import report
+from ppap.tools.reference import write_preset_record
 
 with rule_session(snakemake.log[0], snakemake.threads, "table_dense") as log:
     runs = snakemake.params.runs
@@ -35,4 +36,5 @@ with rule_session(snakemake.log[0], snakemake.threads, "table_dense") as log:
         with atomic_path(out, suffix=".png") as tmp:
             figure.savefig(tmp, dpi=150)
         log.info("%s: %d rows, figure %s", task, len(rows), out)
+    write_preset_record(snakemake.output.csv, snakemake.config)  # -> snakemake.output.preset
     log.info("table_dense: %d rows", len(table))
