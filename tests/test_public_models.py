@@ -119,6 +119,22 @@ def test_a_changed_section_trains_that_role_and_public_models_train_trains_all(t
     assert sources["evaluator"] == "trained" and sources["guide"] == "shipped"
 
 
+def test_a_tables_record_lists_its_models_portably_with_the_shipped_hashes(tmp_path):
+    """models_used: a shipped model by its place in the package (the same on every machine) and its
+    recorded sha256; a trained one by its path in the run; locate finds both again."""
+    smoke = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({**smoke, "public_models": {"evaluator": "train"}}))
+    used = public_models.models_used(run_models(overlay))
+    assert used["guide"] == {"source": "shipped", "path": "ppap/public/smoke/guide.safetensors",
+                             "sha256": read_record(shipped_model("smoke", "guide.safetensors"))["sha256"]}
+    assert used["scheduler"]["path"] == "ppap/public/smoke/diffusion/scheduler" and "sha256" not in used["scheduler"]
+    assert used["evaluator"] == {"source": "trained", "path": "results/models/evaluator.safetensors"}
+    assert used["dense_guide_stats.segmentation"]["path"] == "ppap/public/smoke/dense/segmentation/guide.json"
+    assert public_models.locate(used["guide"]["path"], tmp_path) == shipped_model("smoke", "guide.safetensors")
+    assert public_models.locate(used["evaluator"]["path"], tmp_path) == tmp_path / "results/models/evaluator.safetensors"
+
+
 def test_made_with_is_what_the_rules_read():
     config = merged_config()
     assert public_models.made_with("guide", config)["guide"] == {k: v for k, v in config["guide"].items()

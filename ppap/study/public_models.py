@@ -230,9 +230,9 @@ def models_used(models: ModelFiles) -> dict:
     entries = {"diffusion": models.diffusion, "scheduler": models.scheduler, "guide": models.guide,
                "guide_stats": models.guide_stats, "evaluator": models.evaluator,
                "evaluator_stats": models.evaluator_stats, "conditional_diffusion": models.conditional_diffusion}
-    for kind in ("dense_guide", "dense_guide_stats", "dense_evaluator", "dense_evaluator_stats"):
-        plural = kind.replace("_stats", "s_stats") if kind.endswith("_stats") else kind + "s"
-        for task, path in getattr(models, plural).items():
+    for kind, attribute in (("dense_guide", "dense_guides"), ("dense_guide_stats", "dense_guide_stats"),
+                            ("dense_evaluator", "dense_evaluators"), ("dense_evaluator_stats", "dense_evaluator_stats")):
+        for task, path in getattr(models, attribute).items():
             entries[f"{kind}.{task}"] = path  # dense_guide.<task>, dense_guide_stats.<task>, ...
     used = {}
     for role, path in entries.items():
