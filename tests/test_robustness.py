@@ -281,7 +281,8 @@ def test_killed_job_and_killed_snakemake_resume_to_the_same_bytes_as_an_uninterr
     assert not list((workdir / ".snakemake" / "locks").glob("*.lock"))
 
     ours, theirs = run_outputs(workdir), run_outputs(smoke_run)
-    assert sorted(ours) == sorted(theirs)
+    # the shared smoke run may hold more than Table 1's files (tests that ran on it before this one)
+    assert set(ours) <= set(theirs), sorted(set(ours) - set(theirs))
     assert len([p for p in ours if p.endswith(".npz")]) == 10  # 5 methods x 2 seeds
     different = [path for path in ours if ours[path] != theirs[path]]
     assert not different, f"differ from the uninterrupted run: {different}"
