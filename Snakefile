@@ -3,6 +3,7 @@
 #   snakemake --cores 8 all                    Table 1, every ablation, figures and the report
 #   snakemake --cores 8 tune                   learning rates, guidance scales and training-free variants
 #                                              chosen on the validation split
+#   snakemake --cores 8 pretrain               the networks the config trains (--config public_models=train: all)
 import os
 import sys
 
@@ -93,6 +94,13 @@ rule all:
         paths.figure("noisy_accuracy"),
         paths.figure("samples"),
         paths.REPORT_HTML,
+
+
+# Every network the config trains rather than takes as shipped (`--config public_models=train`: all
+# of them, from scratch; workflow/rules/pretrain.smk).
+rule pretrain:
+    input:
+        pretrain_targets(),
 
 
 rule tune:

@@ -51,7 +51,8 @@ def test_smoke_table1_runs_through_slurm_jobs(slurm_env, smoke_run, tmp_path):
     plan = run_workflow(tmp_path / "plan", "results/table1.csv", "-n", "--cores", "1", *smoke)
     assert plan.returncode == 0, plan.stderr[-3000:]
     planned_logs = set(re.findall(r"^\s+log: (logs/\S+)$", plan.stdout, flags=re.M))
-    assert len(planned_logs) == 12, sorted(planned_logs)  # 5 upstream, distill + manifest, 2 x (sample, evaluate), table1
+    # prepare_data, distill + manifest, 2 x (sample, evaluate), table1 (the networks are shipped)
+    assert len(planned_logs) == 8, sorted(planned_logs)
     result = run_workflow(workdir, "results/table1.csv", "--executor", "slurm",
                           "--profile", str(REPO / "workflow" / "profiles" / "slurm"), *smoke,
                           "--default-resources", f"slurm_partition={PARTITION}",

@@ -6,11 +6,6 @@
 # Each writes its model's record (ppap.models.records) beside it.
 
 
-rule pretrain:
-    input:
-        pretrain_targets(),
-
-
 rule noise_schedule:
     output:
         directory(paths.SCHEDULER),
