@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ppap.models.records import ModelRecordError, record_path, verify_record
+from ppap.models.records import ModelRecordError, read_record, record_path, verify_record
 from ppap.public import PUBLIC_DIR
 from ppap.study import paths
 from ppap.vocab import EXACTLY_SCORED_TASKS, PUBLIC_MODEL_MODES
@@ -239,12 +239,12 @@ def models_used(models: ModelFiles) -> dict:
         source = models.sources.get(role.replace("_stats", ""),
                                     "shipped" if path.startswith(str(PUBLIC_DIR)) else "trained")
         entry = {"source": source, "path": portable(path)}
-        record = record_path(path)
-        if source == "shipped" and role.split(".")[0] in ROLES and record.is_file():
-            entry["sha256"] = json.loads(record.read_text())["sha256"]
+        record = read_record(path) if source == "shipped" and role.split(".")[0] in ROLES else None
+        if record is not None:
+            entry["sha256"] = record["sha256"]
         used[role] = entry
     return used
 
 
-__all__ = ["ModelFiles", "PUBLIC_DIR", "ROLES", "check_shipped", "find_shipped", "locate", "made_with", "model_files", "models_used", "portable",
-           "record_path", "resolve", "shipped_name", "trainable_models", "trained_model"]
+__all__ = ["ModelFiles", "PUBLIC_DIR", "ROLES", "check_shipped", "find_shipped", "locate", "made_with", "model_files",
+           "models_used", "portable", "record_path", "resolve", "shipped_name", "trainable_models", "trained_model"]

@@ -86,9 +86,8 @@ def device_params(section=None):
 MODELS = model_files(config)
 with config_errors_in_one_line(workflow):
     if is_main_process(workflow):
-        check_shipped(
-            MODELS
-        )  # a shipped file changed since it was recorded: one line naming it
+        # a shipped file changed since it was recorded: one line naming it
+        check_shipped(MODELS)
 DIFFUSION_MODEL = MODELS.diffusion
 SCHEDULER = MODELS.scheduler
 BASE_GUIDE = MODELS.guide
