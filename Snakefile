@@ -25,7 +25,9 @@ from ppap.study.config import ConfigError, schema_error_message
 
 # The rule harness lives with the workflow (workflow/scripts/, on every rule script's path too).
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+from interrupts import forward_interrupts
 from locks import clear_stale_locks, forget_owner, record_owner
+from stale_outputs import check_requested_outputs
 
 min_version("9.0")
 
@@ -60,6 +62,8 @@ onstart:
         workflow.persistence.path,
         getattr(workflow.persistence, "_lockfile", {}).values(),
     )
+    # SIGINT (Ctrl-C, or kill -INT of Snakemake alone) ends the running jobs before Snakemake exits.
+    forward_interrupts(workflow)
 
 
 onsuccess:
@@ -108,3 +112,9 @@ rule tune:
         paths.tuning_table("learning_rates"),
         paths.tuning_table("guidance"),
         *([paths.tuning_table("dense")] if config.get("dense") else []),
+
+
+# A requested table (figure, report) whose inputs are missing is not up to date, whatever Snakemake
+# alone would say: one line, and the command that remakes them (workflow/scripts/stale_outputs.py).
+if is_main_process(workflow):
+    check_requested_outputs(workflow)

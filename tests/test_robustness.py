@@ -222,6 +222,137 @@ def kill_a_running_job(process: subprocess.Popen, script_names: tuple[str, ...],
     raise AssertionError(f"no {script_names} job started within {timeout} s")
 
 
+
+def wait_for_job(process: subprocess.Popen, script: str, ready, timeout: float = 600) -> psutil.Process:
+    """The first job process of `process` (a Snakemake run) that runs `script` and for which
+    ``ready(job)`` holds; polled every 20 ms."""
+    snakemake = psutil.Process(process.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"snakemake exited ({process.returncode}) before a {script} job was ready")
+        for child in snakemake.children(recursive=True):
+            try:
+                if script in " ".join(child.cmdline()) and ready(child):
+                    return child
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError):
+                continue
+        time.sleep(0.02)
+    raise AssertionError(f"no {script} job was ready within {timeout} s")
+
+
+def processes_in(workdir: Path) -> list[psutil.Process]:
+    """Live processes working in `workdir` (every job runs there)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and Path(process.cwd()) == workdir:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError):
+            continue
+    return found
+
+
+def assert_one_line_per_job_and_no_traceback(console: str, pattern: str) -> list[str]:
+    lines = re.findall(pattern, console)
+    assert lines, console
+    for noise in ("Traceback", "KeyboardInterrupt", "RuleException", "CalledProcessError", "Error in rule",
+                  "Terminating processes"):
+        assert noise not in console, console
+    return lines
+
+
+def in_session(job: psutil.Process) -> bool:
+    """Past start-up: the job has opened its log (harness.rule_session) and not finished."""
+    logs = [Path(f.path) for f in job.open_files() if "/logs/" in f.path]
+    return bool(logs) and "done in" not in logs[0].read_text()
+
+
+def importing_torch(job: psutil.Process) -> bool:
+    """Still starting: torch's libraries are being mapped, the log is not open yet."""
+    return (any("/torch/" in m.path for m in job.memory_maps())
+            and not any("/logs/" in f.path for f in job.open_files()))
+
+
+@pytest.mark.slow
+def test_sigint_to_snakemake_alone_ends_its_jobs_first_and_the_same_command_resumes(smoke_run, tmp_path):
+    """kill -INT of the Snakemake process (not its group, as a supervisor does) during distillation:
+    its jobs are interrupted and have ended when it exits (nothing is written after), one line per
+    job and no traceback on the console; the same command, without --rerun-incomplete, then makes
+    the expert byte for byte as an uninterrupted run did."""
+    workdir = tmp_path / "interrupted"
+    workdir.mkdir()
+    expert = "results/models/guides/datafree_lora2_n2/expert0.pt"
+    command = snakemake_cmd(workdir, expert, "--cores", "2", "--configfile", SMOKE)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    with open(tmp_path / "first.out", "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_for_job(process, "distill_expert.py", in_session)
+            process.send_signal(signal.SIGINT)
+            returncode = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    left = processes_in(workdir)
+    first = (tmp_path / "first.out").read_text()
+    assert not left, f"jobs outlived Snakemake: {[p.cmdline() for p in left]}"
+    assert returncode != 0, first
+    assert "Interrupted: stopping" in first, first
+    lines = assert_one_line_per_job_and_no_traceback(first, r"(\w+) interrupted (?:after|while starting)")
+    assert "distill_expert" in lines and len(lines) == len(set(lines)), first
+    assert not (workdir / expert).exists()
+    assert not list((workdir / ".snakemake" / "locks").glob("*.lock"))
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert second.returncode == 0, second.stderr[-4000:] + job_logs(workdir)
+    # torch.save names the archive after its (temporary) file: compare what it holds, exactly
+    ours, theirs = (torch.load(run / expert, weights_only=True) for run in (workdir, smoke_run))
+    assert_same_payload(ours, theirs)
+
+
+def assert_same_payload(ours, theirs, where: str = "") -> None:
+    if isinstance(ours, torch.Tensor):
+        assert isinstance(theirs, torch.Tensor) and torch.equal(ours, theirs), where
+    elif isinstance(ours, dict):
+        assert isinstance(theirs, dict) and ours.keys() == theirs.keys(), where
+        for key in ours:
+            if key not in ("wall_s", "seconds", "machine"):
+                assert_same_payload(ours[key], theirs[key], f"{where}.{key}")
+    elif isinstance(ours, (list, tuple)):
+        assert type(ours) is type(theirs) and len(ours) == len(theirs), where
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            assert_same_payload(a, b, f"{where}[{i}]")
+    else:
+        assert ours == theirs, where
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_jobs_imports_is_one_line_and_no_traceback(tmp_path):
+    """SIGINT to the whole process group (Ctrl-C in a terminal) while the first job still imports
+    torch: one line for it, no traceback (its own or Snakemake's), no process left, and a log
+    that says so."""
+    workdir = tmp_path / "starting"
+    workdir.mkdir()
+    command = snakemake_cmd(workdir, TABLE1, "--cores", "1", "--configfile", SMOKE)
+    with open(tmp_path / "out", "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            job = wait_for_job(process, "prepare_data.py", importing_torch, timeout=300)
+            os.killpg(process.pid, signal.SIGINT)
+            returncode = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    console = (tmp_path / "out").read_text()
+    assert returncode != 0 and not job.is_running(), console
+    assert not processes_in(workdir)
+    assert assert_one_line_per_job_and_no_traceback(console, r"(\w+) interrupted while starting") == ["prepare_data"]
+    assert (workdir / "logs" / "prepare_data.log").read_text().startswith("interrupted (SIGINT) while starting")
+    from ppap.study import paths
+
+    assert not (workdir / paths.real_data("digits")).exists()
+
 @pytest.mark.slow
 def test_killed_job_and_killed_snakemake_resume_to_the_same_bytes_as_an_uninterrupted_run(smoke_run, tmp_path):
     """1. SIGKILL one job (not Snakemake) mid-run; Snakemake fails the job and stops.

@@ -1,4 +1,6 @@
 """Rule ablation: results/ablations/<name>.csv, .md and a plot, from the metric files of its runs."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import io
 
 from harness import rule_session

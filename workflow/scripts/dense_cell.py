@@ -1,6 +1,8 @@
 """Rules dense_cell (a row of results/table_dense.csv, on the test split, every sampling seed) and
 dense_validation (a method's sweep on the validation split, the tuning seed): samples guided towards
 the held-out digits' maps, scored against them and against the real digits of the same split."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import torch
 
 from harness import rule_session

@@ -1,4 +1,6 @@
 """Rule distill_expert: train expert i of a guide set (data-free LoRA transfer or a labeled baseline)."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import time
 
 import torch

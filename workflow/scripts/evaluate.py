@@ -5,6 +5,8 @@ The real set is the test digits, or the images at ``evaluation.reference`` (a fo
 With ``evaluation.feature_extractor: inception`` the features are InceptionV3's (local weights), the
 real set's computed once, and accuracy comes from ``evaluation.accuracy_classifier`` when it is set.
 """
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 from harness import rule_session
 from ppap import data, metrics
 from ppap.data import load_digits_npz

@@ -3,6 +3,8 @@
 Loading here (strict keys) catches a bad expert file before any sampling job uses it; the noisy
 accuracy per timestep of the routed guide is the data of the paper's motivating figure.
 """
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import torch
 
 from harness import describe_guide, describe_schedule, rule_session

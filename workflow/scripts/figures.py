@@ -1,4 +1,6 @@
 """Rule figures: the motivating noisy-accuracy figure and the sample grids of Table 1's methods."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 from harness import rule_session
 from ppap import data
 from ppap.io import atomic_path, read_json

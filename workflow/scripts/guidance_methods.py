@@ -1,5 +1,7 @@
 """Rule guidance_methods: results/guidance_methods.csv (+ .md), every sweep cell
 (results/guidance_sweeps.csv) and the two figures, from the metric and compute files."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import io
 import math
 

@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -24,6 +25,7 @@ from typing import Iterator
 
 import torch
 
+import interrupts
 from ppap.devices import set_threads
 from ppap.io import DamagedFileError
 from ppap.models.checkpoints import load_checkpoint
@@ -95,10 +97,12 @@ def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") 
 
     An exception is written to the log with its traceback and re-raised, so Snakemake fails the
     job; the console gets one line with its cause and the log's last lines (:data:`TAIL_LINES`),
-    not the traceback. An interrupt (Ctrl-C sends SIGINT to every job) is one line on the console
-    saying what was interrupted, and no traceback anywhere.
+    not the traceback. An interrupt (Ctrl-C sends SIGINT to every job, and Snakemake sends one more,
+    :mod:`interrupts`) is one line on the console saying what was interrupted, and no traceback anywhere.
     """
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    # The first SIGINT is KeyboardInterrupt, a second one (a terminal's and Snakemake's) is ignored.
+    signal.signal(signal.SIGINT, interrupts.session_handler)
     set_threads(threads)
     skip_final_collection()
     started = time.time()
@@ -125,11 +129,17 @@ def rule_session(log_path: str | os.PathLike, threads: int = 1, name: str = "") 
                 if err.code not in (None, 0):
                     logger.error("exited with status %s after %.1f s", err.code, time.time() - started)
                 raise
-            except BaseException:
+            except BaseException as err:
+                if interrupts.received():  # a library turned the interrupt into another error
+                    logger.error("interrupted (SIGINT) after %.1f s (raised as %s: %s)", time.time() - started,
+                                 type(err).__name__, err)
+                    raise KeyboardInterrupt from err
                 traceback.print_exc(file=log_file)
                 logger.error("failed after %.1f s", time.time() - started)
                 raise
             logger.info("done in %.1f s", time.time() - started)
+        # The work is done and written: an interrupt now lets the job finish.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except KeyboardInterrupt as err:
         _console(f"{what} interrupted after {time.time() - started:.1f} s (log: {log_path})\n")
         _REPORTED.add(id(err))

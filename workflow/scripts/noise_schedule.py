@@ -3,6 +3,8 @@
 Its own rule so that the labeled baselines (which need the schedule, not the model) do not wait
 for the diffusion model to finish training.
 """
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 from harness import rule_session
 from ppap import schedules
 from ppap.models.unet import save_scheduler

@@ -1,4 +1,6 @@
 """Rule prepare_data: the labeled real images (digits split, or an ImageFolder tree) as uint8 NHWC arrays."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 from harness import rule_session
 from ppap import data
 from ppap.io import save_npz

@@ -1,5 +1,7 @@
 """Rule render_report: the executed report notebook (report_notebook's log, which papermill writes
 cell by cell) published whole to results/report/study.ipynb, and as a self-contained HTML page."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import nbformat
 from nbconvert import HTMLExporter
 

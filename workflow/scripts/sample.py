@@ -1,5 +1,7 @@
 """Rule sample: every sampling seed of one (guide, sampling setting) -> ADM-style .npz files, a grid,
 and what it cost (passes per sample through the denoiser and the guide, wall-seconds)."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 from harness import describe_diffusion_model, describe_guide, rule_session
 from ppap import data
 from ppap.compute import cost_record

@@ -1,5 +1,7 @@
 """Rule score_on_validation: one cell of the validation grid (tuning.guidance): samples drawn with
 the tuning seed, scored against the validation digits (never the test digits)."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 from harness import describe_guide, rule_session
 from ppap import metrics
 from ppap.compute import cost_record

@@ -1,4 +1,6 @@
 """Rule synthesize: one shard of the unlabeled data-free transfer set, sampled from the base model."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import time
 
 from harness import describe_diffusion_model, rule_session

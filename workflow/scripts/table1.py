@@ -1,5 +1,7 @@
 """Rule table1: results/table1.csv and its Markdown copy, from the metric files; beside them
 <table>.preset.json, the preset and config they were made with (``python -m ppap.tools.reference``)."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import io
 
 from harness import rule_session

@@ -1,5 +1,7 @@
 """Rule table_dense: results/table_dense.csv (+ .md) and one figure per task (target map | sample |
 what the sample shows, one row per method) from the test cells of the dense study."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import numpy as np
 
 from harness import rule_session

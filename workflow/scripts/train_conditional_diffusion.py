@@ -1,5 +1,7 @@
 """Rule train_conditional_diffusion: the class-conditional DDPM of the labeled upper bound
 (classifier-free guidance), the base model's architecture, saved in diffusers format."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import time
 
 import torch

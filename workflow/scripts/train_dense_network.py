@@ -1,5 +1,7 @@
 """Rules train_dense_guide and train_dense_evaluator: a dense network trained on clean training digits
 and their ground-truth maps (the off-the-shelf dense guide, or the evaluator segmenter)."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import torch
 
 from harness import record_trained_model, rule_session

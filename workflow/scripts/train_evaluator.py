@@ -1,4 +1,6 @@
 """Rule train_evaluator: the metric network (never a guide), trained on clean images."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import torch
 
 from harness import record_trained_model, rule_session

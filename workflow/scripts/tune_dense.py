@@ -1,6 +1,7 @@
 """Rule tune_dense: the dense study's validation grid, each method's chosen scale (highest mIoU, or
 lowest RMSE, among cells whose validation FID is within tuning.dense.max_fid_ratio of the unguided
 cell's) beside the scale the config holds (dense.scales)."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
 
 from harness import rule_session
 from ppap.io import atomic_path, read_json

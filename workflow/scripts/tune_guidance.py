@@ -1,4 +1,6 @@
 """Rule tune_guidance: each guided method's variant and scale, chosen on the validation split."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import io
 
 import pandas as pd

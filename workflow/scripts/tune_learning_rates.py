@@ -1,4 +1,6 @@
 """Rule tune_learning_rates: each family's learning rate, chosen on the validation split."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import io
 
 from harness import rule_session

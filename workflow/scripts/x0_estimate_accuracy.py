@@ -1,5 +1,7 @@
 """Rule x0_estimate_accuracy: the off-the-shelf guide's accuracy on the denoiser's x0 estimate of
 noised validation and test digits, per timestep (where training-free guidance can read the class)."""
+import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
+
 import torch
 
 from harness import rule_session
