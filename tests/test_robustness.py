@@ -136,6 +136,24 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return errors[0][len("ConfigError: "):]
 
 
+
+@pytest.mark.parametrize("text, expected", [
+    ("sampling:\n  steps: 4\n   seeds: [0]\n", ":3:9: mapping values are not allowed here"),
+    ("sampling: {steps: 4\n", ":2:1: "),
+    ("- steps\n", ": the top level is a list, not a mapping"),
+])
+def test_a_yaml_error_in_an_overlay_is_named_with_its_file_and_line(tmp_path, capsys, text, expected):
+    """Snakemake says only "Config file is not valid JSON or YAML" (it reads --configfile before
+    the Snakefile); python -m ppap.tools.check_config names the file and line, in one line."""
+    from ppap.tools import check_config
+
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(text)
+    assert check_config.main([str(overlay), SMOKE]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{overlay}{expected}"), lines
+    assert check_config.main([SMOKE, str(REPO / "config" / "default.yaml")]) == 0
+
 def test_an_empty_mapping_in_config_is_named_too(tmp_path):
     result = run_snakemake(tmp_path, TABLE1, "-n", "--cores", "1", "--configfile", SMOKE, "--config", "ablations={}")
     assert result.returncode != 0
@@ -352,6 +370,29 @@ def test_ctrl_c_during_a_jobs_imports_is_one_line_and_no_traceback(tmp_path):
     from ppap.study import paths
 
     assert not (workdir / paths.real_data("digits")).exists()
+
+
+def test_a_table_whose_inputs_are_missing_is_not_up_to_date(smoke_run, tmp_path):
+    """Snakemake alone says "Nothing to be done" for an existing Table 1 whose metrics file a failed
+    job removed. Here: one line naming both and the command that remakes them; that command (with
+    --forcerun of the table) plans the missing file's job and the table, nothing else."""
+    workdir = tmp_path / "stale"
+    shutil.copytree(smoke_run, workdir, symlinks=True)
+    metrics = sorted((workdir / "results" / "metrics").rglob("*.json"))[0]
+    metrics.unlink()
+    missing = metrics.relative_to(workdir).as_posix()
+    for target in (TABLE1, "all"):
+        result = run_snakemake(workdir, target, "-n", "--cores", "1", "--configfile", SMOKE)
+        assert result.returncode == 1, result.stdout + result.stderr
+        errors = [line for line in result.stderr.splitlines() if "StaleOutput" in line]
+        assert len(errors) == 1 and f"{TABLE1} exists but {missing}" in errors[0], result.stderr
+        assert f"--forcerun {TABLE1}" in errors[0] and "Traceback" not in result.stderr
+        assert "Nothing to be done" not in result.stdout + result.stderr
+    remake = run_snakemake(workdir, TABLE1, "-n", "--cores", "1", "--configfile", SMOKE, "--forcerun", TABLE1)
+    assert remake.returncode == 0, remake.stdout + remake.stderr
+    planned = sorted(set(re.findall(r"^rule (\w+):", remake.stdout, flags=re.M)))
+    assert planned == ["evaluate", "table1"], remake.stdout
+    assert f"output: {missing}" in remake.stdout
 
 @pytest.mark.slow
 def test_killed_job_and_killed_snakemake_resume_to_the_same_bytes_as_an_uninterrupted_run(smoke_run, tmp_path):
