@@ -76,33 +76,35 @@ def main() -> None:
     commit = common.export_commit("HEAD", tree)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     rows = []
-    rows.append(dict(step="venv", **run([sys.executable, "-m", "venv", str(venv)], base, args.timeout)))
+    rows.append(dict(step="venv", what="python -m venv", **run([sys.executable, "-m", "venv", str(venv)], base, args.timeout)))
     python = str(venv / "bin" / "python")
-    rows.append(dict(step="pip install -e .", **run([python, "-m", "pip", "install", "--quiet", "-e", "."],
-                                                    tree, args.timeout)))
-    for step in ("smoke Table 1, cold", "smoke Table 1, warm"):
+    rows.append(dict(step="install", what="pip install -e .",
+                     **run([python, "-m", "pip", "install", "--quiet", "-e", "."], tree, args.timeout)))
+    for step in ("smoke_cold", "smoke_warm"):
         workdir = Path(tempfile.mkdtemp(prefix="smoke-", dir=base))
         cmd = [python, "-m", "snakemake", "results/table1.csv", "-s", str(tree / "Snakefile"), "--directory",
                str(workdir), "--cores", str(args.cores), "--configfile", str(tree / "config" / "smoke.yaml")]
-        rows.append(dict(step=step, **run(cmd, workdir, args.timeout, env={"PYTHONHASHSEED": "0"})))
+        what = f"snakemake --cores {args.cores} results/table1.csv --configfile config/smoke.yaml ({step[6:]})"
+        rows.append(dict(step=step, what=what, **run(cmd, workdir, args.timeout, env={"PYTHONHASHSEED": "0"})))
     site = next((venv / "lib").glob("python*/site-packages"))
     sizes = [dict(what="environment", bytes=folder_bytes(venv))]
-    sizes += [dict(what=name, bytes=size) for name, size in package_sizes(site)[:LARGEST]]
     nvidia = sum(size for name, size in package_sizes(site) if name.startswith(("nvidia", "triton")))
-    sizes.append(dict(what="nvidia-* and triton (the CUDA build of torch)", bytes=nvidia))
+    sizes.append(dict(what="cuda_libraries", bytes=nvidia))  # nvidia-* and triton: the CUDA build of torch
+    sizes += [dict(what=name, bytes=size) for name, size in package_sizes(site)[:LARGEST]]
     for row in rows:
         row.update(commit=commit, cores=args.cores)
     for row in sizes:
         row["gb"] = round(row["bytes"] / 1e9, 2)
     common.write_csv(args.out / "first_run.csv", rows,
-                     ["step", "seconds", "load_before", "load_after", "commit", "cores"])
+                     ["step", "what", "seconds", "load_before", "load_after", "commit", "cores"])
     common.write_csv(args.out / "first_run_sizes.csv", sizes, ["what", "bytes", "gb"])
     common.report(
         args.out, "first_run", [f"A first run: installation and the smoke Table 1. {common.machine(1)}.",
                                 f"Commit {commit}; `uptime` before: {uptime}."],
-        [("Steps", common.markdown_table(rows, ["step", "seconds", "load_before", "load_after"])),
+        [("Steps", common.markdown_table(rows, ["what", "seconds", "load_before", "load_after"])),
          ("The environment's size", common.markdown_table(sizes, ["what", "gb"]))],
-        ["Cold: the first run after installing (Python compiles every module it imports); warm: the next one."])
+        ["Cold: the first run after installing (Python compiles every module it imports); warm: the next one. "
+         "cuda_libraries: the nvidia-* and triton packages that the CUDA build of torch brings."])
     if args.keep is None:
         shutil.rmtree(base, ignore_errors=True)
 
