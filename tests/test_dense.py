@@ -295,3 +295,20 @@ def test_distance_scores_come_from_the_samples_own_strokes():
     assert dense_study.dense_scores(settings, shown, shown) == {"rmse": 0.0}
     with pytest.raises(ValueError, match="needs an evaluator"):
         dense_study.predicted_maps(dense_study.DenseSettings("segmentation"), images)
+
+
+def test_dense_targets_and_quality_reference_are_disjoint_and_class_balanced():
+    """No leak: sample i aims at target digit i, and FID & co. are computed against other digits
+    of the split, each class split alternately; `targets` keeps the old protocol (both the same)."""
+    from ppap.study.dense import targets_and_reference
+
+    labels = np.array([3, 1, 3, 3, 1, 0, 3, 1, 0])
+    targets, reference = targets_and_reference(labels)
+    assert not set(targets) & set(reference) and sorted([*targets, *reference]) == list(range(len(labels)))
+    assert list(targets) == [0, 1, 3, 5, 7] and list(reference) == [2, 4, 6, 8]  # each class: 1st, 3rd ... to targets
+    for label in np.unique(labels):
+        assert abs((labels[targets] == label).sum() - (labels[reference] == label).sum()) <= 1
+    same, also = targets_and_reference(labels, "targets")
+    assert list(same) == list(also) == list(range(len(labels)))
+    with pytest.raises(ValueError, match="cannot be split"):
+        targets_and_reference(np.array([4]))

@@ -288,6 +288,7 @@ def test_smoke_dense_table(smoke_run):
     distances exactly from the samples' own strokes."""
     from ppap import data, dense
     from ppap.models import dense as dense_models
+    from ppap.study import dense as dense_study
 
     # the smoke run built it (tests/conftest.py): nothing is left to do
     options = ["--cores", "2", "--configfile", str(REPO / "config" / "smoke.yaml")]
@@ -314,8 +315,13 @@ def test_smoke_dense_table(smoke_run):
     cell = np.load(smoke_run / "results" / "dense" / "segmentation" / "datafree_lora2_n1" / "ddim4_s1.npz")
     off_the_shelf = dense_models.load_dense_guide(models.dense_guides["segmentation"])
     # (another process, maybe other thread counts: an argmax may flip on a float tie, hence >= 99%)
-    assert (cell["targets"] == dense.guide_maps(off_the_shelf, test_images).numpy()).mean() >= 0.99
-    assert list(cell["target_index"]) == list(range(20))  # sample i aims at test digit i
+    # targets and the image-quality reference are disjoint halves of the test digits, class by class
+    target_digits, reference_digits = dense_study.targets_and_reference(split["test_labels"])
+    assert not set(target_digits) & set(reference_digits)
+    assert len(target_digits) + len(reference_digits) == len(test_images)
+    assert (cell["targets"] == dense.guide_maps(off_the_shelf, test_images[target_digits]).numpy()).mean() >= 0.99
+    # sample i aims at target digit i (mod their number)
+    assert list(cell["target_index"]) == list(np.arange(20) % len(target_digits))
     scorer = dense_models.load_dense_guide(models.dense_evaluators["segmentation"])
     assert (cell["predicted"] == dense.guide_maps(scorer, data.to_float(cell["samples"])).numpy()).mean() >= 0.99
     distance = np.load(smoke_run / "results" / "dense" / "distance" / "labeled_full_n1" / "ddim4_s1.npz")
@@ -325,3 +331,4 @@ def test_smoke_dense_table(smoke_run):
         assert (smoke_run / "results" / "figures" / f"dense_{task}.png").stat().st_size > 0
     record = json.loads((smoke_run / "results" / "dense" / "segmentation" / "none" / "ddim4_s0.json").read_text())
     assert record["split"] == "test" and record["target"] == "off_the_shelf" and len(record["per_seed"]) == 2
+    assert record["quality_reference"] == "disjoint" and record["reference_images"] == len(reference_digits)

@@ -4,8 +4,11 @@ Each sample i is guided towards the map of held-out real digit i (the off-the-sh
 own map of it, as the paper takes a reference image's, or its ground-truth map) and scored on what
 it became: an independent evaluator's segmentation against the target (mean IoU, pixel accuracy),
 or the exact distance map of its own strokes against the target (RMSE), beside FID / IS /
-precision / recall against the real digits of the same split. Scales are chosen on the validation
-split (``snakemake tune``: results/tuning/dense.csv); the test split only scores.
+precision / recall against real digits of the same split that are not targets
+(``quality_reference: disjoint``, :func:`targets_and_reference`): a sample that copied its
+target's digit would otherwise be rewarded twice, once by its dense score and once by FID. Scales
+are chosen on the validation split (``snakemake tune``: results/tuning/dense.csv); the test split
+only scores.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from ppap.specs import SamplingSpec
 from ppap.study import report
 
 TARGETS = ("off_the_shelf", "ground_truth")
+# what the samples' FID / IS / precision / recall are computed against: the split's digits that are not
+# targets (disjoint), or the targets themselves (targets: the protocol before the leak was found)
+QUALITY_REFERENCES = ("disjoint", "targets")
 # the score each task is tuned and ranked on, and whether higher is better
 TASK_SCORE = {"segmentation": ("miou", True), "distance": ("rmse", False), "depth": ("rmse", False)}
 METRICS = ("miou", "pixel_accuracy", "rmse", "fid", "is", "precision", "recall")
@@ -37,12 +43,16 @@ class DenseSettings:
     target: str = "off_the_shelf"           # whose map of the held-out digit is the target
     regression_energy: str = "gaussian"     # gaussian | scale_shift_invariant (distance only)
     regression_sigma: float = 0.1           # sigma of the Gaussian energy, in units of the image side
+    quality_reference: str = "disjoint"     # FID & co. against the split's other digits | the targets
 
     def __post_init__(self):
         if self.task not in dense.TASK_KINDS:
             raise ValueError(f"unknown dense task {self.task!r} (use one of {', '.join(dense.TASK_KINDS)})")
         if self.target not in TARGETS:
             raise ValueError(f"unknown dense target {self.target!r} (use one of {', '.join(TARGETS)})")
+        if self.quality_reference not in QUALITY_REFERENCES:
+            raise ValueError(f"unknown dense quality_reference {self.quality_reference!r} "
+                             f"(use one of {', '.join(QUALITY_REFERENCES)})")
 
     @property
     def kind(self) -> str:
@@ -55,7 +65,29 @@ class DenseSettings:
     @classmethod
     def from_config(cls, task: str, section: Mapping) -> "DenseSettings":
         return cls(task, section["stroke_threshold"], section["target"], section["regression_energy"],
-                   section["regression_sigma"])
+                   section["regression_sigma"], section.get("quality_reference") or "disjoint")
+
+
+def targets_and_reference(labels: np.ndarray, quality_reference: str = "disjoint") -> tuple[np.ndarray, np.ndarray]:
+    """(indices of a split's digits that are guidance targets, indices of those its samples' image
+    quality is scored against). ``disjoint``: each class's digits, in split order, alternate between
+    the two (the first to the targets), so both halves keep the split's class balance and no
+    target is a quality reference; ``targets``: all digits are both."""
+    labels = np.asarray(labels)
+    everything = np.arange(len(labels))
+    if quality_reference == "targets":
+        return everything, everything
+    if quality_reference != "disjoint":
+        raise ValueError(f"unknown dense quality_reference {quality_reference!r}")
+    rank = np.zeros(len(labels), dtype=np.int64)  # position of each digit among its class's
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rank[members] = np.arange(len(members))
+    targets, reference = everything[rank % 2 == 0], everything[rank % 2 == 1]
+    if not len(targets) or not len(reference):
+        raise ValueError(f"{len(labels)} digit(s) cannot be split into guidance targets and a disjoint quality "
+                         f"reference (dense.quality_reference: disjoint needs two of a class)")
+    return targets, reference
 
 
 def target_maps(settings: DenseSettings, images: torch.Tensor, labels: torch.Tensor | None, guide=None) -> torch.Tensor:

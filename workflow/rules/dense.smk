@@ -94,6 +94,7 @@ def dense_task_params():
                 "target",
                 "regression_energy",
                 "regression_sigma",
+                "quality_reference",
             )
         },
     }

@@ -1,6 +1,7 @@
 """Rules dense_cell (a row of results/table_dense.csv, on the test split, every sampling seed) and
 dense_validation (a method's sweep on the validation split, the tuning seed): samples guided towards
-the held-out digits' maps, scored against them and against the real digits of the same split."""
+the held-out digits' maps, scored against them and, for image quality, against the split's other
+digits (dense.quality_reference)."""
 import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
 
 import torch
@@ -29,15 +30,21 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
     split = load_digits_npz(snakemake.input.data)
     if f"{split_name}_images" not in split:
         raise ValueError(f"the dense study's {split_name} split is missing (data.val_fraction must be > 0)")
-    real = split[f"{split_name}_images"]
+    real, labels = split[f"{split_name}_images"], split[f"{split_name}_labels"]
     off_the_shelf = dense_models.load_dense_guide(snakemake.input.dense_guide).to(device)
     num_classes = dense_models.read_dense_spec(snakemake.input.dense_guide)["num_outputs"]
     if "target_maps" in snakemake.input.keys():  # the table's targets given in a file (dense.target_maps)
         target_pool = dense_study.load_target_maps(snakemake.input.target_maps, settings, image_shape[-1], num_classes)
         log.info("targets: %d maps from %s", len(target_pool), snakemake.input.target_maps)
+        quality_reference = real  # the maps are not the split's digits
     else:
-        target_pool = dense_study.target_maps(settings, data.to_float(real).to(device),
-                                              torch.as_tensor(split[f"{split_name}_labels"]), off_the_shelf).cpu()
+        # targets and the quality reference are disjoint digits (dense.quality_reference)
+        target_digits, reference_digits = dense_study.targets_and_reference(labels, settings.quality_reference)
+        target_pool = dense_study.target_maps(settings, data.to_float(real[target_digits]).to(device),
+                                              torch.as_tensor(labels[target_digits]), off_the_shelf).cpu()
+        quality_reference = real[reference_digits]
+        log.info("targets: the maps of %d %s digits; image quality against %d of its digits (%s)",
+                 len(target_digits), split_name, len(reference_digits), settings.quality_reference)
     evaluator = (dense_models.load_dense_guide(snakemake.input.dense_evaluator).to(device)
                  if "dense_evaluator" in snakemake.input.keys() else None)
     manifest = None
@@ -47,7 +54,7 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
         manifest = dict(experts=list(snakemake.input.experts), ranges=[list(r) for r in ranges])
     evaluation = snakemake.params.evaluation
     kind = evaluation.get("feature_extractor") or "evaluator"
-    scorer = metrics.make_scorer(kind, real, evaluator=snakemake.input.get("evaluator"),
+    scorer = metrics.make_scorer(kind, quality_reference, evaluator=snakemake.input.get("evaluator"),
                                  inception=snakemake.input.get("inception"), device=device)
     # IS splits: at most one per image with Inception, one per 25 images with the evaluator
     splits_per = 1 if kind == "inception" else 25
@@ -80,7 +87,8 @@ with rule_session(snakemake.log[0], snakemake.threads, f"dense_cell ({snakemake.
         log.info("%s %s scale %s: %s", task, guide_name, setting["scale"], summary)
         cells.append(dict(task=task, guide=guide_name, scale=setting["scale"], split=split_name,
                           seeds=list(snakemake.params.seeds), samples_per_seed=len(cell.target_index),
-                          target=settings.target, per_seed=cell.per_seed, metrics=summary,
+                          target=settings.target, quality_reference=settings.quality_reference,
+                          reference_images=len(quality_reference), per_seed=cell.per_seed, metrics=summary,
                           compute=cost_record(cell.costs, snakemake.threads, device)))
         if first is None:
             first = cell
