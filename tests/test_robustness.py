@@ -350,9 +350,12 @@ def test_ctrl_c_during_a_jobs_imports_is_one_line_and_no_traceback(tmp_path):
     """SIGINT to the whole process group (Ctrl-C in a terminal) while the first job still imports
     torch: one line for it, no traceback (its own or Snakemake's), no process left, and a log
     that says so."""
+    from ppap.study import paths
+
     workdir = tmp_path / "starting"
     workdir.mkdir()
-    command = snakemake_cmd(workdir, TABLE1, "--cores", "1", "--configfile", SMOKE)
+    # the split alone: prepare_data is the first and only job
+    command = snakemake_cmd(workdir, paths.real_data("digits"), "--cores", "1", "--configfile", SMOKE)
     with open(tmp_path / "out", "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -367,8 +370,6 @@ def test_ctrl_c_during_a_jobs_imports_is_one_line_and_no_traceback(tmp_path):
     assert not processes_in(workdir)
     assert assert_one_line_per_job_and_no_traceback(console, r"(\w+) interrupted while starting") == ["prepare_data"]
     assert (workdir / "logs" / "prepare_data.log").read_text().startswith("interrupted (SIGINT) while starting")
-    from ppap.study import paths
-
     assert not (workdir / paths.real_data("digits")).exists()
 
 
