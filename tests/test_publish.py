@@ -1,11 +1,14 @@
 """ppap.tools.publish: a finished run becomes results/reference/, whole or not at all."""
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from ppap.tools import publish
+
+REPO = Path(__file__).resolve().parents[1]
 
 GUIDES = {"none": "ddim25_s0", "off_the_shelf": "ddim25_s1", "datafree_lora4_n5": "ddim25_s1"}
 
@@ -215,3 +218,41 @@ def test_the_critical_path_follows_inputs_into_output_folders(tmp_path):
     run = publish.run_critical_path(tmp_path)
     assert run["seconds"] == 15.5 and run["jobs"] == 5 and run["job_s"] == 25.5
     assert run["chain"] == ["prepare_data", "train_guide", "sample[guide=a]", "table"]
+
+
+def test_replace_dense_keeps_the_reference_but_its_dense_study(tmp_path):
+    """--replace-dense: every file but the dense study's stays byte for byte; the dense files are the
+    new run's (old ones gone, not merged); benchmarks/summary.csv is recomputed with the new dense rows."""
+    reference = tmp_path / "reference"
+    shutil.copytree(REPO / "results" / "reference", reference)
+    (reference / "figures" / "dense_gone.png").write_bytes(b"old")
+    dense_run = tmp_path / "dense"
+    results = dense_run / "results"
+    for name in publish.DENSE:
+        target = results / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text('{"models": {}}\n' if name.endswith(".json") else f"new {name}\n")
+    (results / "figures").mkdir()
+    (results / "figures" / "dense_segmentation.png").write_bytes(b"new")
+    bench = dense_run / "benchmarks" / "snakemake"
+    shutil.copytree(reference / "benchmarks" / "dense", bench)
+    for tsv in bench.rglob("*.tsv"):
+        frame = pd.read_csv(tsv, sep="\t")
+        frame["s"] = 1.0
+        frame.to_csv(tsv, sep="\t", index=False)
+    before = {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    assert publish.main(["--replace-dense", str(dense_run), "--to", str(reference)]) == 0
+    after = {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    dense_files = {Path(name) for name in publish.DENSE}
+    for path, content in before.items():
+        is_dense = (path in dense_files or path.name.startswith("dense_")
+                    or path.parts[:2] in (("guides", "dense"), ("benchmarks", "dense")))
+        if not is_dense and path != Path("benchmarks/summary.csv"):
+            assert after[path] == content, path
+    assert Path("figures/dense_gone.png") not in after and after[Path("figures/dense_segmentation.png")] == b"new"
+    assert after[Path("table_dense.csv")] == b"new table_dense.csv\n"
+    summary = pd.read_csv(reference / "benchmarks" / "summary.csv")
+    old = pd.read_csv(REPO / "results" / "reference" / "benchmarks" / "summary.csv")
+    dense_rows = summary[summary["run"] == "dense"].set_index("rule")
+    assert (dense_rows.loc[dense_rows.index != "all rules", "median_s"] == 1.0).all()
+    assert summary[summary["run"] != "dense"].reset_index(drop=True).equals(old[old["run"] != "dense"].reset_index(drop=True))

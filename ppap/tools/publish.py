@@ -3,6 +3,7 @@
     python -m ppap.tools.publish --run RUN_DIR [--timed TIMED_RUN_DIR] [--tuning TUNE_RUN_DIR]
                            [--legacy LEGACY_RUN_DIR] [--guidance GUIDANCE_RUN_DIR] [--dense DENSE_RUN_DIR]
                            [--to results/reference]
+    python -m ppap.tools.publish --replace-dense DENSE_RUN_DIR [--to results/reference]
 
 ``RUN_DIR`` is a working directory of ``snakemake all`` (``-d``): its tables, ablations, figures,
 report, tuning results, each Table 1 guide set's manifest (``guides/<set>.json``, with the noisy
@@ -207,6 +208,49 @@ def models_of(run: Path, table: str) -> dict[str, Path]:
     return {role: locate(entry["path"], run) for role, entry in models.items()}
 
 
+def _publish_dense(dense: Path, out: Path) -> None:
+    dense_results = dense / "results"
+    for name in DENSE:
+        _copy(dense_results / name, out / name, required=not name.endswith(".preset.json"))
+    for path in sorted((dense_results / "figures").glob("dense_*")):
+        _copy(path, out / "figures" / path.name)
+    dense_stats = {path.parent.name + "_" + path.name: path
+                   for path in sorted((dense_results / "models" / "dense").glob("*/*.json"))}
+    for role, path in models_of(dense, "table_dense").items():  # shipped or trained
+        kind, _, task = role.partition(".")
+        if kind in ("dense_guide_stats", "dense_evaluator_stats"):
+            dense_stats[f"{task}_{kind.split('_')[1]}.json"] = path
+    for name, path in sorted(dense_stats.items()):
+        _copy(path, out / "guides" / "dense" / name)
+    _copy_tree(dense / "benchmarks" / "snakemake", out / "benchmarks" / "dense", "*.tsv")
+
+
+# the published benchmark folders summarized in benchmarks/summary.csv, by run name
+BENCHMARK_RUNS = {"study": "snakemake", "timed": "timed", "guidance": "guidance", "dense": "dense"}
+
+
+def replace_dense(dense: Path, to: Path) -> list[str]:
+    """Rebuild ``to`` as it is but for the dense study, taken from ``dense`` (a run of
+    results/table_dense.csv and results/tuning/dense.csv); benchmarks/summary.csv is recomputed."""
+    to = Path(to)
+    if not (to / "table1.csv").is_file():
+        raise FileNotFoundError(f"{to} is not a published reference (no table1.csv)")
+    with atomic_directory(to) as out:
+        shutil.copytree(to, out, dirs_exist_ok=True)
+        for name in DENSE:
+            (out / name).unlink(missing_ok=True)
+        for path in (out / "figures").glob("dense_*"):
+            path.unlink()
+        for folder in (out / "guides" / "dense", out / "benchmarks" / "dense"):
+            shutil.rmtree(folder, ignore_errors=True)
+        _publish_dense(Path(dense), out)
+        folders = {run: out / "benchmarks" / name for run, name in BENCHMARK_RUNS.items()
+                   if (out / "benchmarks" / name).is_dir()}
+        summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
+        copied = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    return copied
+
+
 def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None = None,
             legacy: Path | None = None, guidance: Path | None = None, dense: Path | None = None) -> list[str]:
     """Rebuild ``to`` from the run folder(s); returns the copied paths relative to ``to``."""
@@ -254,20 +298,7 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
             folders["guidance"] = out / "benchmarks" / "guidance"
             summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
         if dense is not None:
-            dense_results = Path(dense) / "results"
-            for name in DENSE:
-                _copy(dense_results / name, out / name, required=not name.endswith(".preset.json"))
-            for path in sorted((dense_results / "figures").glob("dense_*")):
-                _copy(path, out / "figures" / path.name)
-            dense_stats = {path.parent.name + "_" + path.name: path
-                           for path in sorted((dense_results / "models" / "dense").glob("*/*.json"))}
-            for role, path in models_of(dense, "table_dense").items():  # shipped or trained
-                kind, _, task = role.partition(".")
-                if kind in ("dense_guide_stats", "dense_evaluator_stats"):
-                    dense_stats[f"{task}_{kind.split('_')[1]}.json"] = path
-            for name, path in sorted(dense_stats.items()):
-                _copy(path, out / "guides" / "dense" / name)
-            _copy_tree(Path(dense) / "benchmarks" / "snakemake", out / "benchmarks" / "dense", "*.tsv")
+            _publish_dense(Path(dense), out)
             folders["dense"] = out / "benchmarks" / "dense"
             summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
         if legacy is not None:
@@ -282,7 +313,9 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ppap.tools.publish", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="working directory of a finished `snakemake all`")
+    parser.add_argument("--run", help="working directory of a finished `snakemake all`")
+    parser.add_argument("--replace-dense", metavar="DENSE_DIR",
+                        help="keep the published reference and replace only its dense study by DENSE_DIR's")
     parser.add_argument("--timed", help="working directory of a run timed on a quiet machine: its "
                                         "benchmark files go to benchmarks/timed/")
     parser.add_argument("--tuning", help="working directory of `snakemake tune` (default: --run)")
@@ -294,7 +327,13 @@ def main(argv=None) -> int:
                                         "results/tuning/dense.csv: the dense study's tables, figures and records")
     parser.add_argument("--to", default="results/reference", help="reference folder to rebuild")
     args = parser.parse_args(argv)
+    if not args.run and not args.replace_dense:
+        parser.error("--run or --replace-dense is required")
     try:
+        if args.replace_dense:
+            copied = replace_dense(Path(args.replace_dense), Path(args.to))
+            print(f"{args.to}: {len(copied)} files (dense study from {args.replace_dense})")
+            return 0
         copied = publish(Path(args.run), Path(args.to), args.timed and Path(args.timed),
                          args.tuning and Path(args.tuning), args.legacy and Path(args.legacy),
                          args.guidance and Path(args.guidance), args.dense and Path(args.dense))
