@@ -27,8 +27,8 @@ Tolerances, for every method (row) of the reference:
 Presets: the table1 rule writes ``table1.preset.json`` beside ``table1.csv``: the preset's name
 (the ``--configfile`` names, or the ``preset`` key) and a SHA-256 of the config that can change
 Table 1 (everything but ``threads``, ``resources``, ``device``, ``ablations``, ``ablation_center``,
-``tuning``, ``table1_trainings``, ``study``, ``preset``, ``training_free``, ``guidance_methods`` and
-``conditional_diffusion``), with that config. When both tables have
+``tuning``, ``table1_trainings``, ``study``, ``preset``, ``training_free``, ``guidance_methods``,
+``conditional_diffusion`` and ``dense``), with that config. When both tables have
 this record and the presets' names differ, or a key both configs have differs, the check refuses
 in one line naming the presets and the first differing keys (exit 2; ``--any-preset`` compares
 anyway); keys only one of them has (a schema key added since) are noted, not refused. A table

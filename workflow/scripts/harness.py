@@ -19,13 +19,13 @@ import socket
 import sys
 import time
 import traceback
-from base64 import urlsafe_b64encode
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
 import interrupts
+from metadata import snakemake_record
 from ppap.devices import set_threads
 from ppap.io import DamagedFileError
 from ppap.models.checkpoints import load_checkpoint
@@ -208,21 +208,9 @@ def describe_guide(path: str | os.PathLike) -> str:
 
 
 def producing_rule(path: str | os.PathLike, persistence: str | os.PathLike = ".snakemake") -> str | None:
-    """The rule that wrote ``path`` (relative to the working directory), from Snakemake's own record
-    of its outputs (``.snakemake/metadata/``: the path in URL-safe base64, split into parts of at
-    most NAME_MAX - 1 characters, all but the last prefixed with ``@``); None for a file it did not
-    write (a file the config names)."""
-    record = urlsafe_b64encode(os.path.normpath(str(path)).encode()).decode()
-    folder = Path(persistence) / "metadata"
-    limit = 254
-    with contextlib.suppress(OSError):
-        limit = os.pathconf(folder, "PC_NAME_MAX") - 1
-    parts = [record[i:i + limit] for i in range(0, len(record), limit)]
-    location = folder.joinpath(*["@" + part for part in parts[:-1]], parts[-1])
-    try:
-        return json.loads(location.read_text()).get("rule")
-    except (OSError, ValueError):
-        return None
+    """The rule that wrote ``path`` (relative to the working directory), from Snakemake's own record of
+    its outputs (:func:`metadata.snakemake_record`); None for a file it did not write (a file the config names)."""
+    return (snakemake_record(path, persistence) or {}).get("rule")
 
 
 def damaged_file_remedy(err: DamagedFileError) -> str:

@@ -6,7 +6,7 @@ removed its metrics file, ``snakemake results/table1.csv`` says "Nothing to be d
 table's inputs are missing, and the table stands without the files it was made from.
 
 Before the DAG is built, the Snakefile asks :func:`check_requested_outputs`: a requested output that
-exists while one of its inputs does not stops the run in one line naming both, with the command
+exists while a file it was made from (Snakemake's record of it, :mod:`metadata`) does not stops the run in one line naming both, with the command
 that remakes them (the same command with ``--forcerun <output>``, which this check then lets
 through). The requested outputs are the command's file targets and the inputs of the rules it
 names (the default target ``all`` included): a study's tables, figures and report. Their inputs
@@ -24,6 +24,8 @@ import contextlib
 import io
 import os
 import sys
+
+from metadata import snakemake_record
 
 
 def _expanded_input(workflow, path: str):
@@ -92,7 +94,10 @@ def outputs_with_missing_inputs(workflow, targets) -> dict[str, list[str]]:
         if not os.path.exists(path):
             continue  # missing: Snakemake makes it anyway
         inputs = _expanded_input(workflow, path)
-        missing = [f for f in inputs or [] if not os.path.exists(f)]
+        # only files it was made from: a config that changed what the table reads is Snakemake's
+        # own "input" trigger, which reruns it
+        made_from = set((snakemake_record(path) or {}).get("input") or ())
+        missing = [f for f in inputs or [] if f in made_from and not os.path.exists(f)]
         if missing:
             stale[path] = missing
     return stale
