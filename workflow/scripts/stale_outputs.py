@@ -42,6 +42,13 @@ def _expanded_input(workflow, path: str):
     return [str(f) for f in files]
 
 
+# command-line settings under which Snakemake builds nothing: no check
+NOT_BUILDING = ("unlock", "cleanup_metadata", "summary", "detailed_summary", "list_rules", "list_target_rules",
+                "list_changes", "list_input_changes", "list_params_changes", "list_code_changes",
+                "delete_all_output", "delete_temp_output", "touch", "lint", "dag", "rulegraph", "filegraph",
+                "print_compilation", "archive", "cleanup_shadow", "report", "containerize", "export_cwl")
+
+
 def command_line_request(argv=None):
     """(targets, forced files and rules, everything forced?) of this Snakemake command line, or None
     where it is not one, or not a command that builds (``--unlock``, ``--summary``, ``--list-*``)."""
@@ -62,12 +69,6 @@ def command_line_request(argv=None):
     if getattr(args, "force", False):
         forced.update(args.targets or ())
     return list(args.targets or ()), forced, everything
-
-
-NOT_BUILDING = ("unlock", "cleanup_metadata", "summary", "detailed_summary", "list_rules", "list_target_rules",
-                "list_changes", "list_input_changes", "list_params_changes", "list_code_changes",
-                "delete_all_output", "delete_temp_output", "touch", "lint", "dag", "rulegraph", "filegraph",
-                "print_compilation", "archive", "cleanup_shadow", "report", "containerize", "export_cwl")
 
 
 def _requested_files(workflow, targets) -> list[str]:
