@@ -136,7 +136,6 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return errors[0][len("ConfigError: "):]
 
 
-
 @pytest.mark.parametrize("text, expected", [
     ("sampling:\n  steps: 4\n   seeds: [0]\n", ":3:9: mapping values are not allowed here"),
     ("sampling: {steps: 4\n", ":2:1: "),
@@ -210,53 +209,58 @@ def test_reference_images_are_an_input_of_evaluate(tmp_path):
 
 # ---------------------------------------------------------------- determinism, kill and resume ----
 
+def wait_for_job(process: subprocess.Popen, scripts: str | tuple[str, ...], ready,
+                 timeout: float = 600) -> psutil.Process:
+    """The first job process of `process` (a Snakemake run) that runs one of `scripts` and for which
+    ``ready(job)`` holds; polled every 20 ms."""
+    scripts = (scripts,) if isinstance(scripts, str) else scripts
+    snakemake = psutil.Process(process.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"snakemake exited ({process.returncode}) before a {scripts} job was ready")
+        for child in snakemake.children(recursive=True):
+            try:
+                if any(script in " ".join(child.cmdline()) for script in scripts) and ready(child):
+                    return child
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError):
+                continue  # it ended meanwhile: wait for the next one
+        time.sleep(0.02)
+    raise AssertionError(f"no {scripts} job was ready within {timeout} s")
+
+
+def job_log(job: psutil.Process) -> Path | None:
+    logs = [Path(f.path) for f in job.open_files() if "/logs/" in f.path]
+    return logs[0] if logs else None
+
+
+def in_session(job: psutil.Process) -> bool:
+    """Past start-up: the job has opened its log (harness.rule_session) and not finished."""
+    log = job_log(job)
+    return log is not None and "done in" not in log.read_text()
+
+
 def kill_a_running_job(process: subprocess.Popen, script_names: tuple[str, ...], timeout: float,
                        everything: bool = False) -> Path:
     """SIGKILL a job process of `process` (a Snakemake run) whose command line runs one of the
     scripts, once it has opened its log (it is past start-up, in the rule's own code) and before
     it has finished; returns the job's log file. ``everything``: SIGKILL Snakemake itself first,
     then every process it started (as a crash or ``kill -9`` of the whole run would)."""
+    logs = {}
+
+    def ready(job: psutil.Process) -> bool:
+        logs[job.pid] = job_log(job)
+        return in_session(job)
+
+    child = wait_for_job(process, script_names, ready, timeout)
     snakemake = psutil.Process(process.pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"snakemake exited ({process.returncode}) before a {script_names} job ran")
-        for child in snakemake.children(recursive=True):
-            try:
-                if not any(name in " ".join(child.cmdline()) for name in script_names):
-                    continue
-                logs = [Path(f.path) for f in child.open_files() if "/logs/" in f.path]
-                if logs and "done in" not in logs[0].read_text():
-                    victims = [snakemake, *snakemake.children(recursive=True)] if everything else [child]
-                    for victim in victims:
-                        try:
-                            victim.send_signal(signal.SIGKILL)
-                        except psutil.NoSuchProcess:
-                            pass
-                    return logs[0]
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError):
-                continue  # it ended meanwhile: wait for the next one
-        time.sleep(0.2)
-    raise AssertionError(f"no {script_names} job started within {timeout} s")
-
-
-
-def wait_for_job(process: subprocess.Popen, script: str, ready, timeout: float = 600) -> psutil.Process:
-    """The first job process of `process` (a Snakemake run) that runs `script` and for which
-    ``ready(job)`` holds; polled every 20 ms."""
-    snakemake = psutil.Process(process.pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"snakemake exited ({process.returncode}) before a {script} job was ready")
-        for child in snakemake.children(recursive=True):
-            try:
-                if script in " ".join(child.cmdline()) and ready(child):
-                    return child
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError):
-                continue
-        time.sleep(0.02)
-    raise AssertionError(f"no {script} job was ready within {timeout} s")
+    victims = [snakemake, *snakemake.children(recursive=True)] if everything else [child]
+    for victim in victims:
+        try:
+            victim.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    return logs[child.pid]
 
 
 def processes_in(workdir: Path) -> list[psutil.Process]:
@@ -280,16 +284,9 @@ def assert_one_line_per_job_and_no_traceback(console: str, pattern: str) -> list
     return lines
 
 
-def in_session(job: psutil.Process) -> bool:
-    """Past start-up: the job has opened its log (harness.rule_session) and not finished."""
-    logs = [Path(f.path) for f in job.open_files() if "/logs/" in f.path]
-    return bool(logs) and "done in" not in logs[0].read_text()
-
-
 def importing_torch(job: psutil.Process) -> bool:
     """Still starting: torch's libraries are being mapped, the log is not open yet."""
-    return (any("/torch/" in m.path for m in job.memory_maps())
-            and not any("/logs/" in f.path for f in job.open_files()))
+    return any("/torch/" in m.path for m in job.memory_maps()) and job_log(job) is None
 
 
 @pytest.mark.slow

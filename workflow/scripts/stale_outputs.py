@@ -28,12 +28,18 @@ import sys
 from metadata import snakemake_record
 
 
-def _expanded_input(workflow, path: str):
-    """The input files of the rule that makes `path` (None: no rule makes it, or it is ambiguous)."""
+def _producer(workflow, path: str):
+    """The rule that makes `path`; None where none does, or several (an ambiguity is Snakemake's to
+    report: ruleorder)."""
     producers = [rule for rule in workflow.rules if rule.is_producer(path)]
-    if len(producers) != 1:
-        return None  # an ambiguity is Snakemake's to report (ruleorder)
-    rule = producers[0]
+    return producers[0] if len(producers) == 1 else None
+
+
+def _expanded_input(workflow, path: str):
+    """The input files of the rule that makes `path` (None: no single rule makes it)."""
+    rule = _producer(workflow, path)
+    if rule is None:
+        return None
     try:
         wildcards = rule.get_wildcards(path)
         files, *_ = rule.expand_input(wildcards)
@@ -104,11 +110,6 @@ def outputs_with_missing_inputs(workflow, targets) -> dict[str, list[str]]:
     return stale
 
 
-def _producer_name(workflow, path: str) -> str | None:
-    producers = [rule.name for rule in workflow.rules if rule.is_producer(path)]
-    return producers[0] if len(producers) == 1 else None
-
-
 def check_requested_outputs(workflow, argv=None) -> None:
     """Stop (one line, status 1) where a requested output exists without all of its inputs."""
     request = command_line_request(argv)
@@ -118,7 +119,7 @@ def check_requested_outputs(workflow, argv=None) -> None:
     if everything:
         return
     for path, missing in outputs_with_missing_inputs(workflow, targets).items():
-        if path in forced or _producer_name(workflow, path) in forced:
+        if path in forced or getattr(_producer(workflow, path), "name", None) in forced:
             continue
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         sys.stderr.write(f"StaleOutput: {path} exists but {missing[0]}{more}, which it was made from, does not "
