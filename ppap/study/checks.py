@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ppap.study.config import ConfigError, key_path
+from ppap.vocab import STROKE_SOURCES
 
 # ------------------------------------------------------------------------ overlays and selection ----
 
@@ -130,10 +131,10 @@ class DataShape:
 
 
 def data_shape(config: Mapping) -> DataShape:
-    """digits: 10 classes, 1 channel; folder: one class per subfolder of data.train_dir, RGB."""
+    """digits, mnist: 10 classes, 1 channel; folder: one class per subfolder of data.train_dir, RGB."""
     data = config["data"]
-    if data["source"] == "digits":
-        return DataShape("digits", 10, 1, data["image_size"])
+    if data["source"] in STROKE_SOURCES:
+        return DataShape(data["source"], 10, 1, data["image_size"])
     root = Path(data["train_dir"])
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if root.is_dir() else []

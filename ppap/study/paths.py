@@ -16,8 +16,9 @@ from ppap.models.records import record_path
 
 
 def real_data(source: str) -> str:
-    """The labeled real images' splits: the digits (data.source digits) or an ImageFolder tree's."""
-    return "results/data/digits.npz" if source == "digits" else "results/data/real.npz"
+    """The labeled real images' splits: the digits' or MNIST's (data.source digits | mnist), or an
+    ImageFolder tree's."""
+    return "results/data/real.npz" if source == "folder" else f"results/data/{source}.npz"
 
 
 def synthetic_shard(shard) -> str:
