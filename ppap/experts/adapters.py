@@ -13,39 +13,32 @@ nothing from a mismatched file).
 from __future__ import annotations
 
 import os
-import re
 from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
+from ppap.layers import LAYER_TYPES, select_layers
 from ppap.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 ADAPTER_KIND = "ppap-lora-adapter"
-_LAYER_TYPES = {"conv": nn.Conv2d, "linear": nn.Linear}
+_LAYER_TYPES = dict(zip(LAYER_TYPES, (nn.Conv2d, nn.Linear)))
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 _PER_ADAPTER = ("lora_", "modules_to_save")  # parameter names that belong to one adapter
+
+
+def layer_kinds(model: nn.Module) -> list[tuple[str, str]]:
+    """(full name, ``conv`` | ``linear`` | ``other``) of every module of `model`."""
+    def kind(module):
+        return next((word for word, cls in _LAYER_TYPES.items() if isinstance(module, cls)), "other")
+
+    return [(name, kind(module)) for name, module in model.named_modules()]
 
 
 def lora_target_modules(model: nn.Module, layer_types: Iterable[str] = ("conv", "linear"),
                         include: str | None = None, exclude: str | None = None) -> list[str]:
     """Full names of the layers to adapt: modules of the given types, filtered by regexes."""
-    unknown = set(layer_types) - set(_LAYER_TYPES)
-    if unknown:
-        raise ValueError(f"unknown layer types {sorted(unknown)}; use {sorted(_LAYER_TYPES)}")
-    types = tuple(_LAYER_TYPES[k] for k in layer_types)
-    names = []
-    for name, module in model.named_modules():
-        if not isinstance(module, types):
-            continue
-        if include is not None and not re.search(include, name):
-            continue
-        if exclude is not None and re.search(exclude, name):
-            continue
-        names.append(name)
-    if not names:
-        raise ValueError(f"no {list(layer_types)} layers match include={include!r} exclude={exclude!r}")
-    return names
+    return select_layers(layer_kinds(model), layer_types, include, exclude)
 
 
 def norm_modules(model: nn.Module) -> list[str]:

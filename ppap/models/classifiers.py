@@ -67,11 +67,12 @@ def build_timm_guide(
     """A randomly initialised timm classifier behind a :class:`ClassifierGuide`.
 
     ``model_kwargs`` go to ``timm.create_model`` (e.g. ``channels`` and ``stem_width`` to slim
-    a ResNet down for the CPU preset).
+    a ResNet down for the CPU preset); an entry set to None is left out.
     """
     import timm
 
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (model_kwargs or {}).items()}
+    # A null entry removes a keyword an overlay inherited (config files merge key by key).
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (model_kwargs or {}).items() if v is not None}
     # timm initialises from the global RNG; fork it so the caller's RNG state is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -81,8 +82,9 @@ def build_timm_guide(
 
 def guide_spec(arch: str, num_classes: int, in_chans: int, input_size, mean, std,
                model_kwargs: dict | None = None) -> dict:
+    kwargs = {k: v for k, v in (model_kwargs or {}).items() if v is not None}  # null: removed by an overlay
     return dict(arch=arch, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
-                mean=list(mean), std=list(std), model_kwargs=dict(model_kwargs or {}))
+                mean=list(mean), std=list(std), model_kwargs=kwargs)
 
 
 def save_guide(path: str | os.PathLike, guide: ClassifierGuide, spec: dict, **metadata) -> None:

@@ -9,6 +9,10 @@
   ``evaluation.reference``, ``evaluation.inception_weights``, ``evaluation.accuracy_classifier``) is
   opened and checked, and the networks' class counts, channels and sizes are compared with the
   data, so a wrong or damaged file fails in one line naming its key before any job runs.
+* :func:`check_guide_architecture`: a vision transformer guide's patch size divides its input side
+  and its ``img_size`` is that side; :func:`check_lora_targets`: ``experts.lora`` names at least
+  one layer of the guide the LoRA experts adapt (read from its weights file's header, or built on
+  the meta device before its rule has trained it).
 
 Light at import (no torch): the Snakefile imports this module for every preset, and torch is
 imported only when one of those keys is set.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import struct
 import sys
 import zipfile
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ppap.study.config import ConfigError, key_path
+from ppap.layers import select_layers
 from ppap.vocab import STROKE_SOURCES
 
 # ------------------------------------------------------------------------ overlays and selection ----
@@ -237,6 +243,98 @@ def check_guide_file(key: str, path: str, data: DataShape) -> dict:
         raise ConfigError(f"{key}: {path} takes {_plural(spec['in_chans'], 'channel')}, the data ({data.name}) has "
                           f"{_plural(data.channels, 'channel')}")
     return spec
+
+
+VIT_NAME = re.compile(r"patch(\d+)_(\d+)")  # timm's ViT / DeiT names: <family>_patch<P>_<img_size>
+
+
+def check_guide_architecture(config: Mapping) -> None:
+    """A transformer guide built from the config (a ``patch_size`` in ``guide.model_kwargs`` or the
+    arch's name) takes images of the side the guide resizes to, cut into whole patches; torch-free."""
+    guide = config["guide"]
+    if guide.get("pretrained"):
+        return  # the file's own spec (check_guide_file)
+    kwargs = guide.get("model_kwargs") or {}
+    named = VIT_NAME.search(guide["arch"])
+    patch = kwargs.get("patch_size", int(named.group(1)) if named else None)
+    if patch is None:
+        return
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    side = guide["input_size"] or config["data"]["image_size"]
+    side_key = "guide.input_size" if guide["input_size"] else "data.image_size"
+    img_size = kwargs.get("img_size", int(named.group(2)) if named else None)
+    img_size = img_size[0] if isinstance(img_size, (list, tuple)) else img_size
+    if img_size is not None and img_size != side:
+        key = "guide.model_kwargs.img_size" if "img_size" in kwargs else "guide.arch"
+        raise ConfigError(f"{key}: {guide['arch']} is built for {img_size}x{img_size} images, the guide sees "
+                          f"{side}x{side} ({side_key}); set guide.model_kwargs.img_size: {side}")
+    if side % patch:
+        key = "guide.model_kwargs.patch_size" if "patch_size" in kwargs else "guide.arch"
+        raise ConfigError(f"{key}: patch size {patch} does not divide the guide's input side {side} ({side_key})")
+
+
+def _weights_layers(path: Path) -> list[tuple[str, str]]:
+    """(module name, conv | linear | other) from a .safetensors state dict's header: a 4-D ``weight``
+    is a convolution's, a 2-D one a linear layer's (the guides here have no embedding tables)."""
+    kinds = {4: "conv", 2: "linear"}
+    return [(name[: -len(".weight")], kinds.get(len(shape), "other"))
+            for name, shape in _safetensors_shapes(path).items() if name.endswith(".weight")]
+
+
+def _built_guide_layers(config: Mapping, data: DataShape) -> list[tuple[str, str]]:
+    """The layers of the guide train_guide will build, built on the meta device (no weights)."""
+    import torch
+
+    from ppap.experts.adapters import layer_kinds
+    from ppap.models import classifiers
+
+    guide = config["guide"]
+    spec = classifiers.guide_spec(guide["arch"], data.classes, data.channels, guide["input_size"], guide["mean"],
+                                  guide["std"], guide["model_kwargs"])
+    try:
+        with torch.device("meta"):
+            network = classifiers.build_timm_guide(**spec)
+    except Exception as err:  # an arch timm does not know, model_kwargs it does not take, ...
+        raise ConfigError(f"guide.arch: timm cannot build {guide['arch']} with guide.model_kwargs "
+                          f"{guide['model_kwargs']}: {_first_line(err)}") from None
+    return layer_kinds(network)
+
+
+def _lora_guides(config: Mapping) -> tuple[bool, list[str]]:
+    """(whether the study trains LoRA experts on the classifier guide, the dense tasks it trains them on)."""
+    from ppap.study import grammar
+    from ppap.study.config import all_runs, dense_runs, tuning_runs
+
+    def lora(guide: str) -> bool:
+        return grammar.guide_kind(guide) == "experts" and grammar.parse_guide_set(guide).rank is not None
+
+    classifier = any(lora(guide) for run in all_runs(config) + tuning_runs(config) for guide in run.guides)
+    tasks = sorted({run.task for run in dense_runs(config) if lora(run.guide)}) if config.get("dense") else []
+    return classifier, tasks
+
+
+def check_lora_targets(config: Mapping, models) -> None:
+    """``experts.lora`` (layer types, include, exclude) selects at least one layer of every guide
+    that LoRA experts are trained on: the classifier guide (from its weights file, or built on the
+    meta device when its rule has not trained it yet, which imports torch and timm) and each dense
+    guide whose weights file exists. ``models``: the study's :class:`ModelFiles`."""
+    classifier, tasks = _lora_guides(config)
+    lora = config["experts"]["lora"]
+    guides = [("guide", models.guide)] if classifier else []
+    guides += [(f"dense guide ({task})", models.dense_guides[task]) for task in tasks]
+    for what, model in guides:
+        path = Path(model)
+        if path.suffix == ".safetensors" and path.is_file():
+            layers = _weights_layers(path)
+        elif what == "guide" and not path.exists():
+            layers = _built_guide_layers(config, data_shape(config))
+        else:
+            continue  # a checkpoint file (check_files loads it) or a dense guide not trained yet
+        try:
+            select_layers(layers, lora["layer_types"], lora["include"], lora["exclude"])
+        except ValueError as err:
+            raise ConfigError(f"experts.lora.include: {err} in the {what} ({path}), so its LoRA experts would "
+                              "adapt nothing") from None
 
 
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:

@@ -10,7 +10,13 @@ from ppap.study.public_models import (
     trainable_models,
     trained_model,
 )
-from ppap.study.checks import check_files, config_errors_in_one_line, is_main_process
+from ppap.study.checks import (
+    check_files,
+    check_guide_architecture,
+    check_lora_targets,
+    config_errors_in_one_line,
+    is_main_process,
+)
 from ppap.study.config import (
     ablation_runs,
     check_config,
@@ -88,6 +94,8 @@ with config_errors_in_one_line(workflow):
     if is_main_process(workflow):
         # a shipped file changed since it was recorded: one line naming it
         check_shipped(MODELS)
+        check_guide_architecture(config)
+        check_lora_targets(config, MODELS)
 DIFFUSION_MODEL = MODELS.diffusion
 SCHEDULER = MODELS.scheduler
 BASE_GUIDE = MODELS.guide
