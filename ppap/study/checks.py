@@ -254,7 +254,7 @@ def check_guide_architecture(config: Mapping) -> None:
     guide = config["guide"]
     if guide.get("pretrained"):
         return  # the file's own spec (check_guide_file)
-    kwargs = guide.get("model_kwargs") or {}
+    kwargs = {k: v for k, v in (guide.get("model_kwargs") or {}).items() if v is not None}  # null: removed
     named = VIT_NAME.search(guide["arch"])
     patch = kwargs.get("patch_size", int(named.group(1)) if named else None)
     if patch is None:
