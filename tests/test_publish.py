@@ -256,3 +256,16 @@ def test_replace_dense_keeps_the_reference_but_its_dense_study(tmp_path):
     dense_rows = summary[summary["run"] == "dense"].set_index("rule")
     assert (dense_rows.loc[dense_rows.index != "all rules", "median_s"] == 1.0).all()
     assert summary[summary["run"] != "dense"].reset_index(drop=True).equals(old[old["run"] != "dense"].reset_index(drop=True))
+
+
+def test_a_staged_study_publishes_what_has_landed_but_needs_table1(tmp_path):
+    run = fake_run(tmp_path / "run")
+    for name in ("report/study.html", "report/summary.md", "table1_trainings.csv", "table1_trainings.md"):
+        (run / "results" / name).unlink()
+    with pytest.raises(FileNotFoundError, match="table1_trainings.csv"):
+        publish.publish(run, tmp_path / "reference")
+    copied = publish.publish(run, tmp_path / "reference", staged=True)
+    assert "table1.csv" in copied and not [name for name in copied if name.startswith(("report/", "table1_t"))]
+    (run / "results" / "table1.csv").unlink()
+    assert publish.main(["--run", str(run), "--staged", "--to", str(tmp_path / "reference")]) == 2
+    assert (tmp_path / "reference" / "table1.csv").exists()  # the last stage's reference stays

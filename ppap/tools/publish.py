@@ -2,7 +2,7 @@
 
     python -m ppap.tools.publish --run RUN_DIR [--timed TIMED_RUN_DIR] [--tuning TUNE_RUN_DIR]
                            [--legacy LEGACY_RUN_DIR] [--guidance GUIDANCE_RUN_DIR] [--dense DENSE_RUN_DIR]
-                           [--to results/reference]
+                           [--staged] [--to results/reference]
     python -m ppap.tools.publish --replace-dense DENSE_RUN_DIR [--to results/reference]
 
 ``RUN_DIR`` is a working directory of ``snakemake all`` (``-d``): its tables, ablations, figures,
@@ -22,7 +22,9 @@ columns; their results must equal RUN_DIR's) and its benchmark files under ``ben
 networks' records under ``guides/dense/``, benchmark files under ``benchmarks/dense/``).
 
 The reference folder is rebuilt whole in a temporary sibling and renamed into place, so a failed
-copy leaves the previous reference untouched.
+copy leaves the previous reference untouched. ``--staged`` publishes a study that runs in stages (the
+MNIST preset's, ``--to results/reference/mnist``): Table 1 must be there, the rest is copied as far as it
+has landed, so each stage can be committed.
 """
 
 from __future__ import annotations
@@ -252,8 +254,10 @@ def replace_dense(dense: Path, to: Path) -> list[str]:
 
 
 def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None = None,
-            legacy: Path | None = None, guidance: Path | None = None, dense: Path | None = None) -> list[str]:
-    """Rebuild ``to`` from the run folder(s); returns the copied paths relative to ``to``."""
+            legacy: Path | None = None, guidance: Path | None = None, dense: Path | None = None,
+            staged: bool = False) -> list[str]:
+    """Rebuild ``to`` from the run folder(s); returns the copied paths relative to ``to``.
+    ``staged``: a study still under way; only Table 1 is required, the rest is copied as far as it exists."""
     run, to = Path(run), Path(to)
     results = run / "results"
     if guidance is not None:
@@ -262,9 +266,10 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
     with atomic_directory(to) as out:
         for name in TABLES:
             source = (Path(guidance) / "results") if guidance is not None else results
-            _copy(source / name, out / name, required=name != "table1.preset.json")
+            _copy(source / name, out / name, required=name in ("table1.csv", "table1.md") or (
+                not staged and name != "table1.preset.json"))
         for name in REPORT:
-            _copy(results / name, out / name)
+            _copy(results / name, out / name, required=not staged)
         for name in TUNING:
             _copy(Path(tuning or run) / "results" / name, out / name, required=tuning is not None)
         _copy_tree(results / "ablations", out / "ablations", "*")
@@ -325,6 +330,9 @@ def main(argv=None) -> int:
                                            "and Table 1 with its compute columns (its results must equal --run's)")
     parser.add_argument("--dense", help="working directory of a run of results/table_dense.csv and "
                                         "results/tuning/dense.csv: the dense study's tables, figures and records")
+    parser.add_argument("--staged", action="store_true",
+                        help="a study run in stages, still under way: Table 1 must be there, the rest is copied as "
+                             "far as it exists (commit each stage's reference as it lands)")
     parser.add_argument("--to", default="results/reference", help="reference folder to rebuild")
     args = parser.parse_args(argv)
     if not args.run and not args.replace_dense:
@@ -336,7 +344,7 @@ def main(argv=None) -> int:
             return 0
         copied = publish(Path(args.run), Path(args.to), args.timed and Path(args.timed),
                          args.tuning and Path(args.tuning), args.legacy and Path(args.legacy),
-                         args.guidance and Path(args.guidance), args.dense and Path(args.dense))
+                         args.guidance and Path(args.guidance), args.dense and Path(args.dense), args.staged)
     except (FileNotFoundError, ValueError) as error:
         print(f"ppap.tools.publish: {error}", file=sys.stderr)
         return 2
