@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,10 +126,25 @@ def run_workflow(workdir: Path, target: str | tuple, *options: str, timeout: int
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, worker_id):
     """One uninterrupted local run of Table 1 and the dense table on the smoke preset, shared by every
-    test that reads it (tests that need to change it work on a copy)."""
-    workdir = tmp_path_factory.mktemp("smoke")
+    test that reads it (tests that need to change it work on a copy) and by every pytest-xdist
+    worker: the first to need it runs it under a file lock in the session's shared folder, the others
+    wait for it and read the same folder."""
+    if worker_id == "master":  # no xdist (-p no:xdist, or -n 0)
+        return _smoke_workflow(tmp_path_factory.mktemp("smoke"))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / "smoke"
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / "results" / "table_dense.csv").is_file():
+            shutil.rmtree(shared, ignore_errors=True)  # a worker that failed half-way
+            shared.mkdir()
+            _smoke_workflow(shared)
+    return shared
+
+
+def _smoke_workflow(workdir: Path) -> Path:
     # the dense table in the same run: its networks train while Table 1's do (one DAG, both cores busy)
     result = run_workflow(workdir, ("results/table1.csv", "results/table_dense.csv"), "--cores", "2",
                           "--configfile", str(REPO / "config" / "smoke.yaml"))

@@ -12,6 +12,7 @@ import torch
 
 from conftest import REPO, run_models, run_workflow
 
+pytestmark = pytest.mark.xdist_group("tiny_guided")  # one tiny run (module fixture) on one worker
 TINY = str(REPO / "config" / "tiny_guided.yaml")
 GUIDE = "labeled_full_n1"
 CHANCE = 0.1

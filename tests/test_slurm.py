@@ -23,6 +23,7 @@ from conftest import REPO, run_workflow
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.xdist_group("slurm"),  # one cluster (module fixture) on one worker
     pytest.mark.skipif(os.environ.get("PPAP_TEST_SLURM") != "1",
                        reason="opt-in: PPAP_TEST_SLURM=1 starts a one-node SLURM (root, slurm-wlm, munge)"),
 ]
