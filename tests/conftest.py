@@ -131,7 +131,7 @@ def smoke_run(tmp_path_factory, worker_id):
     test that reads it (tests that need to change it work on a copy) and by every pytest-xdist
     worker: the first to need it runs it under a file lock in the session's shared folder, the others
     wait for it and read the same folder."""
-    if worker_id == "master":  # no xdist (-p no:xdist, or -n 0)
+    if worker_id == "master":  # not under xdist workers (-n 0)
         return _smoke_workflow(tmp_path_factory.mktemp("smoke"))
     from filelock import FileLock
 
