@@ -347,8 +347,7 @@ def cosine_betas(steps: int) -> list[float]:
 
 
 def test_scheduler_has_glides_cosine_betas(tmp_path):
-    from ppap.schedules import load_scheduler
-    from ppap.schedules import load_alphas_cumprod
+    from ppap.schedules import load_alphas_cumprod, load_scheduler
 
     scheduler = convert_glide.glide_scheduler()
     expected = torch.tensor(cosine_betas(1000), dtype=torch.float64)

@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ppap.study.config import ConfigError, key_path
 from ppap.layers import select_layers
+from ppap.study.config import ConfigError, key_path
 from ppap.vocab import STROKE_SOURCES
 
 # ------------------------------------------------------------------------ overlays and selection ----
