@@ -24,7 +24,7 @@ import yaml
 
 from ppap.io import write_text
 from ppap.models import classifiers
-from ppap.study.checks import data_shape
+from ppap.study.checks import data_shape, guide_spec_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -46,9 +46,7 @@ def preset_config(*overlays: str | os.PathLike | Mapping) -> dict:
 
 def guide_args(config: Mapping) -> dict:
     """The off-the-shelf guide's spec as rule train_guide builds it (classifiers.guide_spec)."""
-    shape, guide = data_shape(config), config["guide"]
-    return classifiers.guide_spec(guide["arch"], shape.classes, shape.channels, guide["input_size"], guide["mean"],
-                                  guide["std"], guide["model_kwargs"])
+    return guide_spec_of(config)
 
 
 def unet_args(config: Mapping) -> dict:

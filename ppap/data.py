@@ -380,15 +380,11 @@ def load_folder_split(train_dir, image_size: int, test_dir=None, train_per_class
     images, labels, classes = load_image_folder(train_dir, image_size, train_per_class)
     if test_dir is not None:
         test_images, test_labels, _ = load_image_folder(test_dir, image_size, test_per_class, classes=classes)
-        split = dict(train_images=images, train_labels=labels, test_images=test_images, test_labels=test_labels)
+        split = carve_validation(dict(train_images=images, train_labels=labels, test_images=test_images,
+                                      test_labels=test_labels), val_fraction, seed)
     else:
-        from sklearn.model_selection import train_test_split
-
-        idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_fraction, random_state=seed,
-                                               stratify=labels)
-        split = dict(train_images=images[idx_train], train_labels=labels[idx_train],
-                     test_images=images[idx_test], test_labels=labels[idx_test])
-    return dict(carve_validation(split, val_fraction, seed), class_names=np.asarray(classes))
+        split = _stratified_split(images, labels, test_fraction, seed, val_fraction)
+    return dict(split, class_names=np.asarray(classes))
 
 
 def image_grid(images: np.ndarray, nrow: int, upscale: int = 1, padding: int = 0, pad_value: int = 128) -> np.ndarray:

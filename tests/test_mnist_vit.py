@@ -4,6 +4,7 @@ naming the key."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 from pathlib import Path
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ppap.layers import select_layers
-from ppap.study.config import ConfigError, key_path
+from ppap.study import grammar
+from ppap.study.config import ConfigError, all_runs, dense_runs, key_path, tuning_runs
 from ppap.vocab import STROKE_SOURCES
 
 # ------------------------------------------------------------------------ overlays and selection ----
@@ -281,7 +282,17 @@ def _weights_layers(path: Path) -> list[tuple[str, str]]:
             for name, shape in _safetensors_shapes(path).items() if name.endswith(".weight")]
 
 
-def _built_guide_layers(config: Mapping, data: DataShape) -> list[tuple[str, str]]:
+def guide_spec_of(config: Mapping) -> dict:
+    """The off-the-shelf guide's spec as rule train_guide builds it (``classifiers.guide_spec``) for
+    this config's data; imports torch."""
+    from ppap.models import classifiers
+
+    shape, guide = data_shape(config), config["guide"]
+    return classifiers.guide_spec(guide["arch"], shape.classes, shape.channels, guide["input_size"], guide["mean"],
+                                  guide["std"], guide["model_kwargs"])
+
+
+def _built_guide_layers(config: Mapping) -> list[tuple[str, str]]:
     """The layers of the guide train_guide will build, built on the meta device (no weights)."""
     import torch
 
@@ -289,11 +300,9 @@ def _built_guide_layers(config: Mapping, data: DataShape) -> list[tuple[str, str
     from ppap.models import classifiers
 
     guide = config["guide"]
-    spec = classifiers.guide_spec(guide["arch"], data.classes, data.channels, guide["input_size"], guide["mean"],
-                                  guide["std"], guide["model_kwargs"])
     try:
         with torch.device("meta"):
-            network = classifiers.build_timm_guide(**spec)
+            network = classifiers.build_timm_guide(**guide_spec_of(config))
     except Exception as err:  # an arch timm does not know, model_kwargs it does not take, ...
         raise ConfigError(f"guide.arch: timm cannot build {guide['arch']} with guide.model_kwargs "
                           f"{guide['model_kwargs']}: {_first_line(err)}") from None
@@ -302,9 +311,6 @@ def _built_guide_layers(config: Mapping, data: DataShape) -> list[tuple[str, str
 
 def _lora_guides(config: Mapping) -> tuple[bool, list[str]]:
     """(whether the study trains LoRA experts on the classifier guide, the dense tasks it trains them on)."""
-    from ppap.study import grammar
-    from ppap.study.config import all_runs, dense_runs, tuning_runs
-
     def lora(guide: str) -> bool:
         return grammar.guide_kind(guide) == "experts" and grammar.parse_guide_set(guide).rank is not None
 
@@ -327,7 +333,7 @@ def check_lora_targets(config: Mapping, models) -> None:
         if path.suffix == ".safetensors" and path.is_file():
             layers = _weights_layers(path)
         elif what == "guide" and not path.exists():
-            layers = _built_guide_layers(config, data_shape(config))
+            layers = _built_guide_layers(config)
         else:
             continue  # a checkpoint file (check_files loads it) or a dense guide not trained yet
         try:
