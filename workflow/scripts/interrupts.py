@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -44,16 +45,35 @@ def _console(text: str) -> None:
 
 # ------------------------------------------------------------------------------ Snakemake's side ----
 
+# How Snakemake's CalledProcessError reads for a job that ended on SIGINT: our jobs exit with
+# 128 + SIGINT when told to stop (job_start, harness), a job without a handler dies of the signal.
+_ENDED_ON_SIGINT = re.compile(r"non-zero exit status 130\b|died with <Signals\.SIGINT")
+
+
 class _InterruptedJobErrors(logging.Filter):
-    """Drop Snakemake's error blocks ("Error in rule ...", RuleException, CalledProcessError) once
-    the run was interrupted: the jobs failed because they were told to stop, and each said so."""
+    """Drop Snakemake's error blocks ("Error in rule ...", RuleException, CalledProcessError) for
+    jobs that were told to stop: each said so in its own line.
+
+    Two ways to know. Once Snakemake's handler ran, every job error is one. Before it: in a
+    terminal the job gets the same SIGINT, and its exit can be reported first (Python runs the
+    handler in the main thread, which may be blocked while another thread took the signal), so a
+    job that ended on SIGINT is recognised by its exit status. Snakemake reports a failed job from
+    one thread, the exception and then "Error in rule", so the thread names the job's second record."""
 
     def __init__(self, interrupted: threading.Event):
         super().__init__()
         self.interrupted = interrupted
         self.said_will_exit = False
+        self.threads_reporting_interrupted_job: set[int | None] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        event = str(getattr(record, "event", "")).lower()
+        if event == "error" and _ENDED_ON_SIGINT.search(str(record.msg)):
+            self.threads_reporting_interrupted_job.add(record.thread)
+            return False
+        if event == "job_error" and record.thread in self.threads_reporting_interrupted_job:
+            self.threads_reporting_interrupted_job.discard(record.thread)
+            return False
         if not self.interrupted.is_set():
             return True
         if str(record.msg).startswith("Will exit after finishing"):  # said once per finished job: once is enough
