@@ -111,6 +111,11 @@ rule tune:
     input:
         paths.tuning_table("learning_rates"),
         paths.tuning_table("guidance"),
+        *(
+            [paths.tuning_table("training_budget")]
+            if (config.get("tuning") or {}).get("training_budget")
+            else []
+        ),
         *([paths.tuning_table("dense")] if config.get("dense") else []),
 
 

@@ -59,8 +59,9 @@ def test_an_empty_mapping_that_stays_empty_is_fine():
 
 def test_study_selects_ablations_and_an_empty_list_selects_none():
     config = merged()
+    every = list(config["ablations"])
     checks.select_study(config)  # no study key: every ablation
-    assert len(config["ablations"]) == 11
+    assert list(config["ablations"]) == every and len(every) > 2
     config = merged({"study": {"ablations": ["sampler", "n_experts"]}})
     checks.select_study(config)
     assert list(config["ablations"]) == ["n_experts", "sampler"]  # the config's order

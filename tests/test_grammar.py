@@ -33,7 +33,7 @@ def config():
 @pytest.mark.parametrize("name", [
     "datafree_lora4_n5", "labeled_full_n1", "datafree_lora16_n10_syn250_tau0.1", "datafree_lora4_n5_normfrozen",
     "datafree_lora4_n5_warmoff", "labeled_full_n5_warmweights_lr0.0003_rep2", "datafree_full_n3_lr3e-5",
-    "datafree_lora2_n2_syn64_tau1_normtrained_warmoptimizer_lr0.01_rep1",
+    "datafree_lora2_n2_syn64_tau1_normtrained_warmoptimizer_lr0.01_rep1", "labeled_full_n5_lr0.001_steps6000_rep2",
 ])
 def test_guide_set_names_round_trip_and_match_the_wildcard_pattern(name):
     spec = grammar.parse_guide_set(name)
@@ -44,7 +44,7 @@ def test_guide_set_names_round_trip_and_match_the_wildcard_pattern(name):
 
 def test_parsed_fields():
     spec = grammar.parse_guide_set("datafree_lora4_n5_tau0.5_normfrozen_warmoff_lr0.001_rep2")
-    assert spec == GuideSet("datafree", 4, 5, None, 0.5, "frozen", "off", 0.001, 2)
+    assert spec == GuideSet("datafree", 4, 5, None, 0.5, "frozen", "off", 0.001, replicate=2)
     assert spec.adapter == "lora4" and grammar.parse_guide_set("labeled_full_n1").adapter == "full"
 
 
@@ -56,13 +56,16 @@ def test_parsed_fields():
     ("datafree_lora4_n5_warmon", "suffixes, in this order"),
     ("datafree_lora4_n5_rep1_lr0.1", "suffixes, in this order"),  # out of order
     ("datafree_lora4_n5_lr0", "learning rate must be > 0"),
+    ("datafree_lora4_n5_steps3", "at least one step per expert"),
+    ("datafree_lora4_n5_rep1_steps600", "suffixes, in this order"),
     ("guide", "unknown guide"),
 ])
 def test_bad_guide_names_say_what_is_wrong(name, message):
     with pytest.raises(GrammarError, match=message):
         grammar.parse_guide_set(name)
     assert not re.fullmatch(grammar.GUIDE_SET_PATTERN, name) or message in ("data-free sets only", "LoRA sets",
-                                                                           "learning rate must be > 0")
+                                                                           "learning rate must be > 0",
+                                                                           "at least one step per expert")
 
 
 def test_untrained_guides():
@@ -181,6 +184,40 @@ def test_tuning_runs_name_each_rate(config):
     assert "datafree_lora4_n5" in guides  # the configured rate is the plain set
     assert any(g.startswith("datafree_lora4_n5_lr") for g in guides)
     assert {r.method for r in runs} == {"lora", "full"}
+
+
+def test_a_training_budget_is_a_guide_factor_and_its_grid_is_relative_to_the_config(config):
+    configured = config["experts"]["train"]["total_steps"]
+    assert grammar.canonical_guide(f"datafree_lora4_n5_steps{configured}", config) == "datafree_lora4_n5"
+    assert grammar.canonical_guide("datafree_lora4_n5_steps6000_rep1", config) == "datafree_lora4_n5_steps6000_rep1"
+    assert expert_training("labeled_full_n5_steps6000", config).steps == 6000 // 5
+    assert expert_training("datafree_lora4_n1_steps1500", config).steps == 1500
+    runs = tuning_runs(config, "training_budget")
+    factors = config["tuning"]["training_budget"]["lora"]["factors"]
+    lora = [r for r in runs if r.method == "lora"]
+    assert [int(r.value) for r in lora] == [round(f * configured) for f in factors]
+    # the configured budget is trained spread_trainings times (Table 1's trainings: the same files)
+    at_one = next(r for r in lora if int(r.value) == configured)
+    assert at_one.guides == tuple(table1_runs(config, 3)[-1].guides) == (
+        "datafree_lora4_n5", "datafree_lora4_n5_rep1", "datafree_lora4_n5_rep2")
+    assert all(len(r.guides) == 1 for r in lora if r is not at_one)
+    # the ablation on test samples the very sets the validation grid trained
+    ablation = {g for r in ablation_runs(config, "training_budget") for g in r.guides}
+    assert {r.guide for r in runs} <= ablation | {"datafree_lora4_n5", "labeled_full_n5"}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"factors": [2, 1]}, "must increase"),
+    ({"factors": [0.5, 2]}, "must include 1"),
+    ({"guide": "datafree_lora4_n5_steps600"}, "names a value of _steps"),
+    ({"guide": "labeled_full_n5"}, "tuned on a LoRA set"),
+])
+def test_a_bad_training_budget_grid_names_its_key(config, entry, message):
+    bad = copy.deepcopy(config)
+    bad["tuning"]["training_budget"]["lora"].update(entry)
+    with pytest.raises(ConfigError, match=message) as err:
+        check_config(bad)
+    assert "tuning.training_budget.lora" in str(err.value)
 
 
 def test_expert_training_holds_only_what_a_job_uses(config):

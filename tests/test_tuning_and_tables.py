@@ -46,6 +46,28 @@ def test_learning_rate_table_chooses_on_validation_accuracy():
         tuning.validation_score(dict(guide_set="x", noisy_test_accuracy={}))
 
 
+def test_training_budget_chosen_where_a_doubling_gains_less_than_a_trainings_spread():
+    def run(family, steps, *guides):
+        return dict(method=family, value=str(steps), guides=list(guides))
+
+    # lora: 1x has three trainings (sd 0.01); 1x -> 2x gains 0.05, 2x -> 4x 0.005: 2x chosen
+    runs = [run("lora", 1500, "a"), run("lora", 3000, "b", "b1", "b2"), run("lora", 6000, "c"), run("lora", 12000, "d"),
+            run("full", 1500, "e"), run("full", 3000, "f", "f1"), run("full", 6000, "g")]
+    scores = dict(a=0.5, b=0.59, b1=0.60, b2=0.61, c=0.65, d=0.655, e=0.3, f=0.4, f1=0.42, g=0.6)
+    manifests = {g: manifest(g, [v, v, v]) for g, v in scores.items()}
+    frame = tuning.training_budget_table(runs, manifests, 3000)
+    assert tuning.chosen_budgets(frame) == {"lora": 6000, "full": 6000}
+    lora = frame[frame.family == "lora"].set_index("total_steps")
+    assert lora.loc[3000, "val_accuracy"] == pytest.approx(0.60) and lora.loc[3000, "val_sd"] == pytest.approx(0.01)
+    assert lora.loc[3000, "gain_per_doubling"] == pytest.approx(0.05)
+    assert not lora.at_edge.any()
+    full = frame[frame.family == "full"].set_index("total_steps")
+    assert full.loc[6000, "at_edge"] and full.loc[6000, "chosen"]  # still rising at the grid's top
+    assert list(frame.configured) == [False, True, False, False, False, True, False]
+    with pytest.raises(ValueError, match="spread_trainings >= 2"):
+        tuning.training_budget_table([run("lora", 3000, "a"), run("lora", 6000, "c")], manifests, 3000)
+
+
 def metrics(per_seed_accuracy):
     values = np.array(per_seed_accuracy)
     return dict(seeds=list(range(len(values))), per_seed=[dict(samples="s.npz")],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ppap.spacing import spaced_timesteps
 from ppap.specs import ExpertTraining
@@ -125,18 +125,35 @@ def ablation_runs(config: dict, name: str) -> list[Run]:
     return runs
 
 
-def tuning_runs(config: dict) -> list[Run]:
-    """The learning-rate grid of ``tuning.learning_rates``: one guide set per (family, value),
-    trained on the training split and judged on the validation split (no sampling)."""
+# A tuning section over a training setting -> the guide-set field it varies (GuideSet, grammar).
+TRAINING_TUNING = {"learning_rates": "lr", "training_budget": "total_steps"}
+
+
+def tuning_values(config: dict, section: str, family: str) -> list:
+    """The grid of one family: learning rates as given; budgets as ``factors`` of the configured
+    ``experts.train.total_steps`` (so that every preset's grid is about its own budget)."""
+    entry = config["tuning"][section][family]
+    if section == "learning_rates":
+        return [float(v) for v in entry["values"]]
+    return [max(1, round(float(f) * int(config["experts"]["train"]["total_steps"]))) for f in entry["factors"]]
+
+
+def tuning_runs(config: dict, section: str = "learning_rates") -> list[Run]:
+    """A training-setting grid of ``tuning.<section>`` (``learning_rates``: the rate;
+    ``training_budget``: the set's optimiser steps): one guide set per (family, value), trained on
+    the training split and judged on the validation split (no sampling). ``training_budget``
+    trains the configured budget ``spread_trainings`` times (the spread a doubling must beat)."""
+    field = TRAINING_TUNING[section]
+    configured_budget = int(config["experts"]["train"]["total_steps"])
     runs = []
-    for family, entry in (config.get("tuning") or {}).get("learning_rates", {}).items():
+    for family, entry in ((config.get("tuning") or {}).get(section) or {}).items():
         base = grammar.parse_guide_set(entry["guide"])
-        for lr in entry["values"]:
-            name = grammar.format_guide_set(grammar.GuideSet(base.supervision, base.rank, base.n_experts,
-                                                             base.synthetic_size, base.temperature, base.norm,
-                                                             base.warm_start, float(lr)))
-            runs.append(Run(f"{family}/{grammar.format_number(lr)}", family, grammar.format_number(lr),
-                            (canonical_guide(name, config),), default_sampling(config)))
+        for value in tuning_values(config, section, family):
+            name = canonical_guide(grammar.format_guide_set(replace(base, **{field: value})), config)
+            trainings = entry.get("spread_trainings", 1) if field == "total_steps" and value == configured_budget else 1
+            guides = tuple(grammar.replicate_of(name, k, config) for k in range(trainings))
+            runs.append(Run(f"{family}/{grammar.format_number(value)}", family, grammar.format_number(value),
+                            guides, default_sampling(config)))
     return runs
 
 
@@ -285,7 +302,7 @@ def expert_training(guide_set: str, config: dict) -> ExpertTraining:
     ranges = custom.get(guide_set, custom.get(base_name))
     return ExpertTraining(
         guide_set=guide_set, supervision=spec.supervision, rank=spec.rank, n_experts=spec.n_experts,
-        steps=train["total_steps"] // spec.n_experts, batch_size=train["batch_size"], lr=spec.lr,
+        steps=spec.total_steps // spec.n_experts, batch_size=train["batch_size"], lr=spec.lr,
         weight_decay=train["weight_decay"], seed=train["seed"] + REPLICATE_SEED_STRIDE * spec.replicate,
         norm=spec.norm, warm_start=spec.warm_start if spec.n_experts > 1 else "off",
         synthetic_size=spec.synthetic_size if datafree else None,
@@ -406,7 +423,7 @@ def check_config(config: dict) -> None:
     _check_tuning(config)
     _check_guidance_methods(config)
     _check_dense(config)
-    for run in all_runs(config) + tuning_runs(config):
+    for run in all_runs(config) + tuning_runs(config) + tuning_runs(config, "training_budget"):
         where = f"methods, ablations or tuning ({run.label})"
         for guide in run.guides:
             if grammar.guide_kind(guide) == "experts":
@@ -414,8 +431,9 @@ def check_config(config: dict) -> None:
                 if spec.n_experts > timesteps:
                     raise ConfigError(f"{where}: {spec.n_experts} experts for {timesteps} timesteps "
                                       "(diffusion.num_train_timesteps)")
-                if config["experts"]["train"]["total_steps"] < spec.n_experts:
-                    raise ConfigError(f"experts.train.total_steps is smaller than the {spec.n_experts} experts of {where}")
+                if spec.total_steps < spec.n_experts:
+                    raise ConfigError(f"experts.train.total_steps ({spec.total_steps}) is smaller than the "
+                                      f"{spec.n_experts} experts of {where}")
                 if spec.supervision == "datafree" and spec.synthetic_size > pool:
                     raise ConfigError(f"{where}: synthetic size {spec.synthetic_size} exceeds "
                                       f"synthetic.num_samples ({pool})")
@@ -459,16 +477,27 @@ def check_config(config: dict) -> None:
 
 
 def _check_tuning(config: dict) -> None:
-    for family, entry in (config.get("tuning") or {}).get("learning_rates", {}).items():
-        key = f"tuning.learning_rates.{family}"
-        if guide_kind(entry["guide"], f"{key}.guide") != "experts":
-            raise ConfigError(f"{key}.guide: {entry['guide']!r} is not a trained guide set")
-        spec = grammar.parse_guide_set(entry["guide"])
-        if spec.lr is not None:
-            raise ConfigError(f"{key}.guide: {entry['guide']!r} names a learning rate; the grid is {key}.values")
-        if (spec.rank is None) != (family == "full"):
-            raise ConfigError(f"{key}: the {family!r} family's rate is tuned on "
-                              f"{'a full fine-tuning' if family == 'full' else 'a LoRA'} set, not {entry['guide']!r}")
+    tuning = config.get("tuning") or {}
+    for section, field in TRAINING_TUNING.items():
+        for family, entry in (tuning.get(section) or {}).items():
+            key = f"tuning.{section}.{family}"
+            if guide_kind(entry["guide"], f"{key}.guide") != "experts":
+                raise ConfigError(f"{key}.guide: {entry['guide']!r} is not a trained guide set")
+            spec = grammar.parse_guide_set(entry["guide"])
+            if getattr(spec, field) is not None:
+                raise ConfigError(f"{key}.guide: {entry['guide']!r} names a value of _{grammar.guide_suffix(field)}; "
+                                  f"the grid is {key}.values")
+            if (spec.rank is None) != (family == "full"):
+                raise ConfigError(f"{key}: the {family!r} family is tuned on "
+                                  f"{'a full fine-tuning' if family == 'full' else 'a LoRA'} set, not {entry['guide']!r}")
+    for family, entry in (tuning.get("training_budget") or {}).items():
+        key, factors = f"tuning.training_budget.{family}.factors", [float(f) for f in entry["factors"]]
+        if factors != sorted(factors) or len(set(tuning_values(config, "training_budget", family))) < len(factors):
+            raise ConfigError(f"{key}: {entry['factors']} must increase, and give distinct step counts "
+                              f"(each budget is compared with the next)")
+        if 1.0 not in factors:
+            raise ConfigError(f"{key}: {entry['factors']} must include 1 (the configured experts.train.total_steps, "
+                              "whose trainings give the spread)")
 
 
 def _check_dense(config: dict) -> None:

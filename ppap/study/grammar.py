@@ -12,12 +12,13 @@ Every result file of the DAG is named by what produced it, so names are the fact
   or a trained guide set::
 
       <labeled|datafree>_<full|lora<r>>_n<N>[_syn<M>][_tau<T>][_norm<frozen|trained>]
-                                          [_warm<off|weights|optimizer>][_lr<lr>][_rep<k>]
+                                          [_warm<off|weights|optimizer>][_lr<lr>][_steps<S>][_rep<k>]
 
   (N experts; ``_syn``/``_tau``: data-free set size and transfer temperature; ``_norm``: LoRA
   experts' normalisation layers frozen at the clean statistics or trained per expert;
   ``_warm``: each expert starts from scratch, from the previous expert's weights, or from its
-  weights and optimiser state; ``_lr``: learning rate; ``_rep``: independent training k,
+  weights and optimiser state; ``_lr``: learning rate; ``_steps``: the set's training budget,
+  optimiser steps split evenly over its experts; ``_rep``: independent training k,
   i.e. other training seeds);
 * sampling settings: ``<ddim|ddpm><steps>_s<scale>[_clip<gd|after|none>][_sp<ddim|leading|trailing>]
   [_route<owner|lower>]`` (``_route``: a boundary timestep goes to the expert that owns it, or,
@@ -68,6 +69,7 @@ _GUIDE_SUFFIXES: dict[str, tuple[str, str, Any, Any]] = {
     "norm": ("norm", "|".join(NORM_MODES), str, str),
     "warm": ("warm_start", "|".join(WARM_STARTS), str, str),
     "lr": ("lr", _NUMBER, float, format_number),
+    "steps": ("total_steps", r"[1-9][0-9]*", int, str),
     "rep": ("replicate", r"[0-9]+", int, str),
 }
 _GUIDE_HEAD = r"(?P<supervision>labeled|datafree)_(?P<adapter>full|lora[1-9][0-9]*)_n(?P<n>[1-9][0-9]*)"
@@ -113,6 +115,7 @@ class GuideSet:
     norm: str | None = None             # LoRA: normalisation layers "trained" per expert or "frozen"
     warm_start: str | None = None       # "off" | "weights" | "optimizer" (weights and AdamW state)
     lr: float | None = None             # learning rate (the config's per family: LoRA or full)
+    total_steps: int | None = None      # optimiser steps of the whole set, split evenly over its experts
     replicate: int = 0                  # independent training k (training seeds offset by k)
 
     @property
@@ -166,8 +169,16 @@ def _validate_guide_set(spec: GuideSet, name: str) -> None:
         raise GrammarError(f"guide {name!r}: the temperature must be > 0")
     if spec.lr is not None and spec.lr <= 0:
         raise GrammarError(f"guide {name!r}: the learning rate must be > 0")
+    if spec.total_steps is not None and spec.total_steps < spec.n_experts:
+        raise GrammarError(f"guide {name!r}: {spec.total_steps} training steps for {spec.n_experts} experts "
+                           "(_steps is the whole set's budget, at least one step per expert)")
     if spec.rank is None and spec.norm == "frozen":
         raise GrammarError(f"guide {name!r}: _normfrozen applies to LoRA sets (full fine-tuning trains every layer)")
+
+
+def guide_suffix(field: str) -> str:
+    """The name suffix of a :class:`GuideSet` field (``lr`` -> ``lr``, ``total_steps`` -> ``steps``)."""
+    return next(key for key, (name, *_) in _GUIDE_SUFFIXES.items() if name == field)
 
 
 def format_guide_set(spec: GuideSet) -> str:
@@ -277,7 +288,7 @@ def guide_defaults(config: dict) -> dict:
     experts, train = config["experts"], config["experts"]["train"]
     return dict(synthetic_size=train["synthetic_size"], temperature=float(train["temperature"]),
                 norm=experts["norm"], warm_start=experts["warm_start"], lr=float(train["lr"]),
-                full_lr=float(train["full_lr"]), replicate=0)
+                full_lr=float(train["full_lr"]), total_steps=int(train["total_steps"]), replicate=0)
 
 
 def resolve_guide_set(name: str, config: dict) -> GuideSet:
@@ -297,7 +308,7 @@ def canonical_guide(name: str, config: dict) -> str:
     full = spec.resolved(guide_defaults(config))
     defaults = GuideSet(spec.supervision, spec.rank, spec.n_experts).resolved(guide_defaults(config))
     kept = {}
-    for field in ("synthetic_size", "temperature", "norm", "warm_start", "lr"):
+    for field in ("synthetic_size", "temperature", "norm", "warm_start", "lr", "total_steps"):
         if getattr(full, field) != getattr(defaults, field):
             kept[field] = getattr(full, field)
     if spec.n_experts == 1:

@@ -126,7 +126,7 @@ def tuning_metrics(guide: str, sampling: str) -> str:
 
 
 def tuning_table(name: str, ext: str = "csv") -> str:
-    """A tuning table, ``learning_rates``, ``guidance`` or ``dense`` (csv, or md beside it)."""
+    """A tuning table, ``learning_rates``, ``training_budget``, ``guidance`` or ``dense`` (csv, or md beside it)."""
     return f"results/tuning/{name}.{ext}"
 
 

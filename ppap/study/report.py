@@ -177,7 +177,7 @@ _FACTOR_WORDS = {
     "labeled": "supervision", "datafree": "supervision", "full": "adapter (LoRA rank or full)",
     "lora": "adapter (LoRA rank or full)", "n": "number of experts N", "syn": "synthetic set size M",
     "tau": "transfer temperature", "norm": "normalisation layers", "warm": "warm start", "lr": "learning rate",
-    "rep": "training replicate", "ddim": "sampler and steps", "ddpm": "sampler and steps",
+    "steps": "training steps per set", "rep": "training replicate", "ddim": "sampler and steps", "ddpm": "sampler and steps",
     "s": "guidance scale s", "clip": "clipping", "sp": "timestep spacing",
     "none": "guide", "off": "guide", "the": "guide", "shelf": "guide",
 }

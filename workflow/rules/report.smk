@@ -70,6 +70,30 @@ rule tune_learning_rates:
         "../scripts/tune_learning_rates.py"
 
 
+rule tune_training_budget:
+    input:
+        manifests=[
+            paths.manifest(guide)
+            for r in tuning_runs(config, "training_budget")
+            for guide in r.guides
+        ],
+    output:
+        csv=paths.tuning_table("training_budget"),
+        markdown=paths.tuning_table("training_budget", "md"),
+    log:
+        paths.log("tuning/training_budget"),
+    benchmark:
+        paths.benchmark("tuning/training_budget")
+    threads: THREADS["light"]
+    resources:
+        **rule_resources("tune_training_budget", mem_mb=1000, runtime=5),
+    params:
+        runs=runs_as_params(tuning_runs(config, "training_budget")),
+        configured=config["experts"]["train"]["total_steps"],
+    script:
+        "../scripts/tune_training_budget.py"
+
+
 rule ablation:
     input:
         unpack(lambda wc: run_inputs(ablation_runs(config, wc.ablation))),
