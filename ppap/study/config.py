@@ -367,6 +367,7 @@ def synthetic_shards(num_samples: int, shards: int, seed: int) -> list[tuple[int
 RESOURCE_RULES = ("prepare_data", "noise_schedule", "train_diffusion", "train_conditional_diffusion", "train_guide",
                   "train_evaluator", "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate", "table1",
                   "table1_trainings", "ablation", "figures", "report_notebook", "render_report", "tune_learning_rates",
+                  "tune_training_budget",
                   "score_on_validation", "tune_guidance", "guidance_methods", "x0_estimate_accuracy",
                   "train_dense_guide", "train_dense_evaluator", "distill_dense_expert", "dense_cell",
                   "dense_validation", "tune_dense", "table_dense")
