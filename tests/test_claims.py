@@ -64,3 +64,25 @@ def test_chance_claims_read_the_noisy_accuracy_records(tmp_path):
 
 def test_the_published_claims_are_those_of_the_published_tables():
     assert claims.main(["--check"]) == 0
+
+
+def write_budget(folder, gaps, sd=0.01):
+    """The training_budget ablation: PPAP at 0.6 and the labeled experts `gap` above it per budget."""
+    rows = []
+    for steps, gap in gaps.items():
+        suffix = "" if steps == 3000 else f"_steps{steps}"
+        rows += [dict(ablation="training_budget", value=steps, method="ppap", guide=f"datafree_lora4_n5{suffix}",
+                      accuracy=0.6, accuracy_sd=sd),
+                 dict(ablation="training_budget", value=steps, method="multi_expert_labeled",
+                      guide=f"labeled_full_n5{suffix}", accuracy=0.6 + gap, accuracy_sd=sd)]
+    (folder / "ablations").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(folder / "ablations" / "training_budget.csv", index=False)
+
+
+def test_the_budget_claim_compares_the_gap_at_the_configured_and_the_largest_budget(tmp_path):
+    write_table1(tmp_path, TABLE1)
+    assert verdicts(tmp_path)["budget_closes_gap"] == "not run"
+    write_budget(tmp_path, {1500: 0.2, 3000: 0.10, 6000: 0.08, 12000: 0.05})
+    assert verdicts(tmp_path)["budget_closes_gap"] == "holds"  # 0.10 -> 0.05, spread 0.02
+    write_budget(tmp_path, {1500: 0.2, 3000: 0.10, 6000: 0.09, 12000: 0.09})
+    assert verdicts(tmp_path)["budget_closes_gap"] == "fails"  # 0.01 < the combined spread

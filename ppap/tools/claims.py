@@ -87,6 +87,25 @@ def ablation(folder: Path, name: str, value: str, metric: str = "accuracy") -> C
     return _cell(rows.iloc[0], metric)
 
 
+def budget_closes_gap(folder: Path) -> tuple[bool, str]:
+    """The training_budget ablation: labeled experts minus PPAP at the configured budget (the row
+    whose guide has no ``_steps`` suffix) against the same gap at the largest budget tried."""
+    rows = _table(folder, "ablations/training_budget.csv")
+    rows = rows.assign(steps=rows["value"].astype(int))
+    configured = int(rows.loc[~rows["guide"].str.contains("_steps"), "steps"].iloc[0])
+    largest = int(rows["steps"].max())
+
+    def gap(steps: int) -> Cell:
+        pick = rows[rows["steps"] == steps].set_index("method")
+        labeled, ppap = _cell(pick.loc["multi_expert_labeled"], "accuracy"), _cell(pick.loc["ppap"], "accuracy")
+        return Cell(labeled.value - ppap.value, math.hypot(labeled.spread, ppap.spread))
+
+    before, after = gap(configured), gap(largest)
+    margin = math.hypot(before.spread, after.spread)
+    return before.value - after.value > margin, (f"gap {before.value:+.3f} at {configured} steps, {after.value:+.3f} "
+                                                 f"at {largest} (spread {margin:.3f})")
+
+
 def beats(a: Cell, b: Cell) -> tuple[bool, str]:
     margin = math.hypot(a.spread, b.spread)
     return a.value - b.value > margin, f"{a.value:.3f} vs {b.value:.3f} (difference {a.value - b.value:+.3f}, " \
@@ -162,6 +181,8 @@ CLAIMS = (
           lambda f: beats(ablation(f, "n_experts", "5"), ablation(f, "n_experts", "1"))),
     Claim("warm_start", "warm start raises PPAP's accuracy at N = 10",
           lambda f: beats(ablation(f, "warm_start", "10_warmoptimizer"), ablation(f, "warm_start", "10_warmoff"))),
+    Claim("budget_closes_gap", "more distillation closes PPAP's distance to the labeled experts (accuracy gap at "
+                               "4x the training budget below the gap at 1x)", budget_closes_gap),
     Claim("chance_late", f"the off-the-shelf guide is at chance from t = {LATE_T} (noisy test accuracy within "
                          f"{CHANCE_MARGIN} of {CHANCE})", off_the_shelf_at_chance),
     Claim("all_chance_late", f"every trained guide of Table 1 is at chance from t = {LATE_T} (within {CHANCE_MARGIN})",
