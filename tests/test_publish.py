@@ -269,3 +269,59 @@ def test_a_staged_study_publishes_what_has_landed_but_needs_table1(tmp_path):
     (run / "results" / "table1.csv").unlink()
     assert publish.main(["--run", str(run), "--staged", "--to", str(tmp_path / "reference")]) == 2
     assert (tmp_path / "reference" / "table1.csv").exists()  # the last stage's reference stays
+
+
+def _stage_run(root: Path, reference: Path, shift: float = 0.0) -> Path:
+    """A stage run that scored the published Table 1's PPAP cell (its accuracy shifted by ``shift``)
+    and made one tuning and one ablation table."""
+    from ppap.io import write_json
+
+    row = pd.read_csv(reference / "table1.csv").set_index("method").loc["ppap"]
+    guide, sampling = Path(row["samples"]).parts[-3:-1]
+    mean = {name: float(row[name]) for name in ("fid", "is", "precision", "recall", "accuracy")}
+    mean["accuracy"] += shift
+    write_json(root / "results" / "metrics" / guide / f"{sampling}.json", dict(mean=mean, sd={}))
+    for name in ("tuning/training_budget.csv", "tuning/training_budget.md", "ablations/training_budget.csv",
+                 "ablations/training_budget.png"):
+        (root / "results" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "results" / name).write_text(f"stage {name}\n")
+    tsv = root / "benchmarks" / "snakemake" / "tuning" / "training_budget.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_text("s\tmax_rss\n2.0\t50\n")
+    return root
+
+
+def test_add_stage_keeps_the_reference_and_adds_the_stages_tables(tmp_path):
+    """--add-stage: every published file stays byte for byte (summary.csv aside, which gains the
+    stage's rows); the stage's tuning and ablation tables and benchmark files are added."""
+    reference = tmp_path / "reference"
+    shutil.copytree(REPO / "results" / "reference", reference)
+    stage = _stage_run(tmp_path / "budget", reference)
+    before = {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    assert publish.main(["--add-stage", str(stage), "--to", str(reference)]) == 0
+    after = {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    for path, content in before.items():
+        if path != Path("benchmarks/summary.csv"):
+            assert after[path] == content, path
+    assert after[Path("ablations/training_budget.png")] == b"stage ablations/training_budget.png\n"
+    assert Path("tuning/training_budget.md") in after
+    assert Path("benchmarks/budget/tuning/training_budget.tsv") in after
+    summary = pd.read_csv(reference / "benchmarks" / "summary.csv")
+    old = pd.read_csv(REPO / "results" / "reference" / "benchmarks" / "summary.csv")
+    assert summary[summary["run"] != "budget"].reset_index(drop=True).equals(old)
+    assert summary[summary["run"] == "budget"]["rule"].tolist() == ["tune_training_budget", "all rules"]
+
+
+def test_add_stage_refuses_a_run_of_another_setup(tmp_path):
+    """A stage whose shared Table 1 cell differs beyond the reference check's tolerance, or that
+    shares none, is not added; the reference stays as it was."""
+    reference = tmp_path / "reference"
+    shutil.copytree(REPO / "results" / "reference", reference)
+    before = (reference / "benchmarks" / "summary.csv").read_bytes()
+    other = _stage_run(tmp_path / "other", reference, shift=0.2)
+    with pytest.raises(ValueError, match="ppap accuracy"):
+        publish.add_stage(other, reference)
+    shutil.rmtree(other / "results" / "metrics")
+    assert publish.main(["--add-stage", str(other), "--to", str(reference)]) == 2
+    assert not (reference / "ablations" / "training_budget.csv").exists()
+    assert (reference / "benchmarks" / "summary.csv").read_bytes() == before

@@ -4,6 +4,7 @@
                            [--legacy LEGACY_RUN_DIR] [--guidance GUIDANCE_RUN_DIR] [--dense DENSE_RUN_DIR]
                            [--staged] [--to results/reference]
     python -m ppap.tools.publish --replace-dense DENSE_RUN_DIR [--to results/reference]
+    python -m ppap.tools.publish --add-stage STAGE_RUN_DIR [--to results/reference]
 
 ``RUN_DIR`` is a working directory of ``snakemake all`` (``-d``): its tables, ablations, figures,
 report, tuning results, each Table 1 guide set's manifest (``guides/<set>.json``, with the noisy
@@ -24,7 +25,10 @@ networks' records under ``guides/dense/``, benchmark files under ``benchmarks/de
 The reference folder is rebuilt whole in a temporary sibling and renamed into place, so a failed
 copy leaves the previous reference untouched. ``--staged`` publishes a study that runs in stages (the
 MNIST preset's, ``--to results/reference/mnist``): Table 1 must be there, the rest is copied as far as it
-has landed, so each stage can be committed.
+has landed, so each stage can be committed. ``--add-stage`` adds to a published reference a later
+stage run on its preset in a folder of its own (the training budget's tuning and ablation, for
+instance): its tuning and ablation tables and its benchmark files (``benchmarks/<folder name>/``),
+once the Table 1 cells it shares with the reference are found to have the same results.
 """
 
 from __future__ import annotations
@@ -246,9 +250,7 @@ def replace_dense(dense: Path, to: Path) -> list[str]:
         for folder in (out / "guides" / "dense", out / "benchmarks" / "dense"):
             shutil.rmtree(folder, ignore_errors=True)
         _publish_dense(Path(dense), out)
-        folders = {run: out / "benchmarks" / name for run, name in BENCHMARK_RUNS.items()
-                   if (out / "benchmarks" / name).is_dir()}
-        summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
+        summarize_benchmarks(_published_benchmark_runs(out)).to_csv(out / "benchmarks" / "summary.csv", index=False)
         copied = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
     return copied
 
@@ -316,11 +318,80 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
     return copied
 
 
+def _published_benchmark_runs(out: Path) -> dict[str, Path]:
+    """Run name -> benchmark folder of every run published in ``out/benchmarks/`` (the named runs of
+    BENCHMARK_RUNS, then each added stage under its own folder name)."""
+    names = {folder: run for run, folder in BENCHMARK_RUNS.items()}
+    folders = sorted(path for path in (out / "benchmarks").iterdir() if path.is_dir()) \
+        if (out / "benchmarks").is_dir() else []
+    known = {names[p.name]: p for p in folders if p.name in names}
+    known = {run: known[run] for run in BENCHMARK_RUNS if run in known}  # the documented order
+    return {**known, **{p.name: p for p in folders if p.name not in names}}
+
+
+def check_shared_cells(run: Path, reference: Path) -> pd.DataFrame:
+    """The published Table 1's rows whose sample cell the run also scored, compared with the run's
+    metric files within the reference check's tolerance (``ppap.tools.reference``): a run added to a
+    reference must be that reference's setup. Raises ValueError on any difference beyond it."""
+    from ppap.tools.reference import ABSOLUTE_METRICS, RELATIVE_METRICS, compare_tables
+
+    table = pd.read_csv(reference / "table1.csv").set_index("method")
+    measured, shared = {}, []
+    for method, row in table.iterrows():
+        guide, sampling = Path(row["samples"]).parts[-3:-1]
+        metrics_file = run / paths.metrics(guide, sampling)
+        if metrics_file.is_file():
+            record = read_json(metrics_file)
+            measured[method] = {name: record["mean"].get(name, float("nan"))
+                                for name in (*RELATIVE_METRICS, *ABSOLUTE_METRICS)}
+            shared.append(method)
+    if not shared:
+        raise ValueError(f"{run} scored none of {reference / 'table1.csv'}'s cells: nothing shows it is the "
+                         "reference's setup")
+    checks = compare_tables(table.loc[shared], pd.DataFrame.from_dict(measured, orient="index"))
+    bad = checks[~checks["ok"]]
+    if len(bad):
+        cells = ", ".join(f"{r.method} {r.metric} {r.measured:.4g} (reference {r.reference:.4g})"
+                          for r in bad.itertuples())
+        raise ValueError(f"{run} is not {reference}'s setup: {cells}")
+    return checks
+
+
+def add_stage(run: Path, to: Path) -> list[str]:
+    """Rebuild ``to`` as it is plus a stage run on its preset after it was published (for instance
+    the training budget's tuning and ablation): every file of the run's ``results/tuning/`` and
+    ``results/ablations/`` is added, replacing a published one of the same name; its benchmark files go
+    to ``benchmarks/<run folder's name>/`` and benchmarks/summary.csv is recomputed. The run must have
+    scored at least one of the published Table 1's cells, with the same results (check_shared_cells)."""
+    run, to = Path(run), Path(to)
+    if not (to / "table1.csv").is_file():
+        raise FileNotFoundError(f"{to} is not a published reference (no table1.csv)")
+    label = run.resolve().name
+    if label in BENCHMARK_RUNS.values():
+        raise ValueError(f"a stage's run folder may not be named {label!r}: its benchmarks would replace that run's")
+    check_shared_cells(run, to)
+    results = run / "results"
+    with atomic_directory(to) as out:
+        shutil.copytree(to, out, dirs_exist_ok=True)
+        added = [_copy(path, out / folder / path.name) for folder in ("tuning", "ablations")
+                 for path in sorted((results / folder).glob("*")) if path.is_file()]
+        if not added:
+            raise FileNotFoundError(f"{results} has no tuning or ablation tables to add")
+        shutil.rmtree(out / "benchmarks" / label, ignore_errors=True)
+        _copy_tree(run / "benchmarks" / "snakemake", out / "benchmarks" / label, "*.tsv")
+        summarize_benchmarks(_published_benchmark_runs(out)).to_csv(out / "benchmarks" / "summary.csv", index=False)
+        copied = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
+    return copied
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ppap.tools.publish", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", help="working directory of a finished `snakemake all`")
     parser.add_argument("--replace-dense", metavar="DENSE_DIR",
                         help="keep the published reference and replace only its dense study by DENSE_DIR's")
+    parser.add_argument("--add-stage", metavar="STAGE_DIR",
+                        help="keep the published reference and add STAGE_DIR's tuning and ablation tables (a run "
+                             "on the same preset that scored some of its Table 1 cells alike)")
     parser.add_argument("--timed", help="working directory of a run timed on a quiet machine: its "
                                         "benchmark files go to benchmarks/timed/")
     parser.add_argument("--tuning", help="working directory of `snakemake tune` (default: --run)")
@@ -335,9 +406,13 @@ def main(argv=None) -> int:
                              "far as it exists (commit each stage's reference as it lands)")
     parser.add_argument("--to", default="results/reference", help="reference folder to rebuild")
     args = parser.parse_args(argv)
-    if not args.run and not args.replace_dense:
-        parser.error("--run or --replace-dense is required")
+    if not args.run and not args.replace_dense and not args.add_stage:
+        parser.error("--run, --replace-dense or --add-stage is required")
     try:
+        if args.add_stage:
+            copied = add_stage(Path(args.add_stage), Path(args.to))
+            print(f"{args.to}: {len(copied)} files (stage {args.add_stage} added)")
+            return 0
         if args.replace_dense:
             copied = replace_dense(Path(args.replace_dense), Path(args.to))
             print(f"{args.to}: {len(copied)} files (dense study from {args.replace_dense})")
