@@ -113,6 +113,27 @@ def sample_loop(step: Step, x_T: torch.Tensor, timesteps: torch.Tensor, alphas_c
     return x
 
 
+def with_recurrence(step: Step, recurrence: int) -> Step:
+    """FreeDoM's time travel (Yu et al., 2023, Algorithm 1; TFG's recurrence): ``step`` taken
+    ``recurrence`` times per timestep, its x_prev re-noised back to t in between,
+    x_t = sqrt(alpha_t) x_prev + sqrt(1 - alpha_t) n with alpha_t = abar_t / abar_prev (the strided
+    step's alpha), so every guided method can spend the same denoiser passes. 1 is ``step`` itself."""
+    if recurrence < 1:
+        raise ValueError(f"recurrence must be >= 1 (got {recurrence})")
+    if recurrence == 1:
+        return step
+
+    def repeated(x: torch.Tensor, context: StepContext, generator: torch.Generator | None) -> torch.Tensor:
+        for repeat in range(recurrence):
+            x_prev = step(x, context, generator)
+            if repeat + 1 < recurrence:  # back to t, and take the step again
+                step_alpha = per_sample(context.abar_t / context.abar_prev, x)
+                x = step_alpha.sqrt() * x_prev + (1 - step_alpha).sqrt() * randn(x.shape, generator, x)
+        return x_prev
+
+    return repeated
+
+
 def ddim_step_fn(eps_fn: EpsFn, eta: float = 0.0, clip_x0: bool = True) -> Step:
     """DDIM's step (Song et al., 2021, Eq. 12) with the epsilon of ``eps_fn``; eta > 0 draws noise."""
 
@@ -175,13 +196,14 @@ def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, timesteps: torch.Tensor, alpha
 
 
 def sampler_step(sampler: str, eps_fn: EpsFn, eta: float = 0.0, clip_x0: bool = True,
-                 mean_shift_fn: MeanShiftFn | None = None) -> Step:
+                 mean_shift_fn: MeanShiftFn | None = None, recurrence: int = 1) -> Step:
     """The named sampler's step: ``ddim`` (``eta``; guidance on epsilon) or ``ddpm`` (guidance as a
-    mean shift; it draws its own noise, so ``eta`` does not apply)."""
+    mean shift; it draws its own noise, so ``eta`` does not apply), taken ``recurrence`` times per
+    timestep (:func:`with_recurrence`)."""
     if sampler == "ddim":
         if mean_shift_fn is not None:
             raise ValueError("a mean shift is DDPM's guidance; DDIM guides epsilon")
-        return ddim_step_fn(eps_fn, eta, clip_x0)
+        return with_recurrence(ddim_step_fn(eps_fn, eta, clip_x0), recurrence)
     if sampler == "ddpm":
-        return ddpm_step_fn(eps_fn, clip_x0, mean_shift_fn)
+        return with_recurrence(ddpm_step_fn(eps_fn, clip_x0, mean_shift_fn), recurrence)
     raise ValueError(f"unknown sampler {sampler!r} (use {' or '.join(SAMPLERS)})")

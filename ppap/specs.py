@@ -53,6 +53,7 @@ class SamplingSpec:
     steps: int = 25
     scale: float = 0.0                  # the guidance scale (classifier-free: w)
     eta: float = 0.0                    # DDIM's noise; 0 is deterministic (DDPM ignores it)
+    recurrence: int = 1                 # steps per timestep, re-noised back in between (time travel)
     clip: str = "guided_diffusion"      # guided_diffusion | after_guidance | none (ppap.guidance.guided_model)
     spacing: str = "ddim"               # ddim (guided-diffusion's ddimN) | leading | trailing
     precision: str = "fp32"             # fp32 | bf16 | auto: bf16 autocast for the UNet and the guide
@@ -63,8 +64,11 @@ class SamplingSpec:
                                   ("precision", PRECISIONS)):
             if getattr(self, field) not in vocabulary:
                 raise ValueError(f"unknown {field} {getattr(self, field)!r} (use one of {', '.join(vocabulary)})")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1 (got {self.steps}, {self.batch_size})")
+        if self.steps < 1 or self.batch_size < 1 or self.recurrence < 1:
+            raise ValueError(f"steps, batch_size and recurrence must be >= 1 (got {self.steps}, {self.batch_size}, "
+                             f"{self.recurrence})")
+        if self.eta < 0:
+            raise ValueError(f"eta must be >= 0 (got {self.eta})")
 
     def as_params(self) -> dict:
         return asdict(self)

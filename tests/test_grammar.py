@@ -116,6 +116,33 @@ def test_sampling_names(config):
         grammar.parse_sampling("ddim25_s1_clipsometimes")
 
 
+
+def test_eta_and_recurrence_are_sampling_factors(config):
+    """_eta<e> and _rec<r> round-trip; each is dropped where it equals the config's value or means
+    nothing (DDPM draws its own noise); time travel stays on unguided sampling (it changes the
+    samples), and a training-free guide repeats by its own _rec, never the sampling's."""
+    spec = grammar.parse_sampling("ddim100_s2_routelower_eta0.5_rec4")
+    assert (spec.steps, spec.routing, spec.eta, spec.recurrence) == (100, "lower", 0.5, 4)
+    assert spec.name == "ddim100_s2_routelower_eta0.5_rec4" and re.fullmatch(grammar.SAMPLING_PATTERN, spec.name)
+    resolved = grammar.resolve_sampling("ddim25_s1", config)
+    assert (resolved.eta, resolved.recurrence) == (config["sampling"]["eta"], config["sampling"]["recurrence"]) == (0, 1)
+    canonical = grammar.canonical_sampling
+    assert canonical("datafree_lora4_n5", "ddim25_s1_eta0_rec1", config) == "ddim25_s1"
+    assert canonical("datafree_lora4_n5", "ddim25_s1_eta1.0_rec2", config) == "ddim25_s1_eta1_rec2"
+    assert canonical("none", "ddim25_s3_eta1_rec2", config) == "ddim25_s0_eta1_rec2"
+    assert canonical("datafree_lora4_n5", "ddpm25_s1_eta1_rec2", config) == "ddpm25_s1_rec2"
+    assert canonical("trainingfree_dps", "ddim25_s1_eta1", config) == "ddim25_s1_eta1"
+    with pytest.raises(GrammarError, match="its own recurrence"):
+        canonical("trainingfree_freedom", "ddim25_s1_rec2", config)
+    with pytest.raises(GrammarError, match="unknown sampling"):
+        grammar.parse_sampling("ddim25_s1_rec0")
+    other = copy.deepcopy(config)
+    other["sampling"].update(eta=1.0, recurrence=2)
+    assert canonical("datafree_lora4_n5", "ddim25_s1_eta1_rec2", other) == "ddim25_s1"
+    assert canonical("datafree_lora4_n5", "ddim25_s1", other) == "ddim25_s1"
+    assert canonical("datafree_lora4_n5", "ddim25_s1_eta0_rec1", other) == "ddim25_s1_eta0_rec1"
+
+
 # -------------------------------------------------------------------------------- spacing ----
 
 def test_guided_diffusion_ddim_spacing():

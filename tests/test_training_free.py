@@ -183,6 +183,58 @@ def test_pass_counters_of_classifier_and_classifier_free_guidance(make_guide, al
                                          guide_backward=0)
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_time_travel_repeats_the_step_with_one_renoising_between(sampler, make_guide, alphas_cumprod):
+    """with_recurrence(step, 2) is step, x re-noised back to t by q(x_t | x_prev) with the
+    generator's next draw, step again; classifier guidance with _rec r makes r times the passes, and
+    at scale 0 it is unguided sampling with the same time travel."""
+    from ppap.sampling import StepContext, per_sample, randn, sampler_step, with_recurrence
+
+    denoiser = TinyDenoiser().requires_grad_(False)
+    step = sampler_step(sampler, denoiser, eta=1.0)
+    assert with_recurrence(step, 1) is step
+    x = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(0))
+    t = torch.full((3,), 600)
+    context = StepContext(2, t, alphas_cumprod[t], alphas_cumprod[t - 200], False)
+    got = with_recurrence(step, 2)(x, context, torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    first = step(x, context, generator)
+    alpha = per_sample(context.abar_t / context.abar_prev, x)
+    again = alpha.sqrt() * first + (1 - alpha).sqrt() * randn(x.shape, generator, x)
+    assert torch.equal(got, step(again, context, generator))
+
+    model = Denoiser(denoiser, alphas_cumprod, SHAPE)
+    spec = SamplingSpec(sampler=sampler, steps=4, scale=1.0, recurrence=3, batch_size=4)
+    cost = SamplingCost()
+    generate_samples(Guidance(model, ClassifierGuidance(make_guide())), spec, 4, 0, cost=cost, show_progress=False)
+    assert cost.per_sample() == dict(denoiser_forward=12, denoiser_backward=0, guide_forward=12, guide_backward=12)
+    unguided, _ = generate_samples(Guidance(model), spec, 4, 1, show_progress=False)
+    at_zero, _ = generate_samples(Guidance(model, ClassifierGuidance(make_guide())), replace(spec, scale=0.0), 4, 1,
+                                  show_progress=False)
+    once, _ = generate_samples(Guidance(model), replace(spec, recurrence=1), 4, 1, show_progress=False)
+    assert (at_zero == unguided).all() and not (once == unguided).all()
+
+
+def test_freedoms_recurrence_is_the_samplers_time_travel_around_dps(tiny):
+    """One mechanism: TFG's recurrence (FreeDoM = DPS's step repeated) is with_recurrence of the
+    unrepeated step, draw for draw; a training-free guide refuses the sampling's recurrence."""
+    from ppap.guidance.training_free import training_free_step
+    from ppap.sampling import sample_loop, with_recurrence
+
+    denoiser, guide, labels, alphas_cumprod = tiny
+    timesteps = respaced_timesteps(1000, 5, "ddim")
+    weights = schedule_weights(alphas_cumprod, timesteps, "constant")
+    x_T = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    freedom = training_free_step(denoiser, guide, labels, weights, METHODS["freedom"], 2.0, eta=0.5)
+    dps = with_recurrence(training_free_step(denoiser, guide, labels, weights, METHODS["dps"], 2.0, eta=0.5), 3)
+    a = sample_loop(freedom, x_T, timesteps, alphas_cumprod, torch.Generator().manual_seed(2))
+    b = sample_loop(dps, x_T, timesteps, alphas_cumprod, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="its own settings' recurrence"):
+        TrainingFreeGuidance(guide, METHODS["dps"]).step(denoiser, labels, SamplingSpec(recurrence=2),
+                                                         alphas_cumprod, timesteps)
+
+
 def test_cost_record_per_sample_and_machine():
     a, b = SamplingCost(), SamplingCost()
     a.denoiser.forward, a.samples = 50, 2

@@ -76,9 +76,9 @@ class GuidedModel(NamedTuple):
     mean_shift_fn: Callable | None
     clip_x0: bool
 
-    def step(self, sampler: str, eta: float = 0.0) -> Step:
+    def step(self, sampler: str, eta: float = 0.0, recurrence: int = 1) -> Step:
         """The sampling loop's step (:func:`ppap.sampling.sampler_step`) for this model."""
-        return sampler_step(sampler, self.eps_fn, eta, self.clip_x0, self.mean_shift_fn)
+        return sampler_step(sampler, self.eps_fn, eta, self.clip_x0, self.mean_shift_fn, recurrence)
 
 
 def guided_model(eps_model: Callable, alphas_cumprod: torch.Tensor, sampler: str = "ddim",
@@ -115,7 +115,7 @@ class Unguided:
 
     def step(self, eps_fn: EpsFn, targets: torch.Tensor | None, spec: SamplingSpec, alphas_cumprod: torch.Tensor,
              timesteps: torch.Tensor) -> Step:
-        return guided_model(eps_fn, alphas_cumprod, spec.sampler, spec.clip).step(spec.sampler, spec.eta)
+        return guided_model(eps_fn, alphas_cumprod, spec.sampler, spec.clip).step(spec.sampler, spec.eta, spec.recurrence)
 
 
 @dataclass(frozen=True)
@@ -131,4 +131,4 @@ class ClassifierGuidance:
              timesteps: torch.Tensor) -> Step:
         model = guided_model(eps_fn, alphas_cumprod, spec.sampler, spec.clip, self.guide, targets, spec.scale,
                              self.energy)
-        return model.step(spec.sampler, spec.eta)
+        return model.step(spec.sampler, spec.eta, spec.recurrence)

@@ -69,4 +69,4 @@ class ClassifierFreeGuidance:
     def step(self, eps_fn: CondEpsFn, targets: torch.Tensor, spec: SamplingSpec, alphas_cumprod: torch.Tensor,
              timesteps: torch.Tensor) -> Step:
         denoiser = classifier_free_eps(eps_fn, targets, self.null_label, spec.scale)
-        return guided_model(denoiser, alphas_cumprod, spec.sampler, spec.clip).step(spec.sampler, spec.eta)
+        return guided_model(denoiser, alphas_cumprod, spec.sampler, spec.clip).step(spec.sampler, spec.eta, spec.recurrence)

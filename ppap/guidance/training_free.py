@@ -31,7 +31,8 @@ import torch
 
 from ppap.guidance.classifier import NonFiniteError
 from ppap.guidance.energies import Energy, classifier_energy
-from ppap.sampling import EpsFn, Step, StepContext, ddim_step, per_sample, predict_x0, randn, sample_loop
+from ppap.sampling import (EpsFn, Step, StepContext, ddim_step, per_sample, predict_x0, randn, sample_loop,
+                            with_recurrence)
 from ppap.specs import SamplingSpec
 from ppap.vocab import TF_SCHEDULES
 
@@ -137,35 +138,30 @@ def training_free_step(
         t_batch, abar_t, abar_prev = context.t, context.abar_t, context.abar_prev
         rho = scale * settings.variance * float(weights[context.index])
         mu = scale * settings.mean * float(weights[context.index])
-        repeats = settings.recurrence if guided else 1
-        for repeat in range(repeats):
-            noise = None
-            if guided and settings.smoothing > 0:
-                gamma = per_sample((1 - abar_t).sqrt(), x) * settings.smoothing
-                noise = gamma * randn((settings.smoothing_samples, *x.shape), generator, x)
-            if rho != 0:
-                grad_t, x0 = variance_guidance_gradient(eps_fn, guide, x, t_batch, labels, abar_t, clip_x0, noise,
-                                                        energy)
-            else:
-                x0, grad_t = x0_estimate(eps_fn, x, t_batch, abar_t, clip_x0), None
-            # eps re-derived from the (clipped) x0, as guided-diffusion's clipped denoiser does
-            abar_ = per_sample(abar_t, x)
-            eps = (x - abar_.sqrt() * x0) / (1 - abar_).sqrt()
-            step_noise = randn(x.shape, generator, x) if eta > 0 else None
-            x_prev = ddim_step(x, eps, abar_t, abar_prev, eta=eta, noise=step_noise, clip_x0=False)
-            if grad_t is not None:
-                x_prev = x_prev + rho * grad_t / per_sample(abar_t / abar_prev, x).sqrt()
-            if mu != 0:
-                moved = x0
-                for _ in range(settings.iterations):
-                    moved = moved + mu * mean_guidance_gradient(guide, moved, labels, noise, energy)
-                x_prev = x_prev + per_sample(abar_prev, x).sqrt() * (moved - x0)
-            if repeat + 1 < repeats:  # time travel: back to t, and take the step again
-                step_alpha = per_sample(abar_t / abar_prev, x)
-                x = step_alpha.sqrt() * x_prev + (1 - step_alpha).sqrt() * randn(x.shape, generator, x)
+        noise = None
+        if guided and settings.smoothing > 0:
+            gamma = per_sample((1 - abar_t).sqrt(), x) * settings.smoothing
+            noise = gamma * randn((settings.smoothing_samples, *x.shape), generator, x)
+        if rho != 0:
+            grad_t, x0 = variance_guidance_gradient(eps_fn, guide, x, t_batch, labels, abar_t, clip_x0, noise, energy)
+        else:
+            x0, grad_t = x0_estimate(eps_fn, x, t_batch, abar_t, clip_x0), None
+        # eps re-derived from the (clipped) x0, as guided-diffusion's clipped denoiser does
+        abar_ = per_sample(abar_t, x)
+        eps = (x - abar_.sqrt() * x0) / (1 - abar_).sqrt()
+        step_noise = randn(x.shape, generator, x) if eta > 0 else None
+        x_prev = ddim_step(x, eps, abar_t, abar_prev, eta=eta, noise=step_noise, clip_x0=False)
+        if grad_t is not None:
+            x_prev = x_prev + rho * grad_t / per_sample(abar_t / abar_prev, x).sqrt()
+        if mu != 0:
+            moved = x0
+            for _ in range(settings.iterations):
+                moved = moved + mu * mean_guidance_gradient(guide, moved, labels, noise, energy)
+            x_prev = x_prev + per_sample(abar_prev, x).sqrt() * (moved - x0)
         return x_prev
 
-    return step
+    # time travel as every sampler's (ppap.sampling.with_recurrence); unguided, nothing is repeated
+    return with_recurrence(step, settings.recurrence if guided else 1)
 
 
 def sample_ddim_training_free(
@@ -203,6 +199,9 @@ class TrainingFreeGuidance:
              timesteps: torch.Tensor) -> Step:
         if spec.sampler != "ddim" or spec.clip == "after_guidance":
             raise ValueError("training-free guidance needs a guide, the ddim sampler and clip guided_diffusion or none")
+        if spec.recurrence != 1:
+            raise ValueError("training-free guidance repeats its steps by its own settings' recurrence, "
+                             f"not the sampling's (got recurrence {spec.recurrence})")
         weights = schedule_weights(alphas_cumprod, timesteps.to(alphas_cumprod.device), self.settings.schedule)
         return training_free_step(eps_fn, self.guide, targets, weights, self.settings, spec.scale,
                                   clip_x0=spec.clip != "none", eta=spec.eta, energy=self.energy)

@@ -329,6 +329,8 @@ _SAMPLING_SUFFIXES: dict[str, tuple[str, str]] = {
     "clip": ("clip", "|".join(_CLIP_TOKENS.values())),
     "sp": ("spacing", "|".join(SPACINGS)),
     "route": ("routing", "|".join(ROUTINGS)),
+    "eta": ("eta", _NUMBER),
+    "rec": ("recurrence", r"[1-9][0-9]*"),
 }
 _SAMPLING_HEAD = r"(?P<sampler>ddim|ddpm)(?P<steps>[1-9][0-9]*)_s(?P<scale>[0-9]+(?:\.[0-9]+)?)"
 SAMPLING = re.compile(f"^{_SAMPLING_HEAD}"
@@ -350,6 +352,8 @@ class Sampling:
     clip: str | None = None
     spacing: str | None = None
     routing: str | None = None
+    eta: float | None = None
+    recurrence: int | None = None
 
     @property
     def name(self) -> str:
@@ -357,7 +361,9 @@ class Sampling:
 
     def resolved(self, defaults: dict) -> "Sampling":
         return replace(self, clip=self.clip or defaults["clip"], spacing=self.spacing or defaults["spacing"],
-                       routing=self.routing or defaults["routing"])
+                       routing=self.routing or defaults["routing"],
+                       eta=defaults["eta"] if self.eta is None else self.eta,
+                       recurrence=defaults["recurrence"] if self.recurrence is None else self.recurrence)
 
 
 def parse_sampling(name: str) -> Sampling:
@@ -365,11 +371,12 @@ def parse_sampling(name: str) -> Sampling:
     if not match:
         raise GrammarError(f"unknown sampling setting {name!r}: expected "
                            "<ddim|ddpm><steps>_s<scale>[_clip<gd|after|none>][_sp<ddim|leading|trailing>]"
-                           "[_route<owner|lower>], "
+                           "[_route<owner|lower>][_eta<eta>][_rec<recurrence>], "
                            "e.g. ddim25_s1")
     spec = Sampling(match["sampler"], int(match["steps"]), float(match["scale"]),
                     clip=_CLIP_FROM_TOKEN[match["clip"]] if match["clip"] else None, spacing=match["sp"],
-                    routing=match["route"])
+                    routing=match["route"], eta=None if match["eta"] is None else float(match["eta"]),
+                    recurrence=None if match["rec"] is None else int(match["rec"]))
     return spec
 
 
@@ -381,12 +388,17 @@ def format_sampling(spec: Sampling) -> str:
         out += f"_sp{spec.spacing}"
     if spec.routing is not None:
         out += f"_route{spec.routing}"
+    if spec.eta is not None:
+        out += f"_eta{format_number(spec.eta)}"
+    if spec.recurrence is not None:
+        out += f"_rec{int(spec.recurrence)}"
     return out
 
 
 def sampling_defaults(config: dict) -> dict:
     s = config["sampling"]
-    return dict(clip=s["clip"], spacing=s["spacing"], routing=s["routing"])
+    return dict(clip=s["clip"], spacing=s["spacing"], routing=s["routing"], eta=float(s["eta"]),
+                recurrence=int(s.get("recurrence", 1)))
 
 
 def resolve_sampling(name: str, config: dict) -> Sampling:
@@ -404,7 +416,9 @@ def canonical_sampling(guide: str, name: str, config: dict) -> str:
     guidance shifts the mean of the clipped posterior, so for DDPM "after guidance" is
     guided-diffusion's order; sampling with one guide for every timestep does not depend on routing.
     Classifier-free guidance has no guidance term to clip around (as unguided sampling); training-free
-    guidance runs on DDIM only, with x0 clipped (gd) or not (none)."""
+    guidance runs on DDIM only, with x0 clipped (gd) or not (none), and repeats its steps by its own
+    recurrence (the guide's ``_rec``), not the sampling's. DDPM draws its own noise: eta does not apply.
+    Time travel (``_rec``) changes unguided sampling too, so it is kept for every guide."""
 
     def same_step(clip: str) -> str:
         return "guided_diffusion" if clip == "after_guidance" else clip
@@ -415,6 +429,12 @@ def canonical_sampling(guide: str, name: str, config: dict) -> str:
     if kind == "training_free" and (full.sampler != "ddim" or full.clip == "after_guidance"):
         raise GrammarError(f"{guide} with {name}: training-free guidance runs on the ddim sampler, "
                            "clipping the denoiser's x0 (clip gd) or never (clip none)")
+    if kind == "training_free" and full.recurrence != 1:
+        raise GrammarError(f"{guide} with {name}: a training-free guide repeats its steps by its own recurrence "
+                           f"(the guide's _rec suffix, e.g. {parse_training_free(guide).method} in "
+                           "training_free), not the sampling's _rec")
+    if full.sampler == "ddpm":
+        full = replace(full, eta=defaults["eta"])
     if guide in ("none", CLASSIFIER_FREE) or full.sampler == "ddpm":
         full = replace(full, clip=same_step(full.clip))
         defaults = {**defaults, "clip": same_step(defaults["clip"])}
@@ -425,4 +445,6 @@ def canonical_sampling(guide: str, name: str, config: dict) -> str:
     return format_sampling(Sampling(full.sampler, full.steps, full.scale,
                                     clip=None if full.clip == defaults["clip"] else full.clip,
                                     spacing=None if full.spacing == defaults["spacing"] else full.spacing,
-                                    routing=None if full.routing == defaults["routing"] else full.routing))
+                                    routing=None if full.routing == defaults["routing"] else full.routing,
+                                    eta=None if full.eta == defaults["eta"] else full.eta,
+                                    recurrence=None if full.recurrence == defaults["recurrence"] else full.recurrence))

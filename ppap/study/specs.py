@@ -17,12 +17,16 @@ def batch_size(params, device) -> int:
 
 def sampling_spec(params, device, setting=None) -> SamplingSpec:
     """The sampling of a sample, score_on_validation or dense rule: its sampling ``setting`` (a
-    resolved :class:`ppap.study.grammar.Sampling` as a dict; default ``params.sampling``), the
-    section's ``eta``, ``precision`` and batch sizes."""
+    resolved :class:`ppap.study.grammar.Sampling` as a dict; default ``params.sampling``), with its
+    eta and recurrence (the section's ``eta`` for a setting without one), the section's ``precision``
+    and batch sizes."""
     setting = setting or params.get("sampling")
+    eta = setting.get("eta")
     return SamplingSpec(sampler=setting["sampler"], steps=setting["steps"], scale=float(setting["scale"]),
-                        eta=params.get("eta") or 0.0, clip=setting["clip"], spacing=setting["spacing"],
-                        precision=params.get("precision") or "fp32", batch_size=batch_size(params, device))
+                        eta=float(params.get("eta") or 0.0) if eta is None else float(eta),
+                        recurrence=int(setting.get("recurrence", 1)), clip=setting["clip"],
+                        spacing=setting["spacing"], precision=params.get("precision") or "fp32",
+                        batch_size=batch_size(params, device))
 
 
 def synthesis_spec(params, device) -> SamplingSpec:
