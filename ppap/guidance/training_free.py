@@ -31,8 +31,17 @@ import torch
 
 from ppap.guidance.classifier import NonFiniteError
 from ppap.guidance.energies import Energy, classifier_energy
-from ppap.sampling import (EpsFn, Step, StepContext, ddim_step, per_sample, predict_x0, randn, sample_loop,
-                            with_recurrence)
+from ppap.sampling import (
+    EpsFn,
+    Step,
+    StepContext,
+    ddim_step,
+    per_sample,
+    predict_x0,
+    randn,
+    sample_loop,
+    with_recurrence,
+)
 from ppap.specs import SamplingSpec
 from ppap.vocab import TF_SCHEDULES
 
