@@ -121,7 +121,8 @@ def distill_settings(guide_set):
 def sampling_settings(sampling):
     """A sampling name with every factor resolved (clip order, spacing) from the config. eta and
     recurrence only where they change the step (eta > 0, recurrence > 1; the rules pass the section's
-    eta besides), so that the cells sampled before these factors existed keep their params."""
+    eta besides), so that the cells sampled before these factors existed keep their params.
+    """
     settings = asdict(grammar.resolve_sampling(sampling, config))
     for field, plain in (("eta", 0.0), ("recurrence", 1)):
         if settings[field] == plain:
