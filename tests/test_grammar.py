@@ -284,3 +284,42 @@ def test_routing_is_a_sampling_factor_only_where_experts_hand_over(config):
     # One guide for every timestep: routing changes nothing, so the cell is shared.
     assert grammar.canonical_sampling("labeled_full_n1", "ddim25_s1_routelower", config) == "ddim25_s1"
     assert grammar.canonical_sampling("off_the_shelf", "ddim25_s1_routelower", config) == "ddim25_s1"
+
+
+def test_matched_compute_rows_sample_as_named_and_are_tuned_as_their_siblings():
+    """config/matched_compute.yaml: each new guidance-methods row samples with its own entry of
+    guidance_methods.sampling, and gets its eta = 0 sibling's guide, validation variants and scales
+    (the same tuning budget); a sampling entry for a method that does not exist is refused."""
+    from snakemake.utils import validate
+
+    from conftest import merged_config
+    from ppap.study.config import guidance_method_runs, guidance_sweep, guidance_tuning_runs
+
+    overlay = yaml.safe_load((REPO / "config" / "matched_compute.yaml").read_text())
+    cfg = merged_config(overlay)
+    validate(cfg, str(REPO / "config" / "schema.yaml"))
+    check_config(cfg)
+    rows = {run.method: run for run in guidance_method_runs(cfg)}
+    # the new rows sit at sampling.guidance_scale until their validation choice is written into scales
+    assert rows["ppap_rec4"].sampling == "ddim25_s1_rec4" and rows["ppap"].sampling == "ddim25_s8"
+    assert rows["ppap_ddim100"].sampling == "ddim100_s1"
+    assert rows["unguided_eta1"].sampling == "ddim25_s0_eta1"
+    assert rows["tfg_eta1"].sampling.endswith("_eta1") and rows["tfg_eta1"].guides == rows["tfg"].guides
+    grid = {}
+    for run in guidance_tuning_runs(cfg):
+        grid.setdefault(run.method, []).append((run.guides, run.value, grammar.parse_sampling(run.sampling).scale))
+    new = [m for m in overlay["guidance_methods"]["sampling"] if m != "unguided_eta1"]
+    assert len(new) == 15
+    for method in new:
+        sibling = re.sub(r"_(eta1|rec[0-9]+|ddim100)$", "", method)
+        assert cfg["methods"][method] == cfg["methods"][sibling]
+        assert guidance_sweep(cfg, method) == guidance_sweep(cfg, sibling)
+        assert [cell[:2] for cell in grid[method]] == [cell[:2] for cell in grid[sibling]], method
+    bad = copy.deepcopy(cfg)
+    bad["guidance_methods"]["sampling"]["ppap_rec8"] = {"recurrence": 8}
+    with pytest.raises(ConfigError, match="guidance_methods.sampling.ppap_rec8: not a key of methods"):
+        check_config(bad)
+    bad = copy.deepcopy(cfg)
+    bad["guidance_methods"]["sampling"]["freedom"] = {"recurrence": 2}
+    with pytest.raises(ConfigError, match="its own recurrence"):
+        check_config(bad)

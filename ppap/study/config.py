@@ -157,9 +157,14 @@ def tuning_runs(config: dict, section: str = "learning_rates") -> list[Run]:
     return runs
 
 
-def _sampling_at(config: dict, scale: float) -> str:
+def _sampling_at(config: dict, scale: float, method: str | None = None) -> str:
+    """The sampling of a guidance-methods cell at ``scale``: the config's sampler and steps, with the
+    method's own ``guidance_methods.sampling`` entry (sampler, steps, eta, recurrence) over them."""
     s = config["sampling"]
-    return grammar.format_sampling(grammar.Sampling(s["sampler"], s["steps"], float(scale)))
+    own = ((config.get("guidance_methods") or {}).get("sampling") or {}).get(method) or {}
+    return grammar.format_sampling(grammar.Sampling(own.get("sampler", s["sampler"]), int(own.get("steps", s["steps"])),
+                                                    float(scale), eta=own.get("eta"),
+                                                    recurrence=own.get("recurrence")))
 
 
 def guidance_scale(config: dict, method: str) -> float:
@@ -183,7 +188,7 @@ def guidance_method_runs(config: dict) -> list[Run]:
     for method in section["methods"]:
         scale = guidance_scale(config, method)
         runs.append(_run(config, method, method, grammar.format_number(scale), config["methods"][method],
-                         _sampling_at(config, scale), 1))
+                         _sampling_at(config, scale, method), 1))
     return runs
 
 
@@ -196,7 +201,7 @@ def guidance_sweep_runs(config: dict) -> list[Run]:
             continue
         for scale in guidance_sweep(config, method):
             runs.append(_run(config, f"{grammar.format_number(scale)}/{method}", method, grammar.format_number(scale),
-                             guide, _sampling_at(config, scale), 1))
+                             guide, _sampling_at(config, scale, method), 1))
     return runs
 
 
@@ -217,7 +222,7 @@ def guidance_tuning_runs(config: dict) -> list[Run]:
         for variant in variants.get(method, [guide]):
             for scale in guidance_sweep(config, method):
                 runs.append(_run(config, method, method, grammar.format_number(scale), variant,
-                                 _sampling_at(config, scale), 1))
+                                 _sampling_at(config, scale, method), 1))
     return runs
 
 
@@ -555,7 +560,7 @@ def _check_guidance_methods(config: dict) -> None:
         if method not in config["methods"]:
             raise ConfigError(f"guidance_methods.methods: {method!r} is not a key of methods")
     # keys of `methods` (not only those listed now: an overlay may list fewer)
-    for key in ("scales", "sweeps"):
+    for key in ("scales", "sweeps", "sampling"):
         for method in section.get(key) or {}:
             if method not in config["methods"] and not (key == "sweeps" and method == "default"):
                 raise ConfigError(f"guidance_methods.{key}.{method}: not a key of methods")
@@ -576,6 +581,12 @@ def _check_guidance_methods(config: dict) -> None:
     if tuning and tuning["seed"] in seeds:
         raise ConfigError(f"tuning.guidance.seed {tuning['seed']} is also a sampling seed or a synthetic shard's: "
                           "validation cells must not repeat the noise of scored samples or of the transfer set")
+    for method in section["methods"]:  # each row's own sampling, before any cell is named with it
+        try:
+            grammar.canonical_sampling(config["methods"][method], _sampling_at(config, guidance_scale(config, method),
+                                                                               method), config)
+        except GrammarError as err:
+            raise ConfigError(f"guidance_methods ({method}): {err}") from None
     for run in guidance_method_runs(config) + guidance_sweep_runs(config) + guidance_tuning_runs(config):
         try:
             grammar.canonical_sampling(run.guide, run.sampling, config)
