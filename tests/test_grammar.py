@@ -286,8 +286,8 @@ def test_routing_is_a_sampling_factor_only_where_experts_hand_over(config):
     assert grammar.canonical_sampling("off_the_shelf", "ddim25_s1_routelower", config) == "ddim25_s1"
 
 
-def test_matched_compute_rows_sample_as_named_and_are_tuned_as_their_siblings():
-    """config/matched_compute.yaml: each new guidance-methods row samples with its own entry of
+def test_fair_race_rows_sample_as_named_and_are_tuned_as_their_siblings():
+    """config/fair_race.yaml: each new guidance-methods row samples with its own entry of
     guidance_methods.sampling, and gets its eta = 0 sibling's guide, validation variants and scales
     (the same tuning budget); a sampling entry for a method that does not exist is refused."""
     from snakemake.utils import validate
@@ -295,7 +295,7 @@ def test_matched_compute_rows_sample_as_named_and_are_tuned_as_their_siblings():
     from conftest import merged_config
     from ppap.study.config import guidance_method_runs, guidance_sweep, guidance_tuning_runs
 
-    overlay = yaml.safe_load((REPO / "config" / "matched_compute.yaml").read_text())
+    overlay = yaml.safe_load((REPO / "config" / "fair_race.yaml").read_text())
     cfg = merged_config(overlay)
     validate(cfg, str(REPO / "config" / "schema.yaml"))
     check_config(cfg)
@@ -310,6 +310,11 @@ def test_matched_compute_rows_sample_as_named_and_are_tuned_as_their_siblings():
         grid.setdefault(run.method, []).append((run.guides, run.value, grammar.parse_sampling(run.sampling).scale))
     new = [m for m in overlay["guidance_methods"]["sampling"] if m != "unguided_eta1"]
     assert len(new) == 15
+    # each method's own step: as many validation cells as its TFG form (2 variants x 5 scales)
+    for method, sibling in (("dps_paper", "dps"), ("freedom_paper", "freedom"), ("mpgd_paper", "mpgd"),
+                            ("ug", "dps")):
+        assert len(grid[method]) == len(grid[sibling]) == 10, method
+        assert grammar.training_free_settings(cfg["methods"][method], cfg)["rule"] == method.split("_")[0]
     for method in new:
         sibling = re.sub(r"_(eta1|rec[0-9]+|ddim100)$", "", method)
         assert cfg["methods"][method] == cfg["methods"][sibling]

@@ -271,6 +271,15 @@ def test_training_free_names():
     with pytest.raises(grammar.GrammarError, match="ddim sampler"):
         grammar.canonical_sampling("trainingfree_dps", "ddpm50_s1", config)
     assert grammar.canonical_sampling("classifier_free", "ddim25_s2_routelower", config) == "ddim25_s2"
+    # a method's own step: _formpaper (the TFG form is the default and leaves no rule); ug is its own
+    assert grammar.canonical_guide("trainingfree_dps_formtfg", config) == "trainingfree_dps"
+    assert "rule" not in grammar.training_free_settings("trainingfree_dps", config)
+    assert grammar.training_free_settings("trainingfree_dps_formpaper", config)["rule"] == "dps"
+    ug = grammar.training_free_settings("trainingfree_ug_mu0.01_rec2_it3", config)
+    assert (ug["rule"], ug["mean"], ug["recurrence"], ug["iterations"]) == ("ug", 0.01, 2, 3)
+    assert TrainingFreeSettings(**ug).rule == "ug"
+    with pytest.raises(grammar.GrammarError, match="does not apply to tfg"):
+        grammar.parse_training_free("trainingfree_tfg_formpaper")
 
 
 def test_choose_on_validation_takes_the_most_accurate_cell_within_the_fid_bound():
@@ -300,3 +309,108 @@ def test_guide_on_estimate_reads_the_clipped_x0_estimate(make_guide, alphas_cump
     abar = alphas_cumprod.float()[t].view(-1, 1, 1, 1)
     x0 = ((x - (1 - abar).sqrt() * denoiser(x, t)) / abar.sqrt()).clamp(-1, 1)
     assert torch.allclose(on_estimate(x, t), guide(x0, torch.zeros_like(t)), atol=1e-6)
+
+
+# ------------------------------------------------------------------ each method's own step
+
+PUBLISHED = {
+    "dps": TrainingFreeSettings(variance=1.0, mean=0.0, rule="dps"),
+    "freedom": TrainingFreeSettings(variance=1.0, mean=0.0, recurrence=3, rule="freedom"),
+    "mpgd": TrainingFreeSettings(variance=0.0, mean=1.0, iterations=2, rule="mpgd"),
+    "ug": TrainingFreeSettings(variance=1.0, mean=0.05, recurrence=2, iterations=2, rule="ug"),
+}
+
+
+def _one_step(settings, scale, tiny, t=600, prev=400, clip_x0=False):
+    """(x_t, context, x_prev guided at ``scale``, x_prev unguided) of one published step, float64."""
+    from ppap.guidance.training_free import published_step
+    from ppap.sampling import StepContext
+
+    denoiser, guide, labels, abar = tiny
+    x = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    t_batch = torch.full((2,), t)
+    context = StepContext(0, t_batch, abar[t_batch], abar[torch.full((2,), prev)], False)
+    weights = torch.ones(1, dtype=torch.float64)
+    guided = published_step(denoiser, guide, labels, weights, replace(settings, recurrence=1), scale, clip_x0)
+    plain = published_step(denoiser, guide, labels, weights, settings, 0.0, clip_x0)
+    return x, context, guided(x, context, None), plain(x, context, None)
+
+
+def test_dps_own_step_follows_the_unsquared_residual_norm(tiny):
+    """DPS's code: x_prev - zeta grad_{x_t} ||residual||; here ||residual|| = sqrt(-log p(y | x0_hat))."""
+    denoiser, guide, labels, abar = tiny
+    x, context, guided, plain = _one_step(PUBLISHED["dps"], 0.3, tiny)
+    t, a = context.t, abar[context.t]
+
+    def residual_norm(x_):
+        return (-smoothed_log_prob(guide, predict_x0(x_, denoiser(x_, t), a), labels)).sqrt().sum()
+
+    assert torch.allclose(guided - plain, -0.3 * finite_difference(residual_norm, x), atol=1e-6, rtol=1e-5)
+
+
+def test_freedom_own_step_is_rescaled_to_the_x0_noise_size(tiny):
+    """FreeDoM's code: rho = s l1 / rms(g) per sample, along g = grad_{x_t} log p(y | x0_hat)."""
+    from ppap.sampling import per_sample
+
+    denoiser, guide, labels, abar = tiny
+    x, context, guided, plain = _one_step(PUBLISHED["freedom"], 0.02, tiny)
+    t, a, a_prev = context.t, abar[context.t], context.abar_prev
+    g = finite_difference(lambda x_: smoothed_log_prob(guide, predict_x0(x_, denoiser(x_, t), a), labels).sum(), x)
+    eps = denoiser(x, t)
+    c1 = a_prev.sqrt() * (1 - a / a_prev) / (1 - a)
+    l1 = eps.pow(2).flatten(1).mean(1).sqrt() * (1 - a).sqrt() / a.sqrt() * c1
+    rho = 0.02 * l1 / g.pow(2).flatten(1).mean(1).sqrt()
+    assert torch.allclose(guided - plain, per_sample(rho, x) * g, atol=1e-7, rtol=1e-5)
+
+
+def test_mpgd_own_step_moves_x_prev_by_the_same_gradient_at_every_t(tiny):
+    """MPGD's code: x0 += s grad / sqrt(abar_prev), so x_prev moves by s grad_{x0} log p whatever t."""
+    denoiser, guide, labels, abar = tiny
+    one = replace(PUBLISHED["mpgd"], iterations=1)
+    for t, prev in ((900, 700), (300, 100)):
+        x, context, guided, plain = _one_step(one, 0.5, tiny, t, prev)
+        x0 = predict_x0(x, denoiser(x, context.t), abar[context.t])
+        expected = 0.5 * finite_difference(lambda x_: smoothed_log_prob(guide, x_, labels).sum(), x0)
+        assert torch.allclose(guided - plain, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_universal_guidance_forward_on_eps_and_backward_by_adam(tiny):
+    """UG's code: eps_hat = eps - s sqrt(1 - abar) grad_{x_t} log p; backward: Adam on Delta, whose
+    first step moves every pixel by about the learning rate against the loss's gradient sign."""
+    denoiser, guide, labels, abar = tiny
+    forward = replace(PUBLISHED["ug"], mean=0.0)
+    x, context, guided, _ = _one_step(forward, 2.0, tiny)
+    a, a_prev = abar[context.t][0], context.abar_prev[0]
+    g = finite_difference(lambda x_: smoothed_log_prob(guide, predict_x0(x_, denoiser(x_, context.t), a),
+                                                       labels).sum(), x)
+    eps_hat = denoiser(x, context.t) - 2.0 * (1 - a).sqrt() * g
+    x0 = predict_x0(x, eps_hat, a)
+    expected = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps_hat
+    assert torch.allclose(guided, expected, atol=1e-6, rtol=1e-5)
+    backward = replace(PUBLISHED["ug"], iterations=1)
+    _, _, moved, _ = _one_step(backward, 2.0, tiny)
+    ascent = mean_guidance_gradient(guide, x0, labels)
+    step = 2.0 * backward.mean * ascent / (ascent.abs() + 1e-8)  # Adam's first step: lr g / (|g| + eps)
+    assert torch.allclose(moved, a_prev.sqrt() * (x0 + step) + (1 - a_prev).sqrt() * eps_hat
+                          - (1 - a_prev).sqrt() * (a / (1 - a)).sqrt() * step, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", sorted(PUBLISHED))
+def test_published_steps_at_scale_zero_are_unguided_and_count_their_passes(rule, make_guide, alphas_cumprod):
+    """Scale 0 is exactly the unguided sample; the counters give each rule's passes (FreeDoM's time
+    travel only at 0.5 T <= t <= 0.8 T: ddim5 visits 800 and 600 there)."""
+    settings = PUBLISHED[rule]
+    model = Denoiser(TinyDenoiser().requires_grad_(False), alphas_cumprod, SHAPE)
+    guidance = Guidance(model, TrainingFreeGuidance(make_guide(seed=1), settings))
+    spec = SamplingSpec(steps=5, batch_size=4, eta=1.0)
+    unguided, _ = generate_samples(Guidance(model), spec, 4, 3, show_progress=False)
+    at_zero, _ = generate_samples(guidance, spec, 4, 3, show_progress=False)
+    assert (at_zero == unguided).all()
+    cost = SamplingCost()
+    guided, _ = generate_samples(guidance, replace(spec, scale=1.0), 4, 3, cost=cost, show_progress=False)
+    assert not (guided == unguided).all()
+    steps = {"dps": 5, "freedom": 2 * 3 + 3, "mpgd": 5, "ug": 5 * 2}[rule]
+    denoiser_backward = 0 if rule == "mpgd" else steps
+    guide = {"dps": steps, "freedom": steps, "mpgd": steps * 2, "ug": steps * (1 + 2)}[rule]
+    assert cost.per_sample() == dict(denoiser_forward=steps, denoiser_backward=denoiser_backward,
+                                     guide_forward=guide, guide_backward=guide)

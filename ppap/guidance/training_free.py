@@ -43,7 +43,7 @@ from ppap.sampling import (
     with_recurrence,
 )
 from ppap.specs import SamplingSpec
-from ppap.vocab import TF_SCHEDULES
+from ppap.vocab import TF_RULES, TF_SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,11 @@ class TrainingFreeSettings:
     smoothing: float = 0.0          # gamma: std of the guide's smoothing noise, times sqrt(1 - abar_t)
     smoothing_samples: int = 1      # Monte-Carlo samples of the smoothing noise
     schedule: str = "constant"      # how rho_t and mu_t vary over the steps
+    rule: str = "tfg"               # TFG's unified step, or one method's own (module docstring)
 
     def __post_init__(self):
+        if self.rule not in TF_RULES:
+            raise ValueError(f"unknown training-free rule {self.rule!r} (use one of {', '.join(TF_RULES)})")
         if self.variance < 0 or self.mean < 0:
             raise ValueError("training-free guidance weights (variance, mean) must be >= 0")
         if self.recurrence < 1 or self.iterations < 1 or self.smoothing_samples < 1:
@@ -103,11 +106,22 @@ def variance_guidance_gradient(eps_fn: Callable, guide: Callable, x_t: torch.Ten
                                noise: torch.Tensor | None = None,
                                energy: Energy = classifier_energy) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_{x_t} log p~(y | x0_hat(x_t)) through the denoiser, x0_hat) for every sample."""
+    grad, x0, _ = log_prob_through_denoiser(eps_fn, guide, x_t, t, labels, abar_t, clip_x0, noise, energy)
+    return grad, x0
+
+
+def log_prob_through_denoiser(eps_fn: Callable, guide: Callable, x_t: torch.Tensor, t: torch.Tensor,
+                              labels: torch.Tensor, abar_t: torch.Tensor, clip_x0: bool = True,
+                              noise: torch.Tensor | None = None, energy: Energy = classifier_energy
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_{x_t} log p~(y | x0_hat(x_t)), x0_hat, log p~(y | x0_hat)) per sample, from one pass
+    through the denoiser and the guide and one backward pass through both."""
     with torch.enable_grad():
         x = x_t.detach().requires_grad_(True)
         x0 = x0_estimate(eps_fn, x, t, abar_t, clip_x0)
-        (grad,) = torch.autograd.grad(smoothed_log_prob(guide, x0, labels, noise, energy).sum(), x)
-    return _check_finite(grad, t, "x0-guidance").to(x_t.dtype), x0.detach()
+        log_prob = smoothed_log_prob(guide, x0, labels, noise, energy)
+        (grad,) = torch.autograd.grad(log_prob.sum(), x)
+    return _check_finite(grad, t, "x0-guidance").to(x_t.dtype), x0.detach(), log_prob.detach()
 
 
 def mean_guidance_gradient(guide: Callable, x0: torch.Tensor, labels: torch.Tensor,
@@ -138,9 +152,13 @@ def training_free_step(
     clip_x0: bool = True,
     eta: float = 0.0,
     energy: Energy = classifier_energy,  # the guide's log p(target | x): a classifier's, or a dense one
+    num_timesteps: int = 1000,          # the training schedule's T (FreeDoM's time-travel range is a share of it)
 ) -> Step:
     """TFG's guided DDIM step (module docstring), recurrence included: the step the sampling loop
-    (:func:`ppap.sampling.sample_loop`) takes at the ``index``-th timestep."""
+    (:func:`ppap.sampling.sample_loop`) takes at the ``index``-th timestep; a method's own step
+    (:func:`published_step`) where ``settings.rule`` names one."""
+    if settings.rule != "tfg":
+        return published_step(eps_fn, guide, labels, weights, settings, scale, clip_x0, eta, energy, num_timesteps)
     guided = scale != 0
 
     def step(x: torch.Tensor, context: StepContext, generator: torch.Generator | None) -> torch.Tensor:
@@ -173,6 +191,116 @@ def training_free_step(
     return with_recurrence(step, settings.recurrence if guided else 1)
 
 
+# FreeDoM's time travel on ImageNet: 500 <= t <= 800 of T = 1000 (Face-GD/functions/denoising.py)
+FREEDOM_TRAVEL = (0.5, 0.8)
+
+
+def _rms(v: torch.Tensor) -> torch.Tensor:
+    """Root mean square per sample, broadcastable against ``v``."""
+    return v.pow(2).flatten(1).mean(1).sqrt().view(-1, *([1] * (v.ndim - 1)))
+
+
+def published_step(eps_fn: Callable, guide: Callable, labels: torch.Tensor, weights: torch.Tensor,
+                   settings: TrainingFreeSettings, scale: float, clip_x0: bool = True, eta: float = 0.0,
+                   energy: Energy = classifier_energy, num_timesteps: int = 1000) -> Step:
+    """One method's own step, as its authors' code takes it, on this harness's DDIM step (x0_hat
+    clipped as the sampler clips; ``eta`` the sampling's) with log p(y | x0_hat) for their losses;
+    s = scale x w_i (the schedule's weight). At scale 0 it is the unguided step, nothing repeated.
+
+    * ``dps`` (DPS2022/diffusion-posterior-sampling, guided_diffusion/condition_methods.py,
+      PosteriorSampling): x_prev - s grad_{x_t} ||residual||, the *un-squared* norm's gradient
+      through the denoiser; here ||residual|| is sqrt(-log p(y | x0_hat)) per sample (the norm a
+      Gaussian likelihood's log-density is the square of).
+    * ``freedom`` (vvictoryuki/FreeDoM, Face-GD/functions/denoising.py, the pixel-space guidance):
+      x_prev + rho g with g = grad_{x_t} log p(y | x0_hat) through the denoiser, rescaled per sample to
+      rho = s l1 / rms(g), l1 = rms(eps) sqrt(1 - abar_t) / sqrt(abar_t) c1, c1 = sqrt(abar_prev)
+      (1 - alpha_t) / (1 - abar_t) (the x0 noise's size in the step); time travel (``recurrence``)
+      only where 0.5 T <= t <= 0.8 T.
+    * ``mpgd`` (KellyYutongHe/mpgd_pytorch, linear_inv/guided_diffusion/condition_methods.py,
+      WoProjSampling): x0 <- x0 + s grad_{x0} log p(y | x0) / sqrt(abar_prev), ``iterations`` times,
+      then the DDIM step from the moved x0 with the unguided eps: x_prev moves by s grad at every t.
+    * ``ug`` (arpitbansal297/Universal-Guided-Diffusion, Guided_Diffusion_Imagenet/guided_diffusion/
+      gaussian_diffusion.py, ddim_sample_operation): forward guidance eps_hat = eps - s sqrt(1 - abar_t)
+      grad_{x_t} log p(y | x0_hat(x_t)); backward guidance (``mean`` > 0): ``iterations`` Adam steps at
+      learning rate scale x ``mean`` on Delta minimising -log p(y | clip(x0_hat + Delta)), then
+      eps_tilde = eps_hat - sqrt(abar_t / (1 - abar_t)) Delta; self-recurrence as ``recurrence``.
+    """
+    rule, guided = settings.rule, scale != 0
+
+    def plain(x, context, generator):
+        x0 = x0_estimate(eps_fn, x, context.t, context.abar_t, clip_x0)
+        return _ddim_from_x0(x, x0, context, eta, generator)
+
+    def step(x: torch.Tensor, context: StepContext, generator: torch.Generator | None) -> torch.Tensor:
+        s = scale * float(weights[context.index])
+        t, abar_t, abar_prev = context.t, per_sample(context.abar_t, x), per_sample(context.abar_prev, x)
+        if rule == "mpgd":
+            x0 = x0_estimate(eps_fn, x, t, context.abar_t, clip_x0)
+            moved = x0
+            for _ in range(settings.iterations):
+                moved = moved + s * mean_guidance_gradient(guide, moved, labels, None, energy) / abar_prev.sqrt()
+            # the DDIM step with the unguided eps, from the moved x0
+            return _ddim_from_x0(x, x0, context, eta, generator) + abar_prev.sqrt() * (moved - x0)
+        grad, x0, log_prob = log_prob_through_denoiser(eps_fn, guide, x, t, labels, context.abar_t, clip_x0,
+                                                       None, energy)
+        if rule == "dps":
+            residual = (-log_prob).clamp(min=1e-12).sqrt()
+            return _ddim_from_x0(x, x0, context, eta, generator) + s * grad / (2 * per_sample(residual, x))
+        if rule == "freedom":
+            eps = (x - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+            c1 = abar_prev.sqrt() * (1 - abar_t / abar_prev) / (1 - abar_t)
+            l1 = _rms(eps) * (1 - abar_t).sqrt() / abar_t.sqrt() * c1
+            norm = _rms(grad)
+            rho = torch.where(norm > 0, s * l1 / norm.clamp(min=1e-30), torch.zeros_like(norm))
+            return _ddim_from_x0(x, x0, context, eta, generator) + rho * grad
+        # ug: forward guidance on eps, then backward guidance on its x0
+        eps = (x - abar_t.sqrt() * x0) / (1 - abar_t).sqrt() - s * (1 - abar_t).sqrt() * grad
+        x0 = predict_x0(x, eps, context.abar_t)
+        x0 = x0.clamp(-1, 1) if clip_x0 else x0
+        if settings.mean > 0:
+            x0 = _backward_guidance(guide, x0, labels, scale * settings.mean, settings.iterations, clip_x0, energy)
+        return _ddim_from_x0(x, x0, context, eta, generator)
+
+    if not guided:
+        return plain
+    if rule == "freedom" and settings.recurrence > 1:
+        low, high = (share * num_timesteps for share in FREEDOM_TRAVEL)
+        travel = with_recurrence(step, settings.recurrence)
+        return lambda x, context, generator: (travel if low <= int(context.t[0]) <= high else step)(
+            x, context, generator)
+    if rule == "ug":
+        return with_recurrence(step, settings.recurrence)
+    return step
+
+
+def _ddim_from_x0(x: torch.Tensor, x0: torch.Tensor, context: StepContext, eta: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """DDIM's step to the next timestep from an x0, eps re-derived from it (as the TFG step does)."""
+    abar = per_sample(context.abar_t, x)
+    eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+    noise = randn(x.shape, generator, x) if eta > 0 else None
+    return ddim_step(x, eps, context.abar_t, context.abar_prev, eta=eta, noise=noise, clip_x0=False)
+
+
+def _backward_guidance(guide: Callable, x0: torch.Tensor, labels: torch.Tensor, lr: float, steps: int,
+                       clip_x0: bool, energy: Energy) -> torch.Tensor:
+    """Universal Guidance's backward guidance: Adam on Delta against -log p(y | x0 + Delta), x0 + Delta
+    clipped before each evaluation when the sampler clips; returns the moved x0."""
+    delta = torch.zeros_like(x0, requires_grad=True)
+    optimizer = torch.optim.Adam([delta], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            moved = x0.detach() + delta
+            moved = moved.clamp(-1, 1) if clip_x0 else moved
+            loss = -smoothed_log_prob(guide, moved, labels, None, energy).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            _check_finite(delta.grad, torch.zeros(1), "backward-guidance")
+            optimizer.step()
+    moved = x0 + delta.detach()
+    return moved.clamp(-1, 1) if clip_x0 else moved
+
+
 def sample_ddim_training_free(
     eps_fn: Callable,                   # the raw denoiser eps(x, t), not clipped
     guide: Callable,                    # guide(x, t) -> logits, clean (it sees x0_hat at t = 0)
@@ -190,7 +318,8 @@ def sample_ddim_training_free(
     """DDIM over decreasing ``timesteps`` with TFG's guided step: the one loop with
     :func:`training_free_step`."""
     weights = schedule_weights(alphas_cumprod.to(x_T.device), timesteps.to(x_T.device), settings.schedule)
-    step = training_free_step(eps_fn, guide, labels, weights, settings, scale, clip_x0, eta, energy)
+    step = training_free_step(eps_fn, guide, labels, weights, settings, scale, clip_x0, eta, energy,
+                              len(alphas_cumprod))
     return sample_loop(step, x_T, timesteps, alphas_cumprod, generator)
 
 
@@ -213,7 +342,8 @@ class TrainingFreeGuidance:
                              f"not the sampling's (got recurrence {spec.recurrence})")
         weights = schedule_weights(alphas_cumprod, timesteps.to(alphas_cumprod.device), self.settings.schedule)
         return training_free_step(eps_fn, self.guide, targets, weights, self.settings, spec.scale,
-                                  clip_x0=spec.clip != "none", eta=spec.eta, energy=self.energy)
+                                  clip_x0=spec.clip != "none", eta=spec.eta, energy=self.energy,
+                                  num_timesteps=len(alphas_cumprod))
 
 
 class GuideOnEstimate(torch.nn.Module):

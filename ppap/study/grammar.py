@@ -5,7 +5,7 @@ Every result file of the DAG is named by what produced it, so names are the fact
 * guides: ``none``, ``off_the_shelf``, ``classifier_free`` (the labeled upper bound: a
   class-conditional diffusion model), a training-free guide (the off-the-shelf guide on x0_hat)::
 
-      trainingfree_<dps|freedom|mpgd|tfg>[_mu<mean>][_rec<r>][_it<k>][_sm<gamma>][_smn<K>]
+      trainingfree_<dps|freedom|mpgd|tfg|ug>[_form<tfg|paper>][_mu<mean>][_rec<r>][_it<k>][_sm<gamma>][_smn<K>]
                                           [_sch<constant|increase|decrease>]
 
   (TFG's hyperparameters, :mod:`ppap.guidance.training_free`; each applies to the methods that have it),
@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ppap.vocab import NORM_MODES, ROUTINGS, SPACINGS, TF_SCHEDULES, TRAINING_FREE_METHODS, WARM_STARTS
+from ppap.vocab import NORM_MODES, ROUTINGS, SPACINGS, TF_FORMS, TF_SCHEDULES, TRAINING_FREE_METHODS, WARM_STARTS
 
 _CLIP_TOKENS = {"guided_diffusion": "gd", "after_guidance": "after", "none": "none"}
 _CLIP_FROM_TOKEN = {token: mode for mode, token in _CLIP_TOKENS.items()}
@@ -82,9 +82,10 @@ GUIDE_SET_PATTERN = (r"(labeled|datafree)_(full|lora[1-9][0-9]*)_n[1-9][0-9]*"
 # hyperparameters that differ from the config's training_free.<method> section.
 # suffix -> (field, regex, parse, format, methods it applies to); in the order names are written.
 _TF_SUFFIXES: dict[str, tuple[str, str, Any, Any, tuple[str, ...]]] = {
-    "mu": ("mean", _NUMBER, float, format_number, ("tfg",)),
-    "rec": ("recurrence", r"[1-9][0-9]*", int, str, ("freedom", "tfg")),
-    "it": ("iterations", r"[1-9][0-9]*", int, str, ("mpgd", "tfg")),
+    "form": ("form", "|".join(TF_FORMS), str, str, ("dps", "freedom", "mpgd")),
+    "mu": ("mean", _NUMBER, float, format_number, ("tfg", "ug")),
+    "rec": ("recurrence", r"[1-9][0-9]*", int, str, ("freedom", "tfg", "ug")),
+    "it": ("iterations", r"[1-9][0-9]*", int, str, ("mpgd", "tfg", "ug")),
     "sm": ("smoothing", _NUMBER, float, format_number, ("tfg",)),
     "smn": ("smoothing_samples", r"[1-9][0-9]*", int, str, ("tfg",)),
     "sch": ("schedule", "|".join(TF_SCHEDULES), str, str, TRAINING_FREE_METHODS),
@@ -219,6 +220,7 @@ class TrainingFree:
     config's ``training_free.<method>`` value)."""
 
     method: str
+    form: str | None = None
     mean: float | None = None
     recurrence: int | None = None
     iterations: int | None = None
@@ -255,12 +257,23 @@ def parse_training_free(name: str) -> TrainingFree:
 
 
 def training_free_settings(name: str, config: dict) -> dict:
-    """Every TFG hyperparameter of a training-free guide (ppap.guidance.training_free.TrainingFreeSettings's
-    fields): the method's structure (which terms it uses), the config's section, then the name's."""
+    """Every hyperparameter of a training-free guide (ppap.guidance.training_free.TrainingFreeSettings's
+    fields): the method's structure (which terms it uses), the config's section, then the name's.
+    ``rule`` (the step: TFG's, or with ``_formpaper`` / ``ug`` the method's own) only where it is not
+    TFG's, so the cells of before it keep their params."""
+    settings = _training_free_choices(name, config)
+    form, method = settings.pop("form"), parse_training_free(name).method
+    if method == "ug" or form == "paper":
+        settings["rule"] = method
+    return settings
+
+
+def _training_free_choices(name: str, config: dict) -> dict:
+    """:func:`training_free_settings` with the step's ``form`` (tfg | paper) in place of its rule."""
     spec = parse_training_free(name)
     section = (config.get("training_free") or {}).get(spec.method, {})
     settings = dict(variance=1.0, mean=0.0, recurrence=1, iterations=1, smoothing=0.0, smoothing_samples=1,
-                    schedule="constant")
+                    schedule="constant", form="tfg")
     settings.update({key: section[key] for key in settings if key in section})
     settings.update({field: getattr(spec, field) for field, *_ in _TF_SUFFIXES.values()
                      if getattr(spec, field) is not None})
@@ -269,15 +282,16 @@ def training_free_settings(name: str, config: dict) -> dict:
                                  smoothing_samples=1),
                      "freedom": dict(variance=1.0, mean=0.0, iterations=1, smoothing=0.0, smoothing_samples=1),
                      "mpgd": dict(variance=0.0, mean=1.0, recurrence=1, smoothing=0.0, smoothing_samples=1),
-                     "tfg": dict(variance=1.0)}[spec.method])
+                     "tfg": dict(variance=1.0, form="tfg"),
+                     "ug": dict(variance=1.0, smoothing=0.0, smoothing_samples=1, form="paper")}[spec.method])
     return settings
 
 
 def canonical_training_free(name: str, config: dict) -> str:
     """Suffixes equal to the config's value (or the method's fixed one) dropped."""
     spec = parse_training_free(name)
-    defaults = training_free_settings(f"trainingfree_{spec.method}", config)
-    full = training_free_settings(name, config)
+    defaults = _training_free_choices(f"trainingfree_{spec.method}", config)
+    full = _training_free_choices(name, config)
     kept = {field: full[field] for field, *_ , methods in _TF_SUFFIXES.values()
             if spec.method in methods and full[field] != defaults[field]}
     return TrainingFree(spec.method, **kept).name
