@@ -295,6 +295,40 @@ def test_choose_on_validation_takes_the_most_accurate_cell_within_the_fid_bound(
     assert chosen == {"a": dict(guide="g1", scale=2.0), "b": dict(guide="h", scale=1.0)}
 
 
+def test_a_choice_says_whether_it_sits_on_its_grids_edge_and_beats_the_runner_up_by_more_than_the_spread():
+    cells = pd.DataFrame([
+        dict(method="unguided", guide="none", scale=0.0, fid=4.0, accuracy=0.1, accuracy_sd=0.0),
+        dict(method="a", guide="g", scale=1.0, fid=5.0, accuracy=0.60, accuracy_sd=0.01),
+        dict(method="a", guide="g", scale=2.0, fid=5.5, accuracy=0.70, accuracy_sd=0.01),
+        dict(method="a", guide="g", scale=4.0, fid=5.9, accuracy=0.71, accuracy_sd=0.02),  # top of the grid
+        dict(method="b", guide="h", scale=1.0, fid=5.0, accuracy=0.50, accuracy_sd=0.01),
+        dict(method="b", guide="h", scale=2.0, fid=5.0, accuracy=0.60, accuracy_sd=0.01),  # inside, clear
+        dict(method="b", guide="h", scale=4.0, fid=9.0, accuracy=0.90, accuracy_sd=0.01),  # beyond the bound
+    ])
+    marked = comparison.choose_on_validation(cells, max_fid_ratio=1.5).set_index(["method", "scale"])
+    a, b = marked.loc[("a", 4.0)], marked.loc[("b", 2.0)]
+    assert a["chosen"] and a["at_edge"] and a["margin"] == pytest.approx(0.01) and a["margin_over_spread"] is False
+    assert b["chosen"] and not b["at_edge"] and b["margin"] == pytest.approx(0.10) and b["margin_over_spread"] is True
+    one_seed = comparison.choose_on_validation(cells.drop(columns="accuracy_sd"), 1.5).set_index(["method", "scale"])
+    assert one_seed.loc[("b", 2.0), "margin_over_spread"] is None  # no spread to compare with
+
+
+def test_a_validation_cell_over_several_seeds_records_their_mean_and_sd():
+    compute = {"per_sample": {"wall_s": 0.5}}
+    one = comparison.validation_record("g", "ddim25_s1", [dict(seed=7, fid=2.0, precision=0.8, recall=0.9,
+                                                                accuracy=0.5)], compute)
+    assert one["seed"] == 7 and "seed" not in one["metrics"] and "metrics_sd" not in one
+    row = comparison.validation_row(one)
+    assert row["accuracy"] == 0.5 and row["seeds"] == 1 and math.isnan(row["accuracy_sd"])
+    two = comparison.validation_record("g", "ddim25_s1", [dict(seed=7, fid=2.0, precision=0.8, recall=0.9, accuracy=0.5),
+                                                          dict(seed=8, fid=4.0, precision=0.6, recall=0.7, accuracy=0.7)],
+                                       compute)
+    row = comparison.validation_row(two)
+    assert two["seeds"] == [7, 8] and row["seeds"] == 2
+    assert row["fid"] == pytest.approx(3.0) and row["accuracy"] == pytest.approx(0.6)
+    assert row["accuracy_sd"] == pytest.approx(0.1414, abs=1e-4)  # sample sd of 0.5 and 0.7
+
+
 def test_break_even():
     assert comparison.break_even_samples(100.0, 0.01, 0.03) == pytest.approx(5000)
     assert math.isinf(comparison.break_even_samples(100.0, 0.03, 0.01))

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ppap.compute import PASS_KINDS
 from ppap.study import grammar
-from ppap.study.report import EXTRA_METRICS, METRICS
+from ppap.study.report import EXTRA_METRICS, METRICS, summarize_seeds
 
 COMPUTE_COLUMNS = list(PASS_KINDS) + ["wall_s"]
 CRITERION = ("the highest validation accuracy among cells whose validation FID is at most "
@@ -92,6 +92,28 @@ def guidance_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(list(rows))[first + METRICS + compute + rest]
 
 
+def validation_record(guide: str, sampling: str, per_seed: list[dict], compute: dict) -> dict:
+    """A validation cell's record (rule score_on_validation): one seed's scores as ``metrics``
+    (with ``seed``), or, over several seeds, their mean as ``metrics``, their sd as ``metrics_sd``,
+    ``seeds`` and each seed's scores."""
+    record = dict(guide=guide, sampling=sampling, split="val", compute=compute)
+    if len(per_seed) == 1:  # the single-seed record, as before several seeds existed
+        only = dict(per_seed[0])
+        return dict(record, seed=only.pop("seed"), metrics=only)
+    summary = summarize_seeds(per_seed)
+    return dict(record, seeds=[run["seed"] for run in per_seed], metrics=summary["mean"], metrics_sd=summary["sd"],
+                per_seed=per_seed)
+
+
+def validation_row(cell: dict) -> dict:
+    """The scores tune_guidance takes from a validation cell's record: fid, accuracy (NaN for the
+    unguided cell), precision, recall, accuracy_sd (NaN with one seed), seeds, wall_s."""
+    scores = cell["metrics"]
+    return dict(fid=scores["fid"], accuracy=scores.get("accuracy", float("nan")), precision=scores["precision"],
+                recall=scores["recall"], accuracy_sd=(cell.get("metrics_sd") or {}).get("accuracy", float("nan")),
+                seeds=len(cell.get("seeds", [cell.get("seed")])), wall_s=cell["compute"]["per_sample"]["wall_s"])
+
+
 def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float) -> pd.DataFrame:
     """Mark each method's chosen cell (``chosen``) among its (guide, scale) cells scored on the
     validation split: :data:`CRITERION`. ``cells`` has columns method, guide, scale, fid, accuracy,
@@ -111,6 +133,28 @@ def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float) -> pd.DataFr
         else:
             best = group.sort_values(["fid", "scale"]).index[0]
         cells.loc[best, "chosen"] = True
+    return mark_choice_quality(cells)
+
+
+def mark_choice_quality(cells: pd.DataFrame) -> pd.DataFrame:
+    """For each method's chosen cell: ``at_edge`` (its scale is the smallest or largest its guide was
+    tried at: the optimum may lie beyond the grid), ``margin`` (its accuracy minus that of the method's
+    best other qualifying cell) and ``margin_over_spread`` (whether the margin exceeds the two cells'
+    combined seed sd; NaN without an sd, i.e. one seed per cell)."""
+    cells = cells.copy()
+    cells["at_edge"], cells["margin"], cells["margin_over_spread"] = None, float("nan"), None
+    sd = cells["accuracy_sd"] if "accuracy_sd" in cells else pd.Series(float("nan"), index=cells.index)
+    for index in cells.index[cells["chosen"]]:
+        chosen = cells.loc[index]
+        scales = cells.loc[(cells["method"] == chosen["method"]) & (cells["guide"] == chosen["guide"]), "scale"]
+        cells.at[index, "at_edge"] = len(scales) > 1 and chosen["scale"] in (scales.min(), scales.max())
+        others = cells[(cells["method"] == chosen["method"]) & cells["qualifies"] & (cells.index != index)]
+        if chosen["qualifies"] and len(others):
+            runner_up = others["accuracy"].idxmax()
+            margin = float(chosen["accuracy"] - cells.at[runner_up, "accuracy"])
+            spread = float((sd[index] ** 2 + sd[runner_up] ** 2) ** 0.5)
+            cells.at[index, "margin"] = margin
+            cells.at[index, "margin_over_spread"] = None if pd.isna(spread) else bool(margin > spread)
     return cells
 
 

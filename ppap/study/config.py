@@ -578,9 +578,10 @@ def _check_guidance_methods(config: dict) -> None:
                 raise ConfigError(f"{where}: {variant!r} is not a variant of {method}'s guide {own!r}")
     seeds = set(config["sampling"]["seeds"]) | {seed for _, seed in synthetic_shards(
         config["synthetic"]["num_samples"], config["synthetic"].get("shards", 1), config["synthetic"]["seed"])}
-    if tuning and tuning["seed"] in seeds:
-        raise ConfigError(f"tuning.guidance.seed {tuning['seed']} is also a sampling seed or a synthetic shard's: "
-                          "validation cells must not repeat the noise of scored samples or of the transfer set")
+    for seed in (tuning.get("seeds") or [tuning["seed"]]) if tuning else []:
+        if seed in seeds:
+            raise ConfigError(f"tuning.guidance.seed(s) {seed} is also a sampling seed or a synthetic shard's: "
+                              "validation cells must not repeat the noise of scored samples or of the transfer set")
     for method in section["methods"]:  # each row's own sampling, before any cell is named with it
         try:
             grammar.canonical_sampling(config["methods"][method], _sampling_at(config, guidance_scale(config, method),

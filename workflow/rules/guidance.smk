@@ -34,7 +34,7 @@ rule score_on_validation:
         **performance_params(),
         sampling=lambda wc: sampling_settings(wc.sampling),
         num_samples=GUIDANCE_TUNING.get("samples"),
-        seed=GUIDANCE_TUNING.get("seed"),
+        seed=GUIDANCE_TUNING.get("seeds") or GUIDANCE_TUNING.get("seed"),
         batch_size=config["sampling"]["batch_size"],
         eta=config["sampling"]["eta"],
         evaluation=SCORING,

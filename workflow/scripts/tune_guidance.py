@@ -15,10 +15,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "tune_guidance") as log:
     for run in snakemake.params.runs:
         cell = cells[paths.tuning_metrics(run["guides"][0], run["sampling"])]
         rows.append(dict(method=run["method"], guide=run["guides"][0], scale=float(run["value"]),
-                         sampling=run["sampling"], fid=cell["metrics"]["fid"], accuracy=cell["metrics"]["accuracy"]
-                         if "accuracy" in cell["metrics"] else float("nan"),
-                         precision=cell["metrics"]["precision"], recall=cell["metrics"]["recall"],
-                         wall_s=cell["compute"]["per_sample"]["wall_s"]))
+                         sampling=run["sampling"], **comparison.validation_row(cell)))
     cells = comparison.choose_on_validation(pd.DataFrame(rows), snakemake.params.max_fid_ratio)
     configured = snakemake.params.configured
     cells["configured"] = [m in configured and configured[m]["guide"] == g and abs(configured[m]["scale"] - s) < 1e-9
@@ -27,14 +24,26 @@ with rule_session(snakemake.log[0], snakemake.threads, "tune_guidance") as log:
     cells.to_csv(buffer, index=False, float_format="%.6g")
     write_text(snakemake.output.csv, buffer.getvalue())
     chosen = comparison.chosen_settings(cells)
-    columns = ["method", "guide", "scale", "fid", "accuracy", "precision", "recall", "chosen", "configured"]
+    columns = ["method", "guide", "scale", "fid", "accuracy", "precision", "recall", "chosen", "at_edge", "margin",
+               "margin_over_spread", "configured"]
     lines = [f"Criterion: {comparison.CRITERION}; max_fid_ratio {snakemake.params.max_fid_ratio:g}, "
-             f"bound {cells['fid_bound'].iloc[0]:.3f}.", "",
+             f"bound {cells['fid_bound'].iloc[0]:.3f}; {int(cells['seeds'].max())} seed(s) per cell. "
+             "at_edge: the chosen scale is its grid's smallest or largest (the grid should grow); margin: "
+             "its accuracy over the method's next-best qualifying cell, margin_over_spread: whether that "
+             "exceeds their combined seed sd.", "",
              "| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+
+    def cell_text(value, fmt):
+        return "" if pd.isna(value) else format(value, fmt)
+
+    def flag(value):
+        return "" if pd.isna(value) else ("yes" if value else "no")
+
     for row in cells.itertuples():
         lines.append(f"| {row.method} | {row.guide} | {row.scale:g} | {row.fid:.3f} | {row.accuracy:.3f} | "
                      f"{row.precision:.3f} | {row.recall:.3f} | {'yes' if row.chosen else ''} | "
-                     f"{'yes' if row.configured else ''} |")
+                     f"{'yes' if row.at_edge is True else ''} | {cell_text(row.margin, '.3f')} | "
+                     f"{flag(row.margin_over_spread) if row.chosen else ''} | {'yes' if row.configured else ''} |")
     write_text(snakemake.output.markdown, "\n".join(lines) + "\n")
     log.info("\n%s\nchosen: %s", cells.to_string(), chosen)
     mismatched = {m: c for m, c in chosen.items() if m in configured and not
