@@ -62,6 +62,8 @@ class TrainingFreeSettings:
     def __post_init__(self):
         if self.rule not in TF_RULES:
             raise ValueError(f"unknown training-free rule {self.rule!r} (use one of {', '.join(TF_RULES)})")
+        if self.rule != "tfg" and self.smoothing > 0:
+            raise ValueError(f"the {self.rule} rule has no smoothing (TFG's own term); set smoothing 0")
         if self.variance < 0 or self.mean < 0:
             raise ValueError("training-free guidance weights (variance, mean) must be >= 0")
         if self.recurrence < 1 or self.iterations < 1 or self.smoothing_samples < 1:
@@ -205,7 +207,8 @@ def published_step(eps_fn: Callable, guide: Callable, labels: torch.Tensor, weig
                    energy: Energy = classifier_energy, num_timesteps: int = 1000) -> Step:
     """One method's own step, as its authors' code takes it, on this harness's DDIM step (x0_hat
     clipped as the sampler clips; ``eta`` the sampling's) with log p(y | x0_hat) for their losses;
-    s = scale x w_i (the schedule's weight). At scale 0 it is the unguided step, nothing repeated.
+    s = scale x w_i (the schedule's weight). Of the settings only ``recurrence``, ``iterations``,
+    ``schedule`` and (ug) ``mean`` apply. At scale 0 it is the unguided step, nothing repeated.
 
     * ``dps`` (DPS2022/diffusion-posterior-sampling, guided_diffusion/condition_methods.py,
       PosteriorSampling): x_prev - s grad_{x_t} ||residual||, the *un-squared* norm's gradient
