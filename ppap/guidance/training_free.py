@@ -20,6 +20,9 @@ DPS, FreeDoM and MPGD are TFG's special cases (which terms each keeps:
 :func:`ppap.study.grammar.training_free_settings`). The guide sees x0_hat as
 the clean image it estimates: ``guide(x0_hat, t=0)``. At scale 0 nothing is guided, drawn or
 repeated, and the step is exactly the unguided one of ``guided_model(clip="guided_diffusion")``.
+
+Beside TFG's form, each method's own step as its authors' code takes it (``settings.rule``: DPS,
+FreeDoM, MPGD, Universal Guidance; :func:`published_step` cites each), through the same loop.
 """
 
 from __future__ import annotations
