@@ -311,6 +311,13 @@ def test_a_choice_says_whether_it_sits_on_its_grids_edge_and_beats_the_runner_up
     assert b["chosen"] and not b["at_edge"] and b["margin"] == pytest.approx(0.10) and b["margin_over_spread"] is True
     one_seed = comparison.choose_on_validation(cells.drop(columns="accuracy_sd"), 1.5).set_index(["method", "scale"])
     assert one_seed.loc[("b", 2.0), "margin_over_spread"] is None  # no spread to compare with
+    # tie_break fid: a's 0.70 is within the spread (0.022) of 0.71, at a lower FID; b's clear win stays
+    by_fid = comparison.chosen_settings(comparison.choose_on_validation(cells, 1.5, tie_break="fid"))
+    assert by_fid == {"a": dict(guide="g", scale=2.0), "b": dict(guide="h", scale=2.0)}
+    assert comparison.chosen_settings(comparison.choose_on_validation(cells.drop(columns="accuracy_sd"), 1.5, "fid")) \
+        == comparison.chosen_settings(comparison.choose_on_validation(cells, 1.5))  # no sd: the plain rule
+    with pytest.raises(ValueError, match="tie_break"):
+        comparison.choose_on_validation(cells, 1.5, tie_break="recall")
 
 
 def test_a_validation_cell_over_several_seeds_records_their_mean_and_sd():

@@ -23,6 +23,9 @@ from ppap.study.report import EXTRA_METRICS, METRICS, summarize_seeds
 COMPUTE_COLUMNS = list(PASS_KINDS) + ["wall_s"]
 CRITERION = ("the highest validation accuracy among cells whose validation FID is at most "
              "max_fid_ratio x the unguided cell's (none qualifying: the lowest FID)")
+# tuning.guidance.tie_break: fid
+FID_TIE_BREAK = ("; among the qualifying cells whose accuracy is within the combined seed sd of the best one's, "
+                 "the lowest FID")
 
 
 def guide_family(guide: str) -> str:
@@ -114,10 +117,15 @@ def validation_row(cell: dict) -> dict:
                 seeds=len(cell.get("seeds", [cell.get("seed")])), wall_s=cell["compute"]["per_sample"]["wall_s"])
 
 
-def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float) -> pd.DataFrame:
+def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float, tie_break: str = "accuracy") -> pd.DataFrame:
     """Mark each method's chosen cell (``chosen``) among its (guide, scale) cells scored on the
     validation split: :data:`CRITERION`. ``cells`` has columns method, guide, scale, fid, accuracy,
-    and one row with method ``unguided`` (the FID bound's reference). Ties go to the smaller scale."""
+    and one row with method ``unguided`` (the FID bound's reference). Ties go to the smaller scale.
+    ``tie_break="fid"`` (:data:`FID_TIE_BREAK`): accuracies within their seed spread of the best
+    (``accuracy_sd``) count as tied, and the lowest FID among them wins; without an sd only equal
+    accuracies are tied."""
+    if tie_break not in ("accuracy", "fid"):
+        raise ValueError(f"unknown tie_break {tie_break!r} (use accuracy or fid)")
     unguided = cells[cells["method"] == "unguided"]
     if len(unguided) != 1:
         raise ValueError("the validation grid needs exactly one unguided cell")
@@ -126,10 +134,15 @@ def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float) -> pd.DataFr
     cells["fid_bound"] = bound
     cells["qualifies"] = cells["fid"] <= bound
     cells["chosen"] = False
+    sd = cells["accuracy_sd"].fillna(0.0) if "accuracy_sd" in cells else pd.Series(0.0, index=cells.index)
     for method, group in cells[cells["method"] != "unguided"].groupby("method", sort=False):
         ok = group[group["qualifies"]]
         if len(ok):
             best = ok.sort_values(["accuracy", "scale"], ascending=[False, True]).index[0]
+            if tie_break == "fid":
+                within = ok[cells.loc[best, "accuracy"] - ok["accuracy"]
+                            <= np.sqrt(sd[best] ** 2 + sd[ok.index] ** 2) + 1e-12]
+                best = within.sort_values(["fid", "scale"]).index[0]
         else:
             best = group.sort_values(["fid", "scale"]).index[0]
         cells.loc[best, "chosen"] = True

@@ -60,6 +60,11 @@ rule tune_guidance:
     resources:
         **rule_resources("tune_guidance", mem_mb=1000, runtime=5),
     params:
+        **(
+            {"tie_break": GUIDANCE_TUNING["tie_break"]}
+            if GUIDANCE_TUNING.get("tie_break", "accuracy") != "accuracy"
+            else {}
+        ),
         runs=runs_as_params(guidance_tuning_runs(config)),
         max_fid_ratio=GUIDANCE_TUNING.get("max_fid_ratio"),
         configured={

@@ -16,7 +16,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "tune_guidance") as log:
         cell = cells[paths.tuning_metrics(run["guides"][0], run["sampling"])]
         rows.append(dict(method=run["method"], guide=run["guides"][0], scale=float(run["value"]),
                          sampling=run["sampling"], **comparison.validation_row(cell)))
-    cells = comparison.choose_on_validation(pd.DataFrame(rows), snakemake.params.max_fid_ratio)
+    tie_break = snakemake.params.get("tie_break") or "accuracy"
+    cells = comparison.choose_on_validation(pd.DataFrame(rows), snakemake.params.max_fid_ratio, tie_break)
     configured = snakemake.params.configured
     cells["configured"] = [m in configured and configured[m]["guide"] == g and abs(configured[m]["scale"] - s) < 1e-9
                            for m, g, s in zip(cells["method"], cells["guide"], cells["scale"])]
@@ -26,7 +27,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "tune_guidance") as log:
     chosen = comparison.chosen_settings(cells)
     columns = ["method", "guide", "scale", "fid", "accuracy", "precision", "recall", "chosen", "at_edge", "margin",
                "margin_over_spread", "configured"]
-    lines = [f"Criterion: {comparison.CRITERION}; max_fid_ratio {snakemake.params.max_fid_ratio:g}, "
+    criterion = comparison.CRITERION + (comparison.FID_TIE_BREAK if tie_break == "fid" else "")
+    lines = [f"Criterion: {criterion}; max_fid_ratio {snakemake.params.max_fid_ratio:g}, "
              f"bound {cells['fid_bound'].iloc[0]:.3f}; {int(cells['seeds'].max())} seed(s) per cell. "
              "at_edge: the chosen scale is its grid's smallest or largest (the grid should grow); margin: "
              "its accuracy over the method's next-best qualifying cell, margin_over_spread: whether that "
