@@ -300,9 +300,10 @@ def test_fair_race_rows_sample_as_named_and_are_tuned_as_their_siblings():
     validate(cfg, str(REPO / "config" / "schema.yaml"))
     check_config(cfg)
     rows = {run.method: run for run in guidance_method_runs(cfg)}
-    # the new rows sit at sampling.guidance_scale until their validation choice is written into scales
-    assert rows["ppap_rec4"].sampling == "ddim25_s1_rec4" and rows["ppap"].sampling == "ddim25_s8"
-    assert rows["ppap_ddim100"].sampling == "ddim100_s1"
+    # each row at its validation choice (guidance_methods.scales); an untuned row at sampling.guidance_scale
+    assert rows["ppap_rec4"].sampling == "ddim25_s8_rec4" and rows["ppap"].sampling == "ddim25_s8"
+    assert rows["multi_expert_labeled_ddim100"].sampling == "ddim100_s16"
+    assert rows["ppap_eta1"].sampling == "ddim25_s1_eta1"
     assert rows["unguided_eta1"].sampling == "ddim25_s0_eta1"
     assert rows["tfg_eta1"].sampling.endswith("_eta1") and rows["tfg_eta1"].guides == rows["tfg"].guides
     grid = {}
