@@ -258,6 +258,21 @@ def test_replace_dense_keeps_the_reference_but_its_dense_study(tmp_path):
     assert summary[summary["run"] != "dense"].reset_index(drop=True).equals(old[old["run"] != "dense"].reset_index(drop=True))
 
 
+def test_a_staged_study_publishes_its_guidance_table_without_table1_trainings(tmp_path):
+    run = fake_run(tmp_path / "run")
+    for name in ("table1_trainings.csv", "table1_trainings.md", "report/study.html", "report/summary.md"):
+        (run / "results" / name).unlink()
+    results = run / "results"
+    pd.DataFrame([dict(guide="none", sampling="ddim25_s0")]).to_csv(results / "guidance_methods.csv", index=False)
+    for name in publish.GUIDANCE[1:]:
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / name).write_text(name)
+    (results / "samples" / "none" / "ddim25_s0" / "grid.png").write_text("none")
+    copied = publish.publish(run, tmp_path / "reference", guidance=run, staged=True)
+    assert {"guidance_methods.csv", "tuning/guidance.md", "table1.csv"} <= set(copied)
+    assert "table1_trainings.csv" not in copied
+
+
 def test_a_staged_study_publishes_what_has_landed_but_needs_table1(tmp_path):
     run = fake_run(tmp_path / "run")
     for name in ("report/study.html", "report/summary.md", "table1_trainings.csv", "table1_trainings.md"):
