@@ -329,3 +329,21 @@ def test_fair_race_rows_sample_as_named_and_are_tuned_as_their_siblings():
     bad["guidance_methods"]["sampling"]["freedom"] = {"recurrence": 2}
     with pytest.raises(ConfigError, match="its own recurrence"):
         check_config(bad)
+
+
+def test_sampling_params_give_each_cell_its_own_eta_and_recurrence(config):
+    """A rule's sampling params: the plain samplers' eta and recurrence left out where the config has
+    them too (the cells of before keep their params), and the spec a job builds is the name's."""
+    from ppap.study.specs import sampling_spec
+
+    def spec(name, cfg):
+        params = dict(sampling=grammar.sampling_params(name, cfg), eta=cfg["sampling"]["eta"], batch_size=4)
+        return sampling_spec(params, "cpu")
+
+    assert "eta" not in grammar.sampling_params("ddim25_s1", config)
+    assert "recurrence" not in grammar.sampling_params("ddim25_s1", config)
+    assert (spec("ddim25_s1_eta0.5_rec2", config).eta, spec("ddim25_s1_eta0.5_rec2", config).recurrence) == (0.5, 2)
+    noisy = copy.deepcopy(config)
+    noisy["sampling"].update(eta=0.5, recurrence=2)
+    assert (spec("ddim25_s1", noisy).eta, spec("ddim25_s1", noisy).recurrence) == (0.5, 2)
+    assert (spec("ddim25_s1_eta0_rec1", noisy).eta, spec("ddim25_s1_eta0_rec1", noisy).recurrence) == (0.0, 1)

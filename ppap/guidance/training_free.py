@@ -178,11 +178,7 @@ def training_free_step(
             grad_t, x0 = variance_guidance_gradient(eps_fn, guide, x, t_batch, labels, abar_t, clip_x0, noise, energy)
         else:
             x0, grad_t = x0_estimate(eps_fn, x, t_batch, abar_t, clip_x0), None
-        # eps re-derived from the (clipped) x0, as guided-diffusion's clipped denoiser does
-        abar_ = per_sample(abar_t, x)
-        eps = (x - abar_.sqrt() * x0) / (1 - abar_).sqrt()
-        step_noise = randn(x.shape, generator, x) if eta > 0 else None
-        x_prev = ddim_step(x, eps, abar_t, abar_prev, eta=eta, noise=step_noise, clip_x0=False)
+        x_prev = _ddim_from_x0(x, x0, context, eta, generator)
         if grad_t is not None:
             x_prev = x_prev + rho * grad_t / per_sample(abar_t / abar_prev, x).sqrt()
         if mu != 0:
@@ -281,7 +277,8 @@ def published_step(eps_fn: Callable, guide: Callable, labels: torch.Tensor, weig
 
 def _ddim_from_x0(x: torch.Tensor, x0: torch.Tensor, context: StepContext, eta: float,
                   generator: torch.Generator | None) -> torch.Tensor:
-    """DDIM's step to the next timestep from an x0, eps re-derived from it (as the TFG step does)."""
+    """DDIM's step to the next timestep from an x0, eps re-derived from the (clipped) x0 as
+    guided-diffusion's clipped denoiser does."""
     abar = per_sample(context.abar_t, x)
     eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
     noise = randn(x.shape, generator, x) if eta > 0 else None

@@ -36,7 +36,7 @@ Imported by the Snakefile before any job runs: no torch here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ppap.vocab import NORM_MODES, ROUTINGS, SPACINGS, TF_FORMS, TF_SCHEDULES, TRAINING_FREE_METHODS, WARM_STARTS
@@ -417,6 +417,19 @@ def sampling_defaults(config: dict) -> dict:
 
 def resolve_sampling(name: str, config: dict) -> Sampling:
     return parse_sampling(name).resolved(sampling_defaults(config))
+
+
+def sampling_params(name: str, config: dict) -> dict:
+    """A sampling setting with every factor resolved, as a rule's params
+    (:func:`ppap.study.specs.sampling_spec` reads it): eta and recurrence are left out where they are
+    the plain samplers' (eta 0, recurrence 1) and the config's too (the rules pass the section's eta
+    besides), so that the cells sampled before these factors existed keep their params."""
+    settings = asdict(resolve_sampling(name, config))
+    defaults = sampling_defaults(config)
+    for field, plain in (("eta", 0.0), ("recurrence", 1)):
+        if settings[field] == plain == defaults[field]:
+            del settings[field]
+    return settings
 
 
 def default_sampling(config: dict) -> str:

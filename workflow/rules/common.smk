@@ -1,6 +1,5 @@
 # Input functions and derived settings shared by the rule files. No torch here: the Snakefile
 # must parse fast, and planning (-n) must work without loading any model.
-from dataclasses import asdict
 
 from ppap.study import grammar, paths
 from ppap.study.public_models import (
@@ -119,15 +118,8 @@ def distill_settings(guide_set):
 
 
 def sampling_settings(sampling):
-    """A sampling name with every factor resolved (clip order, spacing) from the config. eta and
-    recurrence only where they change the step (eta > 0, recurrence > 1; the rules pass the section's
-    eta besides), so that the cells sampled before these factors existed keep their params.
-    """
-    settings = asdict(grammar.resolve_sampling(sampling, config))
-    for field, plain in (("eta", 0.0), ("recurrence", 1)):
-        if settings[field] == plain:
-            del settings[field]
-    return settings
+    """A sampling name with every factor resolved from the config, as params (grammar.sampling_params)."""
+    return grammar.sampling_params(sampling, config)
 
 
 def guide_inputs(wildcards):
