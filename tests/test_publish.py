@@ -109,7 +109,7 @@ def fake_guidance_run(root: Path, study: Path, accuracy_shift: float = 0.0) -> P
         (results / name).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(results / name, index=False)
     for name in ("table1.md", "table1_trainings.md", "guidance_methods.md", "guidance_sweeps.csv",
-                 "tuning/guidance.csv", "tuning/guidance.md", "guidance/x0_estimate_accuracy.json",
+                 "guidance_fixed_fid.csv", "tuning/guidance.csv", "tuning/guidance.md", "guidance/x0_estimate_accuracy.json",
                  "figures/guidance_tradeoff.png"):
         (results / name).parent.mkdir(parents=True, exist_ok=True)
         (results / name).write_text(name)

@@ -320,6 +320,31 @@ def test_a_choice_says_whether_it_sits_on_its_grids_edge_and_beats_the_runner_up
         comparison.choose_on_validation(cells, 1.5, tie_break="recall")
 
 
+def test_the_binomial_spread_does_not_vanish_at_saturated_accuracy():
+    # Agresti-Coull: k correct of n, p = (k + 2) / (n + 4); one seed's sd sqrt(p (1 - p) / (m + 4))
+    p = (500 + 2) / (500 + 4)
+    assert comparison.binomial_sd(1.0, 250, seeds=2) == pytest.approx(math.sqrt(p * (1 - p) / 254))
+    assert comparison.binomial_sd(0.5, 100) == pytest.approx(math.sqrt(0.25 / 104))
+    assert math.isnan(comparison.binomial_sd(float("nan"), 250))
+    # two seeds at accuracy 1.000 and 0.996 both have seed sd 0: the seed rule calls 1.000 a clear win
+    # at a worse FID; the binomial spread (0.004 each) ties them and the lower FID wins
+    cells = pd.DataFrame([
+        dict(method="unguided", guide="none", scale=0.0, fid=4.0, accuracy=float("nan"), accuracy_sd=0.0,
+             seeds=2, samples_per_seed=250),
+        dict(method="a", guide="g", scale=4.0, fid=4.5, accuracy=0.996, accuracy_sd=0.0, seeds=2, samples_per_seed=250),
+        dict(method="a", guide="g", scale=8.0, fid=5.5, accuracy=1.000, accuracy_sd=0.0, seeds=2, samples_per_seed=250),
+        dict(method="a", guide="g", scale=16.0, fid=5.9, accuracy=0.900, accuracy_sd=0.05, seeds=2,
+             samples_per_seed=250),
+    ])
+    by_seeds = comparison.choose_on_validation(cells, 1.5, tie_break="fid").set_index("scale")
+    assert by_seeds.loc[8.0, "chosen"] and by_seeds.loc[8.0, "margin_over_spread"] is True
+    binomial = comparison.choose_on_validation(cells, 1.5, tie_break="fid", spread="binomial").set_index("scale")
+    assert binomial.loc[4.0, "chosen"] and binomial.loc[4.0, "margin_over_spread"] is False
+    assert binomial.loc[16.0, "accuracy_spread"] == pytest.approx(0.05)  # the seeds' sd where it is larger
+    with pytest.raises(ValueError, match="spread"):
+        comparison.choose_on_validation(cells, 1.5, spread="poisson")
+
+
 def test_a_validation_cell_over_several_seeds_records_their_mean_and_sd():
     compute = {"per_sample": {"wall_s": 0.5}}
     one = comparison.validation_record("g", "ddim25_s1", [dict(seed=7, fid=2.0, precision=0.8, recall=0.9,
@@ -339,6 +364,64 @@ def test_a_validation_cell_over_several_seeds_records_their_mean_and_sd():
 def test_break_even():
     assert comparison.break_even_samples(100.0, 0.01, 0.03) == pytest.approx(5000)
     assert math.isinf(comparison.break_even_samples(100.0, 0.03, 0.01))
+
+
+def test_accuracy_at_a_fixed_fid_is_read_off_the_sweep_between_neighbouring_scales():
+    sweep = pd.DataFrame(dict(scale=[1.0, 2.0, 4.0], fid=[3.0, 5.0, 9.0], accuracy=[0.5, 0.8, 0.9]))
+    # bound 4: cell s=1 is under it; FID crosses 4 halfway between s=1 and s=2: accuracy 0.65
+    assert comparison.accuracy_at_fid(sweep, 4.0) == pytest.approx((0.65, 0.5))
+    assert comparison.accuracy_at_fid(sweep, 7.0) == pytest.approx((0.85, 0.8))
+    assert comparison.accuracy_at_fid(sweep, 10.0) == pytest.approx((0.9, 0.9))
+    assert all(math.isnan(v) for v in comparison.accuracy_at_fid(sweep, 2.0))
+    # FID falling with the scale (a guide that fixes the model's errors) crosses the other way
+    falling = pd.DataFrame(dict(scale=[1.0, 2.0], fid=[6.0, 2.0], accuracy=[0.4, 0.8]))
+    assert comparison.accuracy_at_fid(falling, 4.0) == pytest.approx((0.8, 0.8))
+
+
+def _fair_rows():
+    def row(method, guide, family, sampling, wall_s, one_time_s, fid=3.0):
+        return dict(method=method, guide=guide, family=family, scale=1.0, sampling=sampling, fid=fid, accuracy=0.5,
+                    denoiser_forward=25, denoiser_backward=0, guide_forward=25, guide_backward=25, wall_s=wall_s,
+                    one_time_s=one_time_s)
+
+    rows = pd.DataFrame([
+        row("unguided", "none", "unguided", "ddim25_s0", 0.004, 0.0, fid=4.0),
+        row("ppap", "datafree_lora4_n5", "data-free lora4 x5", "ddim25_s8", 0.007, 100.0),
+        row("ppap_rec4", "datafree_lora4_n5", "data-free lora4 x5", "ddim25_s8_rec4", 0.025, 100.0),
+        row("ppap_eta1", "datafree_lora4_n5", "data-free lora4 x5", "ddim25_s8_eta1", 0.007, 100.0),
+        row("freedom", "trainingfree_freedom_rec4", "training-free (on x0_hat)", "ddim25_s0.5", 0.070, 0.0),
+    ])
+    cells = {  # method -> (fid, accuracy) over scales 1, 2
+        "ppap": [(3.0, 0.90), (5.0, 0.99)], "ppap_rec4": [(2.0, 0.95), (3.0, 1.00)],
+        "ppap_eta1": [(3.5, 0.80), (4.5, 0.90)], "freedom": [(2.0, 0.96), (3.0, 0.97)]}
+    sweeps = pd.DataFrame([dict(method=m, scale=s, fid=f, accuracy=a) for m, points in cells.items()
+                           for s, (f, a) in zip((1.0, 2.0), points)])
+    return rows, sweeps
+
+
+def test_the_fixed_fid_table_groups_rows_that_differ_only_in_compute_and_finds_the_break_even():
+    rows, sweeps = _fair_rows()
+    table = comparison.fixed_fid_table(rows, sweeps, unguided_fid=4.0, bound_ratios=[0.75, 1.0])
+    assert "unguided" not in set(table["method"]) and len(table) == 2 * 4
+    curves = dict(zip(table["method"], table["curve"]))
+    # time travel is ppap's curve; eta 1 is another sampler, its own curve; training-free rows their own
+    assert curves == {"ppap": "ppap", "ppap_rec4": "ppap", "ppap_eta1": "ppap_eta1", "freedom": "freedom"}
+    at = table.set_index(["fid_ratio", "method"])["accuracy_at_fid"]
+    assert at[(0.75, "ppap")] == pytest.approx(0.90) and at[(1.0, "ppap")] == pytest.approx(0.945)
+    assert math.isnan(at[(0.75, "ppap_eta1")]) and at[(1.0, "ppap_eta1")] == pytest.approx(0.85)
+    assert at[(0.75, "ppap_rec4")] == pytest.approx(1.00) and at[(0.75, "freedom")] == pytest.approx(0.97)
+    even = comparison.break_even_at_fid(table, "ppap").set_index("fid_ratio")
+    # FID <= 3: plain ppap (0.90) falls short of freedom's 0.97, time travel reaches 1.00 at 0.025 s a sample
+    assert even.loc[0.75, "method"] == "ppap_rec4"
+    assert even.loc[0.75, "break_even_samples"] == pytest.approx(100.0 / (0.070 - 0.025))
+    assert even.loc[1.0, "method"] == "ppap_rec4"  # 0.945 < 0.97 still
+    tight = comparison.fixed_fid_table(rows, sweeps, unguided_fid=4.0, bound_ratios=[0.5])
+    # FID <= 2: freedom 0.96, time travel 0.95: no row of ppap's curve reaches it
+    assert comparison.break_even_at_fid(tight, "ppap").iloc[0]["method"] is None
+    assert comparison.break_even_at_fid(table, "not_a_row").empty
+    figure = comparison.plot_fixed_fid(table)
+    assert len(figure.axes) == 2
+    assert len(comparison.plot_fixed_fid(table.iloc[0:0]).axes) == 1  # says there is no bound
 
 
 def test_guide_on_estimate_reads_the_clipped_x0_estimate(make_guide, alphas_cumprod):

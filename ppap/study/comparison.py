@@ -24,8 +24,15 @@ COMPUTE_COLUMNS = list(PASS_KINDS) + ["wall_s"]
 CRITERION = ("the highest validation accuracy among cells whose validation FID is at most "
              "max_fid_ratio x the unguided cell's (none qualifying: the lowest FID)")
 # tuning.guidance.tie_break: fid
-FID_TIE_BREAK = ("; among the qualifying cells whose accuracy is within the combined seed sd of the best one's, "
+FID_TIE_BREAK = ("; among the qualifying cells whose accuracy is within the combined spread of the best one's, "
                  "the lowest FID")
+# tuning.guidance.spread: what "within the spread" means for a cell's accuracy
+SPREADS = {
+    "seeds": "the sd of its accuracy over the cell's seeds",
+    "binomial": ("the larger of the sd over its seeds and the binomial sd of one seed's accuracy, "
+                 "sqrt(p (1 - p) / (m + 4)) with p = (k + 2) / (n + 4) for k correct of n samples over all "
+                 "seeds, m per seed (Agresti and Coull's smoothing: it does not vanish at accuracy 0 or 1)"),
+}
 
 
 def guide_family(guide: str) -> str:
@@ -110,20 +117,47 @@ def validation_record(guide: str, sampling: str, per_seed: list[dict], compute: 
 
 def validation_row(cell: dict) -> dict:
     """The scores tune_guidance takes from a validation cell's record: fid, accuracy (NaN for the
-    unguided cell), precision, recall, accuracy_sd (NaN with one seed), seeds, wall_s."""
+    unguided cell), precision, recall, accuracy_sd (NaN with one seed), seeds, samples per seed, wall_s."""
     scores = cell["metrics"]
     return dict(fid=scores["fid"], accuracy=scores.get("accuracy", float("nan")), precision=scores["precision"],
                 recall=scores["recall"], accuracy_sd=(cell.get("metrics_sd") or {}).get("accuracy", float("nan")),
-                seeds=len(cell.get("seeds", [cell.get("seed")])), wall_s=cell["compute"]["per_sample"]["wall_s"])
+                seeds=len(cell.get("seeds", [cell.get("seed")])), samples_per_seed=int(scores.get("num_fake", 0)),
+                wall_s=cell["compute"]["per_sample"]["wall_s"])
 
 
-def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float, tie_break: str = "accuracy") -> pd.DataFrame:
+def binomial_sd(accuracy: float, samples_per_seed: int, seeds: int = 1) -> float:
+    """The sd of one seed's accuracy (``samples_per_seed`` samples) for a cell whose mean accuracy
+    over ``seeds`` seeds is ``accuracy``: Agresti and Coull's smoothed proportion, so that a cell at
+    accuracy 0 or 1 still has a spread. NaN without samples."""
+    total = samples_per_seed * seeds
+    if not total > 0 or not math.isfinite(accuracy):
+        return math.nan
+    smoothed = (accuracy * total + 2) / (total + 4)
+    return math.sqrt(smoothed * (1 - smoothed) / (samples_per_seed + 4))
+
+
+def accuracy_spread(cells: pd.DataFrame, spread: str = "seeds") -> pd.Series:
+    """Each cell's accuracy spread under ``spread`` (:data:`SPREADS`); NaN where it has none."""
+    if spread not in SPREADS:
+        raise ValueError(f"unknown spread {spread!r} (use {' or '.join(SPREADS)})")
+    seed_sd = cells["accuracy_sd"] if "accuracy_sd" in cells else pd.Series(math.nan, index=cells.index)
+    if spread == "seeds":
+        return seed_sd.astype(float)
+    binomial = pd.Series([binomial_sd(row.accuracy, int(row.samples_per_seed), int(row.seeds))
+                          for row in cells[["accuracy", "samples_per_seed", "seeds"]].itertuples()],
+                         index=cells.index, dtype=float)
+    return pd.concat([seed_sd.astype(float), binomial], axis=1).max(axis=1, skipna=True)
+
+
+def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float, tie_break: str = "accuracy",
+                         spread: str = "seeds") -> pd.DataFrame:
     """Mark each method's chosen cell (``chosen``) among its (guide, scale) cells scored on the
     validation split: :data:`CRITERION`. ``cells`` has columns method, guide, scale, fid, accuracy,
     and one row with method ``unguided`` (the FID bound's reference). Ties go to the smaller scale.
-    ``tie_break="fid"`` (:data:`FID_TIE_BREAK`): accuracies within their seed spread of the best
-    (``accuracy_sd``) count as tied, and the lowest FID among them wins; without an sd only equal
-    accuracies are tied."""
+    ``tie_break="fid"`` (:data:`FID_TIE_BREAK`): accuracies within their combined spread of the best
+    (``spread``, :data:`SPREADS`: the seeds' ``accuracy_sd``, or with ``binomial`` at least the
+    binomial sd from ``samples_per_seed`` and ``seeds``) count as tied, and the lowest FID among them
+    wins; without a spread only equal accuracies are tied. The spread is written as ``accuracy_spread``."""
     if tie_break not in ("accuracy", "fid"):
         raise ValueError(f"unknown tie_break {tie_break!r} (use accuracy or fid)")
     unguided = cells[cells["method"] == "unguided"]
@@ -134,7 +168,8 @@ def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float, tie_break: s
     cells["fid_bound"] = bound
     cells["qualifies"] = cells["fid"] <= bound
     cells["chosen"] = False
-    sd = cells["accuracy_sd"].fillna(0.0) if "accuracy_sd" in cells else pd.Series(0.0, index=cells.index)
+    cells["accuracy_spread"] = accuracy_spread(cells, spread)
+    sd = cells["accuracy_spread"].fillna(0.0)
     for method, group in cells[cells["method"] != "unguided"].groupby("method", sort=False):
         ok = group[group["qualifies"]]
         if len(ok):
@@ -153,10 +188,12 @@ def mark_choice_quality(cells: pd.DataFrame) -> pd.DataFrame:
     """For each method's chosen cell: ``at_edge`` (its scale is the smallest or largest its guide was
     tried at: the optimum may lie beyond the grid), ``margin`` (its accuracy minus that of the method's
     best other qualifying cell) and ``margin_over_spread`` (whether the margin exceeds the two cells'
-    combined seed sd; NaN without an sd, i.e. one seed per cell)."""
+    combined spread, ``accuracy_spread`` where :func:`choose_on_validation` set it, else the seed sd;
+    NaN without one, e.g. one seed per cell)."""
     cells = cells.copy()
     cells["at_edge"], cells["margin"], cells["margin_over_spread"] = None, float("nan"), None
-    sd = cells["accuracy_sd"] if "accuracy_sd" in cells else pd.Series(float("nan"), index=cells.index)
+    sd = next((cells[c] for c in ("accuracy_spread", "accuracy_sd") if c in cells),
+              pd.Series(float("nan"), index=cells.index))
     for index in cells.index[cells["chosen"]]:
         chosen = cells.loc[index]
         scales = cells.loc[(cells["method"] == chosen["method"]) & (cells["guide"] == chosen["guide"]), "scale"]
@@ -174,6 +211,121 @@ def mark_choice_quality(cells: pd.DataFrame) -> pd.DataFrame:
 def chosen_settings(cells: pd.DataFrame) -> dict[str, dict]:
     """method -> {guide, scale} of each chosen cell."""
     return {row.method: dict(guide=row.guide, scale=float(row.scale)) for row in cells[cells["chosen"]].itertuples()}
+
+
+def accuracy_at_fid(sweep: pd.DataFrame, bound: float) -> tuple[float, float]:
+    """(interpolated, measured): the highest accuracy one method's scale sweep reaches with FID at
+    most ``bound``. Measured: its best cell under the bound. Interpolated: also where the FID of two
+    neighbouring scales crosses the bound, the accuracy linearly interpolated in FID at the crossing
+    (what a scale between the two would reach, were the curve straight there). NaN when no cell and
+    no crossing is under the bound."""
+    cells = sweep.sort_values("scale")[["fid", "accuracy"]].to_numpy(float)
+    under = [accuracy for fid, accuracy in cells if fid <= bound]
+    measured = max(under) if under else math.nan
+    crossings = [a0 + (bound - f0) / (f1 - f0) * (a1 - a0)
+                 for (f0, a0), (f1, a1) in zip(cells[:-1], cells[1:]) if (f0 - bound) * (f1 - bound) < 0]
+    candidates = under + crossings
+    return (max(candidates) if candidates else math.nan), measured
+
+
+def compute_curves(rows: pd.DataFrame) -> pd.Series:
+    """Which curve each table row belongs to in the fixed-FID figure: the rows that guide with the
+    same guide, sampler and eta differ only in how much compute they spend (time travel, more steps),
+    and are named after their cheapest member (e.g. ppap with ppap_rec2, ppap_rec4, ppap_ddim100)."""
+    def key(row):
+        spec = grammar.parse_sampling(row["sampling"])
+        return row["guide"], spec.sampler, spec.eta
+
+    keys = rows.apply(key, axis=1)
+    label = {}
+    for k, group in rows.groupby(keys, sort=False):
+        label[k] = group.sort_values("wall_s")["method"].iloc[0]
+    return keys.apply(label.__getitem__)
+
+
+def fixed_fid_table(rows: pd.DataFrame, sweeps: pd.DataFrame, unguided_fid: float,
+                    bound_ratios: Sequence[float]) -> pd.DataFrame:
+    """Each guided table row at each FID bound (``ratio`` x the unguided row's test FID): the accuracy
+    its scale sweep reaches there (:func:`accuracy_at_fid`), beside its measured compute per sample
+    and its one-time cost; ``curve`` groups the rows that differ only in compute (:func:`compute_curves`)."""
+    guided = rows[rows["guide"] != "none"].copy()
+    guided["curve"] = compute_curves(guided)
+    out = []
+    for ratio in bound_ratios:
+        bound = ratio * unguided_fid
+        for row in guided.itertuples():
+            interpolated, measured = accuracy_at_fid(sweeps[sweeps["method"] == row.method], bound)
+            out.append(dict(method=row.method, curve=row.curve, guide=row.guide, family=row.family,
+                            sampling=row.sampling, fid_ratio=ratio, fid_bound=bound, accuracy_at_fid=interpolated,
+                            accuracy_measured=measured, **{c: getattr(row, c) for c in COMPUTE_COLUMNS},
+                            one_time_s=row.one_time_s))
+    return pd.DataFrame(out)
+
+
+def break_even_at_fid(table: pd.DataFrame, amortised: str) -> pd.DataFrame:
+    """For each training-free row at each FID bound: the cheapest row of ``amortised``'s curve (e.g.
+    ppap with its time-travel and DDIM-100 rows) that reaches at least its accuracy there, and after
+    how many samples that row's one-time cost is paid back by its lower wall-seconds per sample
+    (:func:`break_even_samples`; inf: never; NaN: no row of the curve reaches that accuracy)."""
+    curve = table.loc[table["method"] == amortised, "curve"]
+    out = []
+    if curve.empty:
+        return pd.DataFrame(out)
+    for ratio, at_bound in table.groupby("fid_ratio", sort=False):
+        own = at_bound[at_bound["curve"] == curve.iloc[0]]
+        for other in at_bound[at_bound["family"].str.startswith("training-free")].itertuples():
+            if not math.isfinite(other.accuracy_at_fid):
+                continue
+            enough = own[own["accuracy_at_fid"] >= other.accuracy_at_fid]
+            row = dict(fid_ratio=ratio, training_free=other.method, training_free_accuracy=other.accuracy_at_fid,
+                       training_free_wall_s=other.wall_s, method=None, accuracy=math.nan, wall_s=math.nan,
+                       one_time_s=math.nan, break_even_samples=math.nan)
+            if len(enough):
+                cheapest = enough.sort_values("wall_s").iloc[0]
+                row.update(method=cheapest["method"], accuracy=cheapest["accuracy_at_fid"], wall_s=cheapest["wall_s"],
+                           one_time_s=cheapest["one_time_s"],
+                           break_even_samples=break_even_samples(cheapest["one_time_s"], cheapest["wall_s"],
+                                                                 other.wall_s))
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def plot_fixed_fid(table: pd.DataFrame):
+    """Accuracy at each FID bound against wall-milliseconds per sample: one panel per bound, one
+    curve per method (its rows in order of compute); training-free curves dashed. An empty table (no
+    unguided row to set the bounds) gives a figure that says so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if table.empty:
+        fig, ax = plt.subplots(figsize=(6.2, 2))
+        ax.text(0.5, 0.5, "no unguided row in guidance_methods: no FID bound", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    ratios = list(dict.fromkeys(table["fid_ratio"]))
+    fig, axes = plt.subplots(1, len(ratios), figsize=(6.2 * len(ratios), 5.2), squeeze=False, sharey=True)
+    curves = list(dict.fromkeys(table["curve"]))
+    for ax, ratio in zip(axes[0], ratios):
+        at_bound = table[table["fid_ratio"] == ratio]
+        for i, curve in enumerate(curves):
+            group = at_bound[at_bound["curve"] == curve].sort_values("wall_s")
+            style = "--" if group["family"].iloc[0].startswith("training-free") else "-"
+            ax.plot(group["wall_s"] * 1e3, group["accuracy_at_fid"], style, marker="o", color=f"C{i % 10}",
+                    label=curve)
+            for row in group.itertuples():
+                if row.method != curve:  # the curve's other rows: say which compute variant the point is
+                    ax.annotate(row.method.removeprefix(curve).lstrip("_"), (row.wall_s * 1e3, row.accuracy_at_fid),
+                                textcoords="offset points", xytext=(3, -9), fontsize=6, color=f"C{i % 10}")
+        ax.set_xscale("log")
+        ax.set_xlabel("milliseconds per sample (measured)")
+        ax.set_title(f"FID at most {ratio:g} x unguided ({at_bound['fid_bound'].iloc[0]:.2f})")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy reached at that FID (scale sweep, interpolated)")
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
 
 
 def plot_tradeoff(sweeps: pd.DataFrame, rows: pd.DataFrame, unguided: Mapping | None = None):

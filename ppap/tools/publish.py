@@ -49,7 +49,8 @@ TABLES = ("table1.csv", "table1.md", "table1.preset.json", "table1_trainings.csv
 REPORT = ("report/study.html", "report/summary.md")
 TUNING = ("tuning/learning_rates.csv", "tuning/learning_rates.md")
 # from --guidance: the guidance methods' tables, choices and figures, and Table 1 with its compute columns
-GUIDANCE = ("guidance_methods.csv", "guidance_methods.md", "guidance_sweeps.csv", "tuning/guidance.csv",
+GUIDANCE = ("guidance_methods.csv", "guidance_methods.md", "guidance_sweeps.csv", "guidance_fixed_fid.csv",
+            "tuning/guidance.csv",
             "tuning/guidance.md", "guidance/x0_estimate_accuracy.json")
 MEASURED = ("denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward", "wall_s", "threads", "machine")
 

@@ -65,6 +65,11 @@ rule tune_guidance:
             if GUIDANCE_TUNING.get("tie_break", "accuracy") != "accuracy"
             else {}
         ),
+        **(
+            {"spread": GUIDANCE_TUNING["spread"]}
+            if GUIDANCE_TUNING.get("spread", "seeds") != "seeds"
+            else {}
+        ),
         runs=runs_as_params(guidance_tuning_runs(config)),
         max_fid_ratio=GUIDANCE_TUNING.get("max_fid_ratio"),
         configured={
@@ -124,6 +129,7 @@ rule guidance_methods:
         ),
         markdown=paths.table("guidance_methods", "md"),
         sweeps=paths.table("guidance_sweeps"),
+        fixed_fid=paths.table("guidance_fixed_fid"),
         tradeoff_png=report(
             paths.figure("guidance_tradeoff"),
             caption="../report/guidance_methods.rst",
@@ -136,6 +142,12 @@ rule guidance_methods:
             category="Guidance methods",
         ),
         compute_pdf=paths.figure("guidance_compute", "pdf"),
+        fixed_fid_png=report(
+            paths.figure("guidance_fixed_fid"),
+            caption="../report/guidance_methods.rst",
+            category="Guidance methods",
+        ),
+        fixed_fid_pdf=paths.figure("guidance_fixed_fid", "pdf"),
         noisy_png=report(
             paths.figure("guidance_noisy_accuracy"),
             caption="../report/guidance_methods.rst",
@@ -153,5 +165,6 @@ rule guidance_methods:
         rows=runs_as_params(guidance_method_runs(config)),
         sweeps=runs_as_params(guidance_sweep_runs(config)),
         amortised=config.get("ablation_center", "ppap"),
+        fid_bounds=(config.get("guidance_methods") or {}).get("fid_bounds"),
     script:
         "../scripts/guidance_methods.py"

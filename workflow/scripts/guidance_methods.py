@@ -1,5 +1,6 @@
 """Rule guidance_methods: results/guidance_methods.csv (+ .md), every sweep cell
-(results/guidance_sweeps.csv) and the two figures, from the metric and compute files."""
+(results/guidance_sweeps.csv), each row's accuracy at fixed FID bounds against its compute
+(results/guidance_fixed_fid.csv) and the figures, from the metric and compute files."""
 import job_start  # noqa: F401 (first: an interrupt during the imports is one line)
 
 import io
@@ -43,7 +44,11 @@ with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as lo
     rows = pd.DataFrame([cell(run) for run in snakemake.params.rows])
     sweeps = pd.DataFrame([cell(run) for run in snakemake.params.sweeps])
     frame = comparison.guidance_table(rows.to_dict("records"))
-    for path, table in ((snakemake.output.csv, frame), (snakemake.output.sweeps, sweeps)):
+    unguided = frame[frame["method"] == "unguided"]
+    fixed = (comparison.fixed_fid_table(frame, sweeps, float(unguided["fid"].iloc[0]), snakemake.params.fid_bounds)
+             if len(unguided) else pd.DataFrame())
+    for path, table in ((snakemake.output.csv, frame), (snakemake.output.sweeps, sweeps),
+                        (snakemake.output.fixed_fid, fixed)):
         buffer = io.StringIO()
         table.to_csv(buffer, index=False, float_format="%.6g")
         write_text(path, buffer.getvalue())
@@ -61,8 +66,24 @@ with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as lo
                 lines.append(f"- {amortised} against {other.method}: "
                              + (f"its one-time {own['one_time_s']:.0f} s pays for itself after {n:,.0f} samples"
                                 if math.isfinite(n) else "never pays for itself in compute (it is not cheaper per sample)"))
+    if len(fixed):
+        lines += ["", "## At a fixed FID", "",
+                  "Each row's accuracy where its scale sweep reaches FID = ratio x the unguided row's "
+                  "(interpolated between neighbouring scales; measured: its best cell under the bound), "
+                  "beside its compute per sample.", "",
+                  report.to_markdown(fixed, columns=["fid_ratio", "method", "curve", "accuracy_at_fid",
+                                                     "accuracy_measured", "denoiser_forward", "guide_backward",
+                                                     "wall_s", "one_time_s"]), ""]
+        for even in comparison.break_even_at_fid(fixed, amortised).itertuples():
+            head = f"- FID <= {even.fid_ratio:g} x unguided, {even.training_free} ({even.training_free_accuracy:.3f}): "
+            if even.method is None:
+                lines.append(head + f"no row of {amortised}'s curve reaches its accuracy")
+            elif math.isfinite(even.break_even_samples):
+                lines.append(head + f"{even.method} reaches {even.accuracy:.3f} and its one-time "
+                             f"{even.one_time_s:.0f} s pays for itself after {even.break_even_samples:,.0f} samples")
+            else:
+                lines.append(head + f"{even.method} reaches {even.accuracy:.3f} but is not cheaper per sample")
     write_text(snakemake.output.markdown, "\n".join(lines) + "\n")
-    unguided = frame[frame["method"] == "unguided"]
     figure = comparison.plot_tradeoff(sweeps, frame, unguided.iloc[0] if len(unguided) else None)
     for key in ("png", "pdf"):
         with atomic_path(snakemake.output[f"tradeoff_{key}"]) as tmp:
@@ -70,6 +91,10 @@ with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as lo
     figure = comparison.plot_compute(frame, amortised if amortised in set(frame["method"]) else None)
     for key in ("png", "pdf"):
         with atomic_path(snakemake.output[f"compute_{key}"]) as tmp:
+            figure.savefig(tmp, format=key, dpi=150)
+    figure = comparison.plot_fixed_fid(fixed)
+    for key in ("png", "pdf"):
+        with atomic_path(snakemake.output[f"fixed_fid_{key}"]) as tmp:
             figure.savefig(tmp, format=key, dpi=150)
     # where each kind of guide can read the class: on x_t (off the shelf, the trained sets of the
     # table) and on the denoiser's x0_hat (what training-free guidance asks of the same guide)

@@ -17,7 +17,8 @@ with rule_session(snakemake.log[0], snakemake.threads, "tune_guidance") as log:
         rows.append(dict(method=run["method"], guide=run["guides"][0], scale=float(run["value"]),
                          sampling=run["sampling"], **comparison.validation_row(cell)))
     tie_break = snakemake.params.get("tie_break") or "accuracy"
-    cells = comparison.choose_on_validation(pd.DataFrame(rows), snakemake.params.max_fid_ratio, tie_break)
+    spread = snakemake.params.get("spread") or "seeds"
+    cells = comparison.choose_on_validation(pd.DataFrame(rows), snakemake.params.max_fid_ratio, tie_break, spread)
     configured = snakemake.params.configured
     cells["configured"] = [m in configured and configured[m]["guide"] == g and abs(configured[m]["scale"] - s) < 1e-9
                            for m, g, s in zip(cells["method"], cells["guide"], cells["scale"])]
@@ -32,7 +33,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "tune_guidance") as log:
              f"bound {cells['fid_bound'].iloc[0]:.3f}; {int(cells['seeds'].max())} seed(s) per cell. "
              "at_edge: the chosen scale is its grid's smallest or largest (the grid should grow); margin: "
              "its accuracy over the method's next-best qualifying cell, margin_over_spread: whether that "
-             "exceeds their combined seed sd.", "",
+             f"exceeds their combined spread; a cell's spread: {comparison.SPREADS[spread]}.", "",
              "| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
 
     def cell_text(value, fmt):
