@@ -343,6 +343,9 @@ def test_the_binomial_spread_does_not_vanish_at_saturated_accuracy():
     assert binomial.loc[16.0, "accuracy_spread"] == pytest.approx(0.05)  # the seeds' sd where it is larger
     with pytest.raises(ValueError, match="spread"):
         comparison.choose_on_validation(cells, 1.5, spread="poisson")
+    budget = comparison.tuning_budget(cells).set_index("method")
+    assert budget.loc["a"].to_dict() == dict(variants=1, scales=3, cells=3, samples=3 * 2 * 250)
+    assert "unguided" not in budget.index
 
 
 def test_a_validation_cell_over_several_seeds_records_their_mean_and_sd():

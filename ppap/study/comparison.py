@@ -208,6 +208,16 @@ def mark_choice_quality(cells: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
+def tuning_budget(cells: pd.DataFrame) -> pd.DataFrame:
+    """Each guided method's validation search, to set side by side: how many variants (guides) and
+    scales it was tried at, its cells and the samples they drew (samples per seed x seeds)."""
+    guided = cells[cells["method"] != "unguided"]
+    samples = guided["samples_per_seed"] * guided["seeds"] if "samples_per_seed" in guided else guided["seeds"] * 0
+    return (guided.assign(samples=samples).groupby("method", sort=False)
+            .agg(variants=("guide", "nunique"), scales=("scale", "nunique"), cells=("scale", "size"),
+                 samples=("samples", "sum")).reset_index())
+
+
 def chosen_settings(cells: pd.DataFrame) -> dict[str, dict]:
     """method -> {guide, scale} of each chosen cell."""
     return {row.method: dict(guide=row.guide, scale=float(row.scale)) for row in cells[cells["chosen"]].itertuples()}

@@ -47,6 +47,10 @@ with rule_session(snakemake.log[0], snakemake.threads, "tune_guidance") as log:
                      f"{row.precision:.3f} | {row.recall:.3f} | {'yes' if row.chosen else ''} | "
                      f"{'yes' if row.at_edge is True else ''} | {cell_text(row.margin, '.3f')} | "
                      f"{flag(row.margin_over_spread) if row.chosen else ''} | {'yes' if row.configured else ''} |")
+    budget = comparison.tuning_budget(cells)
+    lines += ["", "Each method's search (its tuning budget: variants x scales, each cell over the seeds):", "",
+              "| method | variants | scales | cells | samples |", "|---|---|---|---|---|"]
+    lines += [f"| {b.method} | {b.variants} | {b.scales} | {b.cells} | {b.samples:,} |" for b in budget.itertuples()]
     write_text(snakemake.output.markdown, "\n".join(lines) + "\n")
     log.info("\n%s\nchosen: %s", cells.to_string(), chosen)
     mismatched = {m: c for m, c in chosen.items() if m in configured and not
