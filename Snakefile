@@ -117,6 +117,11 @@ rule tune:
             else []
         ),
         *([paths.tuning_table("dense")] if config.get("dense") else []),
+        *(
+            [paths.tuning_table("guidance_search", "yaml")]
+            if ((config.get("tuning") or {}).get("guidance") or {}).get("search")
+            else []
+        ),
 
 
 # A requested table (figure, report) whose inputs are missing is not up to date, whatever Snakemake

@@ -157,7 +157,19 @@ def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float, tie_break: s
     ``tie_break="fid"`` (:data:`FID_TIE_BREAK`): accuracies within their combined spread of the best
     (``spread``, :data:`SPREADS`: the seeds' ``accuracy_sd``, or with ``binomial`` at least the
     binomial sd from ``samples_per_seed`` and ``seeds``) count as tied, and the lowest FID among them
-    wins; without a spread only equal accuracies are tied. The spread is written as ``accuracy_spread``."""
+    wins; without a spread only equal accuracies are tied. The spread is written as ``accuracy_spread``,
+    each cell's place in its method's order (:func:`rank_cells`) as ``rank`` (1: chosen)."""
+    cells = rank_cells(cells, max_fid_ratio, tie_break, spread)
+    cells["chosen"] = cells["rank"] == 1
+    return mark_choice_quality(cells)
+
+
+def rank_cells(cells: pd.DataFrame, max_fid_ratio: float, tie_break: str = "accuracy",
+               spread: str = "seeds") -> pd.DataFrame:
+    """Each method's cells in the order :func:`choose_on_validation` prefers them (``rank`` 1, 2, ...):
+    the qualifying cells (FID within the bound) by accuracy, then scale; with ``tie_break="fid"``
+    those tied with the best first, by FID; then the cells over the bound, by FID. Adds
+    ``fid_bound``, ``qualifies``, ``accuracy_spread`` and ``rank`` (NaN for the unguided cell)."""
     if tie_break not in ("accuracy", "fid"):
         raise ValueError(f"unknown tie_break {tie_break!r} (use accuracy or fid)")
     unguided = cells[cells["method"] == "unguided"]
@@ -167,21 +179,20 @@ def choose_on_validation(cells: pd.DataFrame, max_fid_ratio: float, tie_break: s
     cells = cells.copy()
     cells["fid_bound"] = bound
     cells["qualifies"] = cells["fid"] <= bound
-    cells["chosen"] = False
     cells["accuracy_spread"] = accuracy_spread(cells, spread)
+    cells["rank"] = math.nan
     sd = cells["accuracy_spread"].fillna(0.0)
     for method, group in cells[cells["method"] != "unguided"].groupby("method", sort=False):
-        ok = group[group["qualifies"]]
-        if len(ok):
-            best = ok.sort_values(["accuracy", "scale"], ascending=[False, True]).index[0]
-            if tie_break == "fid":
-                within = ok[cells.loc[best, "accuracy"] - ok["accuracy"]
-                            <= np.sqrt(sd[best] ** 2 + sd[ok.index] ** 2) + 1e-12]
-                best = within.sort_values(["fid", "scale"]).index[0]
-        else:
-            best = group.sort_values(["fid", "scale"]).index[0]
-        cells.loc[best, "chosen"] = True
-    return mark_choice_quality(cells)
+        ok = group[group["qualifies"]].sort_values(["accuracy", "scale"], ascending=[False, True])
+        order = list(ok.index)
+        if tie_break == "fid" and len(ok):
+            best = ok.index[0]
+            within = np.sqrt(sd[best] ** 2 + sd[ok.index] ** 2) + 1e-12
+            tied = ok[cells.loc[best, "accuracy"] - ok["accuracy"] <= within]
+            order = list(tied.sort_values(["fid", "scale"]).index) + [i for i in order if i not in tied.index]
+        order += list(group[~group["qualifies"]].sort_values(["fid", "scale"]).index)
+        cells.loc[order, "rank"] = range(1, len(order) + 1)
+    return cells
 
 
 def mark_choice_quality(cells: pd.DataFrame) -> pd.DataFrame:

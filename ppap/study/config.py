@@ -215,14 +215,21 @@ def guidance_tuning_runs(config: dict) -> list[Run]:
         return []
     runs = [_run(config, "unguided", "unguided", 0, "none", default_sampling(config), 1)]
     variants = tuning.get("variants") or {}
+    searched = (tuning.get("search") or {}).get("cells") or {}
     for method in section["methods"]:
         guide = config["methods"][method]
         if guide == "none":
             continue
-        for variant in variants.get(method, [guide]):
-            for scale in guidance_sweep(config, method):
-                runs.append(_run(config, method, method, grammar.format_number(scale), variant,
-                                 _sampling_at(config, scale, method), 1))
+        cells = [(variant, scale) for variant in variants.get(method, [guide])
+                 for scale in guidance_sweep(config, method)]
+        cells += [(variant, float(scale)) for variant, scale in searched.get(method, [])]
+        seen = set()
+        for variant, scale in cells:
+            run = _run(config, method, method, grammar.format_number(scale), variant,
+                       _sampling_at(config, scale, method), 1)
+            if (run.guide, run.sampling) not in seen:  # a searched cell the grid has already
+                seen.add((run.guide, run.sampling))
+                runs.append(run)
     return runs
 
 
@@ -373,7 +380,8 @@ RESOURCE_RULES = ("prepare_data", "noise_schedule", "train_diffusion", "train_co
                   "train_evaluator", "synthesize", "distill_expert", "expert_manifest", "sample", "evaluate", "table1",
                   "table1_trainings", "ablation", "figures", "report_notebook", "render_report", "tune_learning_rates",
                   "tune_training_budget",
-                  "score_on_validation", "tune_guidance", "guidance_methods", "x0_estimate_accuracy",
+                  "score_on_validation", "tune_guidance", "search_guidance", "guidance_methods",
+                  "x0_estimate_accuracy",
                   "train_dense_guide", "train_dense_evaluator", "distill_dense_expert", "dense_cell",
                   "dense_validation", "tune_dense", "table_dense")
 

@@ -256,6 +256,20 @@ def parse_training_free(name: str) -> TrainingFree:
     return TrainingFree(method, **values)
 
 
+def training_free_fields(method: str) -> list[str]:
+    """The hyperparameters a training-free method's name can set (``form``, ``mean``, ...), in name order."""
+    return [field for field, *_, methods in _TF_SUFFIXES.values() if method in methods]
+
+
+def with_training_free_field(name: str, config: dict, **values) -> str:
+    """The canonical name of training-free guide `name` with the given hyperparameters changed."""
+    spec = parse_training_free(name)
+    choices = _training_free_choices(name, config)
+    kept = {field: choices[field] for field in training_free_fields(spec.method)}
+    kept.update(values)
+    return canonical_training_free(TrainingFree(spec.method, **kept).name, config)
+
+
 def training_free_settings(name: str, config: dict) -> dict:
     """Every hyperparameter of a training-free guide (ppap.guidance.training_free.TrainingFreeSettings's
     fields): the method's structure (which terms it uses), the config's section, then the name's.

@@ -81,6 +81,26 @@ rule tune_guidance:
         "../scripts/tune_guidance.py"
 
 
+# The beam search (tuning.guidance.search): each run writes the next round's cells as an overlay;
+# passing it to the next run scores them (docs/guidance-methods.md, "The search").
+rule search_guidance:
+    input:
+        paths.tuning_table("guidance"),
+    output:
+        paths.tuning_table("guidance_search", "yaml"),
+    log:
+        paths.log("tuning/guidance_search"),
+    benchmark:
+        paths.benchmark("tuning/guidance_search")
+    threads: THREADS["light"]
+    resources:
+        **rule_resources("search_guidance", mem_mb=1000, runtime=5),
+    params:
+        search=GUIDANCE_TUNING.get("search"),
+    script:
+        "../scripts/search_guidance.py"
+
+
 rule x0_estimate_accuracy:
     input:
         model=DIFFUSION_MODEL,
