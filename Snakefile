@@ -25,11 +25,13 @@ from ppap.study.config import ConfigError, schema_error_message
 
 # The rule harness lives with the workflow (workflow/scripts/, on every rule script's path too).
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
-from interrupts import forward_interrupts
+from interrupts import forward_interrupts, job_shell_prefix
 from locks import clear_stale_locks, forget_owner, record_owner
 from stale_outputs import check_requested_outputs
 
 min_version("9.0")
+# A job ignores SIGINT until its script's first line (job_start): no traceback while it starts.
+shell.prefix(job_shell_prefix(shell.get_executable()))
 
 
 configfile: os.path.join(workflow.basedir, "config/default.yaml")

@@ -331,6 +331,43 @@ def test_sigint_to_snakemake_alone_ends_its_jobs_first_and_the_same_command_resu
     assert_same_payload(ours, theirs)
 
 
+@pytest.mark.slow
+def test_ctrl_c_before_a_jobs_first_line_waits_for_it_and_is_one_line(tmp_path):
+    """SIGINT to the process group while a job's Python is still starting, before Snakemake's
+    preamble and the script's first line (held there 3 s by a sitecustomize): the job started with
+    SIGINT blocked, so the interrupt waits for job_start and is its one line; no traceback anywhere."""
+    from ppap.study import paths
+
+    workdir, hold, started = tmp_path / "early", tmp_path / "hold", tmp_path / "job-started"
+    workdir.mkdir()
+    hold.mkdir()
+    # runs in every Python of the run at its start: in a job's (a script under .snakemake/), says so and waits
+    (hold / "sitecustomize.py").write_text(
+        "import sys, time\n"
+        "if '.snakemake' in sys.argv[0] and sys.argv[0].endswith('.py'):\n"
+        f"    open({str(started)!r}, 'w').close()\n"
+        "    time.sleep(3)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hold), os.environ.get("PYTHONPATH", "")])}
+    command = snakemake_cmd(workdir, paths.real_data("digits"), "--cores", "1", "--configfile", SMOKE)
+    with open(tmp_path / "out", "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        try:
+            deadline = time.time() + 300
+            while not started.exists() and time.time() < deadline and process.poll() is None:
+                time.sleep(0.05)
+            assert started.exists(), (tmp_path / "out").read_text()
+            os.killpg(process.pid, signal.SIGINT)
+            returncode = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    console = (tmp_path / "out").read_text()
+    assert returncode != 0, console
+    assert not processes_in(workdir)
+    assert assert_one_line_per_job_and_no_traceback(console, r"(\w+) interrupted while starting") == ["prepare_data"]
+    assert not (workdir / paths.real_data("digits")).exists()
+
+
 def assert_same_payload(ours, theirs, where: str = "") -> None:
     if isinstance(ours, torch.Tensor):
         assert isinstance(theirs, torch.Tensor) and torch.equal(ours, theirs), where

@@ -8,7 +8,8 @@ the next run stops with ``IncompleteFilesException``. Here, instead:
 - **Snakemake's side** (:func:`forward_interrupts`, installed by the Snakefile's ``onstart`` for
   local runs): SIGINT starts Snakemake's graceful stop (the one it has for SIGTERM: no new job,
   wait for the running ones, record each as failed or finished, remove a failed job's outputs and
-  incomplete markers) and sends SIGINT to every job process, also those that start meanwhile. The
+  incomplete markers) and sends SIGINT to every job process, also those that start meanwhile, until
+  they have ended (a job ignores it until its script's first line: :func:`job_shell_prefix`). The
   jobs end within seconds; Snakemake exits after them, and the same command resumes (no
   ``--rerun-incomplete``). A second interrupt kills the jobs at once (SIGKILL: no output is
   half-written, every write is atomic). Snakemake's error blocks for jobs it interrupted are not
@@ -34,7 +35,7 @@ import threading
 import time
 
 SHELLS = {"sh", "bash", "dash", "zsh"}  # a job's shell waits for its script: the script gets the signal
-POLL_S = 0.2  # how often Snakemake looks for job processes started after the interrupt
+POLL_S = 0.2  # how often Snakemake interrupts its jobs again after an interrupt
 
 
 def _console(text: str) -> None:
@@ -96,7 +97,7 @@ def forward_interrupts(workflow) -> bool:
 
     def on_interrupt(signum, frame):
         if interrupted.is_set():
-            threading.Thread(target=_signal_jobs, args=(main_pid, signal.SIGKILL, set()), daemon=True).start()
+            threading.Thread(target=_signal_jobs, args=(main_pid, signal.SIGKILL), daemon=True).start()
             return
         interrupted.set()
         # The graceful stop takes the scheduler's lock, which this (main) thread may hold right now:
@@ -124,18 +125,25 @@ def _job_processes(main_pid: int):
     return jobs
 
 
-def _signal_jobs(main_pid: int, signum: int, done: set) -> int:
-    """Send `signum` to every job process not in `done` (their pids and start times); returns how many."""
+def job_shell_prefix(shell_executable: str | None) -> str:
+    """The prefix of every job's shell command (the Snakefile's ``shell.prefix``): Snakemake's own for
+    bash (strict mode), then SIGINT ignored. A job's shell and its Python (which keeps an ignored
+    SIGINT ignored) then start deaf to it until the script's first line, :mod:`job_start`, installs
+    the one-line handler: an interrupt in between, while Python starts and runs Snakemake's preamble,
+    is no traceback. The jobs' own interrupt comes from :func:`forward_interrupts`, which repeats it
+    until the job has ended."""
+    strict = "set -euo pipefail; " if os.path.basename(shell_executable or "") == "bash" else ""
+    return strict + "trap '' INT; "
+
+
+def _signal_jobs(main_pid: int, signum: int) -> int:
+    """Send `signum` to every job process; returns how many."""
     import psutil
 
     sent = 0
     for process in _job_processes(main_pid):
         try:
-            key = (process.pid, process.create_time())
-            if key in done:
-                continue
             process.send_signal(signum)
-            done.add(key)
             sent += 1
         except psutil.Error:
             continue
@@ -147,9 +155,10 @@ def _stop(scheduler, main_pid: int) -> None:
     _console(f"Interrupted: stopping {running} running job(s); Snakemake exits when they have ended, "
              f"and the same command resumes the run (a second Ctrl-C kills the jobs at once).\n")
     scheduler.exit_gracefully()
-    signalled: set = set()
     while True:  # a daemon thread: it ends with Snakemake
-        _signal_jobs(main_pid, signal.SIGINT, signalled)
+        # again and again: a job that is still starting ignores SIGINT (job_shell_prefix) until
+        # job_start listens; a job that has taken it ignores the rest while it winds down
+        _signal_jobs(main_pid, signal.SIGINT)
         time.sleep(POLL_S)
 
 
