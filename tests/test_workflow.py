@@ -32,6 +32,20 @@ def test_dry_run_plans_default_target(tmp_path):
     assert not (tmp_path / "results").exists(), "a dry run must not write results"
 
 
+# The shipped overlays that need no file of the user's (the paper-scale ones name local weights and data)
+SELF_CONTAINED_OVERLAYS = [("smoke",), ("tiny_guided",), ("mnist",), ("vit",), ("mnist", "vit", "mnist_vit"),
+                           ("fair_race",), ("legacy_protocol",), ("legacy_probe",)]
+
+
+@pytest.mark.parametrize("overlays", SELF_CONTAINED_OVERLAYS, ids="+".join)
+def test_every_self_contained_overlay_plans_the_whole_study(tmp_path, overlays):
+    """`all` and `tune` plan under each shipped overlay, as its header's commands use it."""
+    files = [str(REPO / "config" / f"{name}.yaml") for name in overlays]
+    result = run_snakemake(tmp_path, ("all", "tune"), "-n", "--cores", "2", "--configfile", *files)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "table1" in planned_jobs(result.stdout)
+
+
 def test_dry_run_plans_the_conditional_diffusion_model(tmp_path):
     """The labeled upper bound's model has its own rule, independent of the unconditional one: asked for
     by path it is rebuilt, on the shipped model's noise schedule (no noise_schedule job)."""
