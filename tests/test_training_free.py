@@ -422,6 +422,9 @@ def test_the_fixed_fid_table_groups_rows_that_differ_only_in_compute_and_finds_t
     # FID <= 2: freedom 0.96, time travel 0.95: no row of ppap's curve reaches it
     assert comparison.break_even_at_fid(tight, "ppap").iloc[0]["method"] is None
     assert comparison.break_even_at_fid(table, "not_a_row").empty
+    text = "\n".join(comparison.fixed_fid_markdown(table, "ppap"))
+    assert f"- FID <= 0.75 x unguided, freedom (0.970): ppap_rec4 reaches 1.000 and its one-time 100 s pays for " \
+           f"itself after {100 / (0.070 - 0.025):,.0f} samples" in text
     figure = comparison.plot_fixed_fid(table)
     assert len(figure.axes) == 2
     assert len(comparison.plot_fixed_fid(table.iloc[0:0]).axes) == 1  # says there is no bound

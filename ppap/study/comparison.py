@@ -18,7 +18,7 @@ import pandas as pd
 
 from ppap.compute import PASS_KINDS
 from ppap.study import grammar
-from ppap.study.report import EXTRA_METRICS, METRICS, summarize_seeds
+from ppap.study.report import EXTRA_METRICS, METRICS, summarize_seeds, to_markdown
 
 COMPUTE_COLUMNS = list(PASS_KINDS) + ["wall_s"]
 CRITERION = ("the highest validation accuracy among cells whose validation FID is at most "
@@ -309,6 +309,26 @@ def break_even_at_fid(table: pd.DataFrame, amortised: str) -> pd.DataFrame:
                                                                  other.wall_s))
             out.append(row)
     return pd.DataFrame(out)
+
+
+def fixed_fid_markdown(table: pd.DataFrame, amortised: str) -> list[str]:
+    """The fixed-FID section of guidance_methods.md: the table (:func:`fixed_fid_table`) and, per
+    bound, the break-even of ``amortised``'s curve against each training-free row (:func:`break_even_at_fid`)."""
+    lines = ["## At a fixed FID", "",
+             "Each row's accuracy where its scale sweep reaches FID = ratio x the unguided row's (interpolated "
+             "between neighbouring scales; measured: its best cell under the bound), beside its compute per sample.",
+             "", to_markdown(table, columns=["fid_ratio", "method", "curve", "accuracy_at_fid", "accuracy_measured",
+                                             "denoiser_forward", "guide_backward", "wall_s", "one_time_s"]), ""]
+    for even in break_even_at_fid(table, amortised).itertuples():
+        head = f"- FID <= {even.fid_ratio:g} x unguided, {even.training_free} ({even.training_free_accuracy:.3f}): "
+        if even.method is None:
+            lines.append(head + f"no row of {amortised}'s curve reaches its accuracy")
+        elif math.isfinite(even.break_even_samples):
+            lines.append(head + f"{even.method} reaches {even.accuracy:.3f} and its one-time {even.one_time_s:.0f} s "
+                         f"pays for itself after {even.break_even_samples:,.0f} samples")
+        else:
+            lines.append(head + f"{even.method} reaches {even.accuracy:.3f} but is not cheaper per sample")
+    return lines
 
 
 def plot_fixed_fid(table: pd.DataFrame):

@@ -67,22 +67,7 @@ with rule_session(snakemake.log[0], snakemake.threads, "guidance_methods") as lo
                              + (f"its one-time {own['one_time_s']:.0f} s pays for itself after {n:,.0f} samples"
                                 if math.isfinite(n) else "never pays for itself in compute (it is not cheaper per sample)"))
     if len(fixed):
-        lines += ["", "## At a fixed FID", "",
-                  "Each row's accuracy where its scale sweep reaches FID = ratio x the unguided row's "
-                  "(interpolated between neighbouring scales; measured: its best cell under the bound), "
-                  "beside its compute per sample.", "",
-                  report.to_markdown(fixed, columns=["fid_ratio", "method", "curve", "accuracy_at_fid",
-                                                     "accuracy_measured", "denoiser_forward", "guide_backward",
-                                                     "wall_s", "one_time_s"]), ""]
-        for even in comparison.break_even_at_fid(fixed, amortised).itertuples():
-            head = f"- FID <= {even.fid_ratio:g} x unguided, {even.training_free} ({even.training_free_accuracy:.3f}): "
-            if even.method is None:
-                lines.append(head + f"no row of {amortised}'s curve reaches its accuracy")
-            elif math.isfinite(even.break_even_samples):
-                lines.append(head + f"{even.method} reaches {even.accuracy:.3f} and its one-time "
-                             f"{even.one_time_s:.0f} s pays for itself after {even.break_even_samples:,.0f} samples")
-            else:
-                lines.append(head + f"{even.method} reaches {even.accuracy:.3f} but is not cheaper per sample")
+        lines += [""] + comparison.fixed_fid_markdown(fixed, amortised)
     write_text(snakemake.output.markdown, "\n".join(lines) + "\n")
     figure = comparison.plot_tradeoff(sweeps, frame, unguided.iloc[0] if len(unguided) else None)
     for key in ("png", "pdf"):
