@@ -25,10 +25,12 @@ import _common as common
 from ppap.tools.publish import run_critical_path, summarize_benchmarks
 
 
-def time_run(tree: Path, cores: int, timeout: int) -> dict:
+def time_run(tree: Path, cores: int, timeout: int, configfiles: tuple[Path, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory(prefix="table1-time-") as workdir:
         cmd = [sys.executable, "-m", "snakemake", "results/table1.csv", "-s", str(tree / "Snakefile"),
                "--directory", workdir, "--cores", str(cores)]
+        if configfiles:
+            cmd += ["--configfile", *map(str, configfiles)]
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         # cwd = the work folder: `python -m` puts the cwd first on sys.path, before PYTHONPATH
