@@ -83,7 +83,7 @@ def test_a_users_own_model_gets_a_record_from_the_command_line(tmp_path):
 
 def test_every_shipped_model_is_its_recorded_bytes():
     models = [p for p in PUBLIC_DIR.rglob("*.record.json")]
-    assert {"default", "smoke", "tiny_guided", "mnist", "mnist_vit"} <= set(shipped_sets())
+    assert {"default", "smoke", "tiny_guided", "vit", "mnist", "mnist_vit"} <= set(shipped_sets())
     for record_file in models:
         record = json.loads(record_file.read_text())
         model = record_file.with_name(record["model"])
@@ -104,9 +104,10 @@ def test_each_embedded_preset_starts_from_its_shipped_models(preset):
     assert models.guide_stats == str(shipped_model(preset, "guide.json"))
 
 
-def test_the_mnist_presets_start_table1_from_their_shipped_models():
-    """MNIST's base model and evaluator are shipped (set mnist), and the ViT guide of the MNIST-ViT pair
-    (set mnist_vit): its Table 1 trains nothing; MNIST with the ResNet trains only its guide."""
+def test_the_mnist_and_vit_presets_start_table1_from_their_shipped_models():
+    """MNIST's base model and evaluator are shipped (set mnist), and the ViT guides of the MNIST-ViT pair
+    (set mnist_vit) and of the digits (set vit): their Table 1 trains nothing; MNIST with the ResNet trains
+    only its guide."""
     pair = run_models(*(REPO / "config" / f"{name}.yaml" for name in ("mnist", "vit", "mnist_vit")))
     assert {role: pair.sources[role] for role in ("diffusion", "guide", "evaluator")} == dict.fromkeys(
         ("diffusion", "guide", "evaluator"), "shipped")
@@ -115,6 +116,10 @@ def test_the_mnist_presets_start_table1_from_their_shipped_models():
     assert pair.guide_stats == str(shipped_model("mnist_vit", "guide.json"))
     resnet = run_models(REPO / "config" / "mnist.yaml")
     assert resnet.diffusion == pair.diffusion and resnet.sources["guide"] == "trained"
+    digits_vit = run_models(REPO / "config" / "vit.yaml")  # the digits' ViT guide (set vit), the rest default's
+    assert set(digits_vit.sources.values()) == {"shipped"}
+    assert digits_vit.guide == str(shipped_model("vit", "guide.safetensors"))
+    assert digits_vit.diffusion == str(shipped_model("default", "diffusion"))
 
 
 def test_a_changed_section_trains_that_role_and_public_models_train_trains_all(tmp_path):
