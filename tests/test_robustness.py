@@ -214,6 +214,21 @@ def test_reference_images_are_an_input_of_evaluate(tmp_path):
 
 # ---------------------------------------------------------------- determinism, kill and resume ----
 
+def ctrl_c_when(command: list[str], console: Path, ready, env: dict | None = None):
+    """Runs the command in a session of its own (console to a file), waits for ready(process), then
+    sends SIGINT to the whole group as Ctrl-C in a terminal does: (what ready returned, exit status).
+    Whatever is still running afterwards is killed."""
+    with open(console, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        try:
+            found = ready(process)
+            os.killpg(process.pid, signal.SIGINT)
+            return found, process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
 def wait_for_job(process: subprocess.Popen, scripts: str | tuple[str, ...], ready,
                  timeout: float = 600) -> psutil.Process:
     """The first job process of `process` (a Snakemake run) that runs one of `scripts` and for which
@@ -349,18 +364,14 @@ def test_ctrl_c_before_a_jobs_first_line_waits_for_it_and_is_one_line(tmp_path):
         "    time.sleep(3)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hold), os.environ.get("PYTHONPATH", "")])}
     command = snakemake_cmd(workdir, paths.real_data("digits"), "--cores", "1", "--configfile", SMOKE)
-    with open(tmp_path / "out", "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        try:
-            deadline = time.time() + 300
-            while not started.exists() and time.time() < deadline and process.poll() is None:
-                time.sleep(0.05)
-            assert started.exists(), (tmp_path / "out").read_text()
-            os.killpg(process.pid, signal.SIGINT)
-            returncode = process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+
+    def job_started(process):
+        deadline = time.time() + 300
+        while not started.exists() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert started.exists(), (tmp_path / "out").read_text()
+
+    _, returncode = ctrl_c_when(command, tmp_path / "out", job_started, env=env)
     console = (tmp_path / "out").read_text()
     assert returncode != 0, console
     assert not processes_in(workdir)
@@ -395,15 +406,8 @@ def test_ctrl_c_during_a_jobs_imports_is_one_line_and_no_traceback(tmp_path):
     workdir.mkdir()
     # the split alone: prepare_data is the first and only job
     command = snakemake_cmd(workdir, paths.real_data("digits"), "--cores", "1", "--configfile", SMOKE)
-    with open(tmp_path / "out", "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            job = wait_for_job(process, "prepare_data.py", importing_torch, timeout=300)
-            os.killpg(process.pid, signal.SIGINT)
-            returncode = process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+    job, returncode = ctrl_c_when(command, tmp_path / "out",
+                                  lambda run: wait_for_job(run, "prepare_data.py", importing_torch, timeout=300))
     console = (tmp_path / "out").read_text()
     assert returncode != 0 and not job.is_running(), console
     assert not processes_in(workdir)
