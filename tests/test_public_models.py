@@ -105,9 +105,8 @@ def test_each_embedded_preset_starts_from_its_shipped_models(preset):
 
 
 def test_the_mnist_and_vit_presets_start_table1_from_their_shipped_models():
-    """MNIST's base model and evaluator are shipped (set mnist), and the ViT guides of the MNIST-ViT pair
-    (set mnist_vit) and of the digits (set vit): their Table 1 trains nothing; MNIST with the ResNet trains
-    only its guide."""
+    """MNIST's base model, ResNet guide and evaluator are shipped (set mnist), and the ViT guides of the
+    MNIST-ViT pair (set mnist_vit) and of the digits (set vit): their Table 1 trains nothing."""
     pair = run_models(*(REPO / "config" / f"{name}.yaml" for name in ("mnist", "vit", "mnist_vit")))
     assert {role: pair.sources[role] for role in ("diffusion", "guide", "evaluator")} == dict.fromkeys(
         ("diffusion", "guide", "evaluator"), "shipped")
@@ -115,7 +114,9 @@ def test_the_mnist_and_vit_presets_start_table1_from_their_shipped_models():
     assert pair.evaluator == str(shipped_model("mnist", "evaluator.safetensors"))
     assert pair.guide_stats == str(shipped_model("mnist_vit", "guide.json"))
     resnet = run_models(REPO / "config" / "mnist.yaml")
-    assert resnet.diffusion == pair.diffusion and resnet.sources["guide"] == "trained"
+    assert {role: resnet.sources[role] for role in ("diffusion", "guide", "evaluator")} == dict.fromkeys(
+        ("diffusion", "guide", "evaluator"), "shipped")
+    assert resnet.diffusion == pair.diffusion and resnet.guide == str(shipped_model("mnist", "guide.safetensors"))
     digits_vit = run_models(REPO / "config" / "vit.yaml")  # the digits' ViT guide (set vit), the rest default's
     assert set(digits_vit.sources.values()) == {"shipped"}
     assert digits_vit.guide == str(shipped_model("vit", "guide.safetensors"))
