@@ -330,6 +330,33 @@ def test_add_stage_keeps_the_reference_and_adds_the_stages_tables(tmp_path):
     assert summary[summary["run"] == "budget"]["rule"].tolist() == ["tune_training_budget", "all rules"]
 
 
+def test_add_stage_adds_a_guidance_tables_test_stage(tmp_path):
+    """A stage that made the guidance methods' table (the fair race's test stage): its table, sweeps,
+    fixed-FID reading, figures and each row's sample grid replace the published ones; the rest stays."""
+    reference = tmp_path / "reference"
+    shutil.copytree(REPO / "results" / "reference" / "fair_race", reference)
+    stage = _stage_run(tmp_path / "race", reference)
+    results = stage / "results"
+    for name in ("guidance_methods.md", "guidance_sweeps.csv", "guidance_fixed_fid.csv",
+                 "figures/guidance_fixed_fid.png"):
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / name).write_text(f"race {name}\n")
+    pd.DataFrame([dict(method="freedom_eta1", guide="trainingfree_freedom", sampling="ddim25_s0.5_eta1")]).to_csv(
+        results / "guidance_methods.csv", index=False)
+    grid = results / "samples" / "trainingfree_freedom" / "ddim25_s0.5_eta1" / "grid.png"
+    grid.parent.mkdir(parents=True)
+    grid.write_text("grid")
+    before = {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    copied = publish.add_stage(stage, reference)
+    assert {"guidance_methods.csv", "guidance_fixed_fid.csv", "figures/guidance_fixed_fid.png",
+            "samples/guidance/trainingfree_freedom_ddim25_s0.5_eta1.png"} <= set(copied)
+    assert (reference / "guidance_sweeps.csv").read_text() == "race guidance_sweeps.csv\n"
+    after = {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    replaced = {Path(name) for name in (*STAGE_FILES, "guidance_methods.csv", "guidance_methods.md",
+                                        "guidance_sweeps.csv", "benchmarks/summary.csv")}
+    assert all(after[path] == content for path, content in before.items() if path not in replaced)
+
+
 def test_add_stage_refuses_a_run_of_another_setup(tmp_path):
     """A stage whose shared Table 1 cell differs beyond the reference check's tolerance, or that
     shares none, is not added; the reference stays as it was."""

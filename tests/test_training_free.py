@@ -421,6 +421,10 @@ def test_the_fixed_fid_table_groups_rows_that_differ_only_in_compute_and_finds_t
     tight = comparison.fixed_fid_table(rows, sweeps, unguided_fid=4.0, bound_ratios=[0.5])
     # FID <= 2: freedom 0.96, time travel 0.95: no row of ppap's curve reaches it
     assert comparison.break_even_at_fid(tight, "ppap").iloc[0]["method"] is None
+    # another sampler of the same guide (one training) counts: ppap_eta1 at 0.98 is the cheapest there
+    eta1 = table.copy()
+    eta1.loc[(eta1["method"] == "ppap_eta1") & (eta1["fid_ratio"] == 1.0), "accuracy_at_fid"] = 0.98
+    assert comparison.break_even_at_fid(eta1, "ppap").set_index("fid_ratio").loc[1.0, "method"] == "ppap_eta1"
     assert comparison.break_even_at_fid(table, "not_a_row").empty
     text = "\n".join(comparison.fixed_fid_markdown(table, "ppap"))
     assert f"- FID <= 0.75 x unguided, freedom (0.970): ppap_rec4 reaches 1.000 and its one-time 100 s pays for " \

@@ -284,16 +284,17 @@ def fixed_fid_table(rows: pd.DataFrame, sweeps: pd.DataFrame, unguided_fid: floa
 
 
 def break_even_at_fid(table: pd.DataFrame, amortised: str) -> pd.DataFrame:
-    """For each training-free row at each FID bound: the cheapest row of ``amortised``'s curve (e.g.
-    ppap with its time-travel and DDIM-100 rows) that reaches at least its accuracy there, and after
-    how many samples that row's one-time cost is paid back by its lower wall-seconds per sample
-    (:func:`break_even_samples`; inf: never; NaN: no row of the curve reaches that accuracy)."""
-    curve = table.loc[table["method"] == amortised, "curve"]
+    """For each training-free row at each FID bound: the cheapest row guided by ``amortised``'s guide
+    (e.g. ppap with its time-travel and DDIM-100 rows, and at eta 1: its one training, any sampler) that
+    reaches at least its accuracy there, and after how many samples that row's one-time cost is paid back
+    by its lower wall-seconds per sample (:func:`break_even_samples`; inf: never; NaN: no such row reaches
+    that accuracy)."""
+    guide = table.loc[table["method"] == amortised, "guide"]
     out = []
-    if curve.empty:
+    if guide.empty:
         return pd.DataFrame(out)
     for ratio, at_bound in table.groupby("fid_ratio", sort=False):
-        own = at_bound[at_bound["curve"] == curve.iloc[0]]
+        own = at_bound[at_bound["guide"] == guide.iloc[0]]
         for other in at_bound[at_bound["family"].str.startswith("training-free")].itertuples():
             if not math.isfinite(other.accuracy_at_fid):
                 continue
@@ -322,7 +323,7 @@ def fixed_fid_markdown(table: pd.DataFrame, amortised: str) -> list[str]:
     for even in break_even_at_fid(table, amortised).itertuples():
         head = f"- FID <= {even.fid_ratio:g} x unguided, {even.training_free} ({even.training_free_accuracy:.3f}): "
         if even.method is None:
-            lines.append(head + f"no row of {amortised}'s curve reaches its accuracy")
+            lines.append(head + f"no row guided as {amortised} reaches its accuracy")
         elif math.isfinite(even.break_even_samples):
             lines.append(head + f"{even.method} reaches {even.accuracy:.3f} and its one-time {even.one_time_s:.0f} s "
                          f"pays for itself after {even.break_even_samples:,.0f} samples")

@@ -295,15 +295,7 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
             folders["timed"] = out / "benchmarks" / "timed"
         summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
         if guidance is not None:
-            guidance_results = Path(guidance) / "results"
-            for name in GUIDANCE:
-                _copy(guidance_results / name, out / name)
-            for path in sorted((guidance_results / "figures").glob("guidance_*")):
-                _copy(path, out / "figures" / path.name)
-            rows = pd.read_csv(guidance_results / "guidance_methods.csv")
-            for guide, sampling in zip(rows["guide"], rows["sampling"]):
-                _copy(guidance_results / "samples" / guide / sampling / "grid.png",
-                      out / "samples" / "guidance" / f"{guide}_{sampling}.png")
+            _copy_guidance_table(Path(guidance) / "results", out)
             _copy_tree(Path(guidance) / "benchmarks" / "snakemake", out / "benchmarks" / "guidance", "*.tsv")
             folders["guidance"] = out / "benchmarks" / "guidance"
             summarize_benchmarks(folders).to_csv(out / "benchmarks" / "summary.csv", index=False)
@@ -319,6 +311,18 @@ def publish(run: Path, to: Path, timed: Path | None = None, tuning: Path | None 
             _copy_tree(legacy_results / "ablations", out / "legacy" / "ablations", "*.md")
         copied = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
     return copied
+
+
+def _copy_guidance_table(results: Path, out: Path, required: bool = True) -> list[Path]:
+    """The guidance methods' table, sweeps, fixed-FID reading, validation choices and figures of a run's
+    ``results/``, with each row's sample grid (``samples/guidance/<guide>_<sampling>.png``)."""
+    pairs = [(results / name, out / name) for name in GUIDANCE]
+    pairs += [(path, out / "figures" / path.name) for path in sorted((results / "figures").glob("guidance_*"))]
+    rows = pd.read_csv(results / "guidance_methods.csv")
+    pairs += [(results / "samples" / guide / sampling / "grid.png",
+               out / "samples" / "guidance" / f"{guide}_{sampling}.png")
+              for guide, sampling in zip(rows["guide"], rows["sampling"])]
+    return [target for source, target in pairs if _copy(source, target, required=required)]
 
 
 def _published_benchmark_runs(out: Path) -> dict[str, Path]:
@@ -363,7 +367,8 @@ def check_shared_cells(run: Path, reference: Path) -> pd.DataFrame:
 def add_stage(run: Path, to: Path) -> list[str]:
     """Rebuild ``to`` as it is plus a stage run on its preset after it was published (for instance
     the training budget's tuning and ablation): every file of the run's ``results/tuning/`` and
-    ``results/ablations/`` is added, replacing a published one of the same name; its benchmark files go
+    ``results/ablations/`` is added, replacing a published one of the same name, and its guidance methods'
+    table with its sweeps, fixed-FID reading, figures and sample grids where it made one; its benchmark files go
     to ``benchmarks/<run folder's name>/`` and benchmarks/summary.csv is recomputed. The run must have
     scored at least one of the published Table 1's cells, with the same results (check_shared_cells)."""
     run, to = Path(run), Path(to)
@@ -376,10 +381,12 @@ def add_stage(run: Path, to: Path) -> list[str]:
     results = run / "results"
     with atomic_directory(to) as out:
         shutil.copytree(to, out, dirs_exist_ok=True)
-        added = [_copy(path, out / folder / path.name) for folder in ("tuning", "ablations")
-                 for path in sorted((results / folder).glob("*")) if path.is_file()]
+        added = [path for folder in ("tuning", "ablations") for path in sorted((results / folder).glob("*"))
+                 if path.is_file() and _copy(path, out / folder / path.name)]
+        if (results / "guidance_methods.csv").is_file():  # a guidance table's test stage (the fair race's)
+            added += _copy_guidance_table(results, out, required=False)
         if not added:
-            raise FileNotFoundError(f"{results} has no tuning or ablation tables to add")
+            raise FileNotFoundError(f"{results} has no tuning, ablation or guidance tables to add")
         shutil.rmtree(out / "benchmarks" / label, ignore_errors=True)
         _copy_tree(run / "benchmarks" / "snakemake", out / "benchmarks" / label, "*.tsv")
         summarize_benchmarks(_published_benchmark_runs(out)).to_csv(out / "benchmarks" / "summary.csv", index=False)
