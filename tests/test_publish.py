@@ -352,9 +352,11 @@ def test_add_stage_adds_a_guidance_tables_test_stage(tmp_path):
             "samples/guidance/trainingfree_freedom_ddim25_s0.5_eta1.png"} <= set(copied)
     assert (reference / "guidance_sweeps.csv").read_text() == "race guidance_sweeps.csv\n"
     after = {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
-    replaced = {Path(name) for name in (*STAGE_FILES, "guidance_methods.csv", "guidance_methods.md",
-                                        "guidance_sweeps.csv", "benchmarks/summary.csv")}
-    assert all(after[path] == content for path, content in before.items() if path not in replaced)
+    replaced = {Path(name) for name in (*STAGE_FILES, "guidance_methods.csv", "guidance_methods.md", "guidance_sweeps.csv",
+                                        "guidance_fixed_fid.csv", "figures/guidance_fixed_fid.png",
+                                        "samples/guidance/trainingfree_freedom_ddim25_s0.5_eta1.png",
+                                        "benchmarks/summary.csv")}
+    assert [str(p) for p, content in before.items() if p not in replaced and after[p] != content] == []
 
 
 def test_add_stage_refuses_a_run_of_another_setup(tmp_path):
