@@ -6,8 +6,10 @@ Snakemake reads ``--configfile`` before the Snakefile and reports a YAML syntax 
 file is not valid JSON or YAML", without the file or the line: ``snakemake/common/configfile.py``
 drops the YAML error it caught, so the Snakefile's own checks never see the file. This reads each
 file as Snakemake does (JSON, else YAML) and prints one line per bad file,
-``FILE:LINE:COLUMN: what the parser found`` (exit 1), or nothing (exit 0). A file that parses is then
-checked by the workflow itself (``snakemake -n ... --configfile FILE``: keys, types, files).
+``FILE:LINE:COLUMN: what the parser found`` (exit 1), or nothing (exit 0). A key given twice in one
+mapping is named the same way: YAML keeps the last one silently, so the first is a setting that is not
+used. A file that parses is then checked by the workflow itself (``snakemake -n ... --configfile FILE``:
+keys, types, files).
 """
 
 from __future__ import annotations
@@ -21,6 +23,22 @@ from typing import Sequence
 import yaml
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load's loader, refusing a key that a mapping already has."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    f"in the mapping at line {node.start_mark.line + 1}:", node.start_mark,
+                    f"key {key!r} given twice (first at line {seen[key] + 1}): YAML keeps the last one silently",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def problem(path: str | Path) -> str | None:
     """One line describing what is wrong with `path` as a config file, or None."""
     try:
@@ -31,7 +49,7 @@ def problem(path: str | Path) -> str | None:
         content = json.loads(text)
     except ValueError:
         try:
-            content = yaml.safe_load(text)
+            content = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
