@@ -311,7 +311,7 @@ def test_fair_race_rows_sample_as_named_and_are_tuned_as_their_siblings():
     for run in guidance_tuning_runs(cfg):
         grid.setdefault(run.method, []).append((run.guides, run.value, grammar.parse_sampling(run.sampling).scale))
     new = [m for m in overlay["guidance_methods"]["sampling"] if m != "unguided_eta1"]
-    assert len(new) == 15
+    assert len(new) == 19
     # each method's own step: as many validation cells as its TFG form (2 variants x 5 scales)
     for method, sibling in (("dps_paper", "dps"), ("freedom_paper", "freedom"), ("mpgd_paper", "mpgd"),
                             ("ug", "dps")):
