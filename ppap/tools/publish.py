@@ -27,8 +27,10 @@ copy leaves the previous reference untouched. ``--staged`` publishes a study tha
 MNIST preset's, ``--to results/reference/mnist``): Table 1 must be there, the rest is copied as far as it
 has landed, so each stage can be committed. ``--add-stage`` adds to a published reference a later
 stage run on its preset in a folder of its own (the training budget's tuning and ablation, for
-instance): its tuning and ablation tables and its benchmark files (``benchmarks/<folder name>/``),
-once the Table 1 cells it shares with the reference are found to have the same results.
+instance): its tuning and ablation tables, its guidance methods' table with sweeps, fixed-FID reading,
+figures and sample grids where it made one (the fair race's test stage), and its benchmark files
+(``benchmarks/<folder name>/``), once the Table 1 cells it shares with the reference are found to have the
+same results.
 """
 
 from __future__ import annotations
