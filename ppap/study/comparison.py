@@ -356,16 +356,17 @@ def plot_fixed_fid(table: pd.DataFrame):
     fig, axes = plt.subplots(1, len(ratios), figsize=(6.2 * len(ratios), 4.6 + 0.22 * legend_rows), squeeze=False,
                              sharey=True)
     # a fair race has some 22 curves: a colour per method (its eta-1 row shares it), a marker per sampler's noise
-    bases = list(dict.fromkeys(re.sub(r"_eta[0-9.]+$", "", curve) for curve in curves))
+    base = {curve: re.sub(r"_eta[0-9.]+$", "", curve) for curve in curves}
     palette = plt.get_cmap("tab20").colors
-    colors = {base: palette[(2 * i) % 20 + (2 * i) // 20 % 2] for i, base in enumerate(bases)}
+    palette = palette[0::2] + palette[1::2]  # tab20's ten dark colours first, then their light pairs
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(dict.fromkeys(base.values()))}
     for ax, ratio in zip(axes[0], ratios):
         at_bound = table[table["fid_ratio"] == ratio]
         for curve in curves:
             group = at_bound[at_bound["curve"] == curve].sort_values("wall_s")
             style = "--" if group["family"].iloc[0].startswith("training-free") else "-"
             marker = "s" if grammar.parse_sampling(group["sampling"].iloc[0]).eta else "o"  # DDIM's noise: squares
-            color = colors[re.sub(r"_eta[0-9.]+$", "", curve)]
+            color = colors[base[curve]]
             shown = group["accuracy_at_fid"].clip(upper=TOP_ACCURACY)
             ax.plot(group["wall_s"] * 1e3, shown, style, marker=marker, color=color, label=curve)
             for row, accuracy in zip(group.itertuples(), shown):
