@@ -304,6 +304,8 @@ def test_fair_race_rows_sample_as_named_and_are_tuned_as_their_siblings():
     assert rows["ppap_rec4"].sampling == "ddim25_s8_rec4" and rows["ppap"].sampling == "ddim25_s8"
     assert rows["multi_expert_labeled_ddim100"].sampling == "ddim100_s8"
     assert rows["ppap_eta1"].sampling == "ddim25_s4_eta1"
+    assert rows["ppap_rec4_eta1"].sampling == "ddim25_s4_eta1_rec4"
+    assert rows["multi_expert_labeled_ddim100_eta1"].sampling == "ddim100_s8_eta1"
     assert rows["unguided_eta1"].sampling == "ddim25_s0_eta1"
     assert rows["tfg_eta1"].sampling == "ddim25_s0.5_eta1" and rows["tfg"].guides != rows["tfg_eta1"].guides
     assert rows["mpgd_eta1"].guides == rows["mpgd"].guides  # both chose six iterations
@@ -311,7 +313,7 @@ def test_fair_race_rows_sample_as_named_and_are_tuned_as_their_siblings():
     for run in guidance_tuning_runs(cfg):
         grid.setdefault(run.method, []).append((run.guides, run.value, grammar.parse_sampling(run.sampling).scale))
     new = [m for m in overlay["guidance_methods"]["sampling"] if m != "unguided_eta1"]
-    assert len(new) == 19
+    assert len(new) == 25
     # each method's own step: as many validation cells as its TFG form (2 variants x 5 scales)
     for method, sibling in (("dps_paper", "dps"), ("freedom_paper", "freedom"), ("mpgd_paper", "mpgd"),
                             ("ug", "dps")):

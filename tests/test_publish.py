@@ -341,8 +341,10 @@ def test_add_stage_adds_a_guidance_tables_test_stage(tmp_path):
                  "figures/guidance_fixed_fid.png"):
         (results / name).parent.mkdir(parents=True, exist_ok=True)
         (results / name).write_text(f"race {name}\n")
-    pd.DataFrame([dict(method="freedom_eta1", guide="trainingfree_freedom", sampling="ddim25_s0.5_eta1")]).to_csv(
-        results / "guidance_methods.csv", index=False)
+    published = pd.read_csv(reference / "guidance_methods.csv")[["method", "guide", "sampling"]]
+    new_row = pd.DataFrame([dict(method="freedom_eta1", guide="trainingfree_freedom", sampling="ddim25_s0.5_eta1")])
+    pd.concat([published[published["method"] != "freedom_eta1"], new_row]).to_csv(
+        results / "guidance_methods.csv", index=False)  # every published row: the whole table again
     grid = results / "samples" / "trainingfree_freedom" / "ddim25_s0.5_eta1" / "grid.png"
     grid.parent.mkdir(parents=True)
     grid.write_text("grid")
@@ -357,6 +359,49 @@ def test_add_stage_adds_a_guidance_tables_test_stage(tmp_path):
                                         "samples/guidance/trainingfree_freedom_ddim25_s0.5_eta1.png",
                                         "benchmarks/summary.csv")}
     assert [str(p) for p, content in before.items() if p not in replaced and after[p] != content] == []
+
+
+def _partial_guidance_stage(root: Path, reference: Path, shift: float = 0.0) -> Path:
+    """A guidance stage with two new rows beside one published row (its anchor, its accuracy shifted by
+    ``shift``), each with a sample grid, and the figure, sweeps and validation table its rule writes."""
+    stage = _stage_run(root, reference)
+    results = stage / "results"
+    anchor = pd.read_csv(reference / "guidance_methods.csv").set_index("method").loc[["ppap_eta1"]]
+    anchor["accuracy"] += shift
+    new = anchor.rename(index={"ppap_eta1": "ppap_rec2_eta1"}).assign(sampling="ddim25_s4_eta1_rec2")
+    table = pd.concat([anchor, new]).reset_index()
+    table.to_csv(results / "guidance_methods.csv", index=False)
+    for name in ("guidance_methods.md", "guidance_sweeps.csv", "guidance_fixed_fid.csv", "tuning/guidance.csv",
+                 "tuning/guidance.md", "guidance/x0_estimate_accuracy.json", "figures/guidance_tradeoff.png"):
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / name).write_text(f"stage {name}\n")
+    for guide, sampling in zip(table["guide"], table["sampling"]):
+        grid = results / "samples" / guide / sampling / "grid.png"
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        grid.write_text(sampling)
+    return stage
+
+
+def test_add_stage_puts_a_partial_guidance_stage_beside_the_published_table(tmp_path):
+    """A guidance stage with only some of the published rows replaces nothing: its tables, figures and
+    grids go to stages/<folder>/ once its anchor row is found alike; one whose anchor differs is refused."""
+    reference = tmp_path / "reference"
+    shutil.copytree(REPO / "results" / "reference" / "fair_race", reference)
+    before = {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    other = _partial_guidance_stage(tmp_path / "other", reference, shift=0.2)
+    with pytest.raises(ValueError, match="ppap_eta1 accuracy"):
+        publish.add_stage(other, reference)
+    stage = _partial_guidance_stage(tmp_path / "matched", reference)
+    copied = publish.add_stage(stage, reference)
+    after = {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    assert [str(p) for p, content in before.items()
+            if p != Path("benchmarks/summary.csv") and after[p] != content] == []
+    home = Path("stages/matched")
+    assert {str(home / name) for name in ("guidance_methods.csv", "guidance_sweeps.csv", "tuning/guidance.csv",
+                                          "tuning/training_budget.csv", "figures/guidance_tradeoff.png",
+                                          "samples/guidance/datafree_lora4_n5_ddim25_s4_eta1_rec2.png")} <= set(copied)
+    assert pd.read_csv(reference / home / "guidance_methods.csv")["method"].tolist() == ["ppap_eta1", "ppap_rec2_eta1"]
+    assert Path("benchmarks/matched/tuning/training_budget.tsv") in after
 
 
 def test_add_stage_refuses_a_run_of_another_setup(tmp_path):

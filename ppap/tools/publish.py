@@ -30,7 +30,8 @@ stage run on its preset in a folder of its own (the training budget's tuning and
 instance): its tuning and ablation tables, its guidance methods' table with sweeps, fixed-FID reading,
 figures and sample grids where it made one (the fair race's test stage), and its benchmark files
 (``benchmarks/<folder name>/``), once the Table 1 cells it shares with the reference are found to have the
-same results.
+same results. A guidance stage that holds only some of the published guidance table's rows (new rows and a few
+published ones as anchors) goes beside it, to ``stages/<folder name>/``, once its anchors are found alike.
 """
 
 from __future__ import annotations
@@ -366,13 +367,42 @@ def check_shared_cells(run: Path, reference: Path) -> pd.DataFrame:
     return checks
 
 
+def check_shared_guidance_rows(stage_table: Path, published_table: Path) -> pd.DataFrame:
+    """The rows a guidance stage shares with the published guidance table (its anchors: same method),
+    compared within the reference check's tolerance (counted passes exactly; wall-seconds are measurements
+    and not compared). Raises ValueError when there is no anchor or one differs beyond it."""
+    from ppap.tools.reference import compare_tables
+
+    stage = pd.read_csv(stage_table).set_index("method")
+    published = pd.read_csv(published_table).set_index("method")
+    shared = [method for method in stage.index if method in published.index]
+    if not shared:
+        raise ValueError(f"{stage_table} shares no row with {published_table}: nothing shows it is its setup")
+    mismatched = [m for m in shared if (stage.loc[m, "guide"], stage.loc[m, "sampling"])
+                  != (published.loc[m, "guide"], published.loc[m, "sampling"])]
+    if mismatched:
+        raise ValueError(f"{stage_table}: {', '.join(mismatched)} sampled with another guide or setting than in "
+                         f"{published_table}")
+    checks = compare_tables(published.loc[shared], stage.loc[shared])
+    bad = checks[~checks["ok"]]
+    if len(bad):
+        cells = ", ".join(f"{r.method} {r.metric} {r.measured} (published {r.reference})" for r in bad.itertuples())
+        raise ValueError(f"{stage_table} is not {published_table}'s setup: {cells}")
+    return checks
+
+
 def add_stage(run: Path, to: Path) -> list[str]:
     """Rebuild ``to`` as it is plus a stage run on its preset after it was published (for instance
     the training budget's tuning and ablation): every file of the run's ``results/tuning/`` and
     ``results/ablations/`` is added, replacing a published one of the same name, and its guidance methods'
     table with its sweeps, fixed-FID reading, figures and sample grids where it made one; its benchmark files go
     to ``benchmarks/<run folder's name>/`` and benchmarks/summary.csv is recomputed. The run must have
-    scored at least one of the published Table 1's cells, with the same results (check_shared_cells)."""
+    scored at least one of the published Table 1's cells, with the same results (check_shared_cells).
+
+    A guidance stage that holds only some of the published guidance table's rows (new rows beside a few
+    published ones, its anchors: the fair race's matched rows at eta = 1) replaces nothing: its tables,
+    validation choices, figures and grids go to ``stages/<run folder's name>/``, where its wall-seconds are
+    compared only with each other, once its anchors are found alike (check_shared_guidance_rows)."""
     run, to = Path(run), Path(to)
     if not (to / "table1.csv").is_file():
         raise FileNotFoundError(f"{to} is not a published reference (no table1.csv)")
@@ -381,12 +411,21 @@ def add_stage(run: Path, to: Path) -> list[str]:
         raise ValueError(f"a stage's run folder may not be named {label!r}: its benchmarks would replace that run's")
     check_shared_cells(run, to)
     results = run / "results"
+    stage_rows = results / "guidance_methods.csv"
+    partial = (stage_rows.is_file() and (to / "guidance_methods.csv").is_file()
+               and not set(pd.read_csv(to / "guidance_methods.csv")["method"])
+               <= set(pd.read_csv(stage_rows)["method"]))
+    if partial:
+        check_shared_guidance_rows(stage_rows, to / "guidance_methods.csv")
     with atomic_directory(to) as out:
         shutil.copytree(to, out, dirs_exist_ok=True)
+        home = out / "stages" / label if partial else out
+        if partial:
+            shutil.rmtree(home, ignore_errors=True)
         added = [path for folder in ("tuning", "ablations") for path in sorted((results / folder).glob("*"))
-                 if path.is_file() and _copy(path, out / folder / path.name)]
-        if (results / "guidance_methods.csv").is_file():  # a guidance table's test stage (the fair race's)
-            added += _copy_guidance_table(results, out, required=False)
+                 if path.is_file() and _copy(path, home / folder / path.name)]
+        if stage_rows.is_file():  # a guidance table's test stage (the fair race's), whole or beside it
+            added += _copy_guidance_table(results, home, required=partial)
         if not added:
             raise FileNotFoundError(f"{results} has no tuning, ablation or guidance tables to add")
         shutil.rmtree(out / "benchmarks" / label, ignore_errors=True)
