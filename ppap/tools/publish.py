@@ -339,6 +339,19 @@ def _published_benchmark_runs(out: Path) -> dict[str, Path]:
     return {**known, **{p.name: p for p in folders if p.name not in names}}
 
 
+def _refuse_differences(checks: pd.DataFrame, measured: Path, reference: Path) -> pd.DataFrame:
+    """``checks`` (ppap.tools.reference.compare_tables) as they are when every one passed; otherwise a
+    ValueError naming each cell out of tolerance."""
+    bad = checks[~checks["ok"]]
+    if len(bad):
+        cells = ", ".join(f"{r.method} {r.metric} {r.measured:.4g} (reference {r.reference:.4g})"
+                          if isinstance(r.measured, float) and isinstance(r.reference, float)
+                          else f"{r.method} {r.metric} {r.measured} (reference {r.reference})"
+                          for r in bad.itertuples())
+        raise ValueError(f"{measured} is not {reference}'s setup: {cells}")
+    return checks
+
+
 def check_shared_cells(run: Path, reference: Path) -> pd.DataFrame:
     """The published Table 1's rows whose sample cell the run also scored, compared with the run's
     metric files within the reference check's tolerance (``ppap.tools.reference``): a run added to a
@@ -359,12 +372,7 @@ def check_shared_cells(run: Path, reference: Path) -> pd.DataFrame:
         raise ValueError(f"{run} scored none of {reference / 'table1.csv'}'s cells: nothing shows it is the "
                          "reference's setup")
     checks = compare_tables(table.loc[shared], pd.DataFrame.from_dict(measured, orient="index"))
-    bad = checks[~checks["ok"]]
-    if len(bad):
-        cells = ", ".join(f"{r.method} {r.metric} {r.measured:.4g} (reference {r.reference:.4g})"
-                          for r in bad.itertuples())
-        raise ValueError(f"{run} is not {reference}'s setup: {cells}")
-    return checks
+    return _refuse_differences(checks, run, reference)
 
 
 def check_shared_guidance_rows(stage_table: Path, published_table: Path) -> pd.DataFrame:
@@ -383,12 +391,7 @@ def check_shared_guidance_rows(stage_table: Path, published_table: Path) -> pd.D
     if mismatched:
         raise ValueError(f"{stage_table}: {', '.join(mismatched)} sampled with another guide or setting than in "
                          f"{published_table}")
-    checks = compare_tables(published.loc[shared], stage.loc[shared])
-    bad = checks[~checks["ok"]]
-    if len(bad):
-        cells = ", ".join(f"{r.method} {r.metric} {r.measured} (published {r.reference})" for r in bad.itertuples())
-        raise ValueError(f"{stage_table} is not {published_table}'s setup: {cells}")
-    return checks
+    return _refuse_differences(compare_tables(published.loc[shared], stage.loc[shared]), stage_table, published_table)
 
 
 def add_stage(run: Path, to: Path) -> list[str]:
